@@ -1,0 +1,47 @@
+# One way in. `make test` works from a fresh clone: it creates .venv and installs everything.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+NODE_INSTALLED := node_modules/.installed
+BUF := node_modules/.bin/buf
+
+.PHONY: install test lint generate vendor-protos bench protoset demo serve clean
+
+install: $(INSTALLED) $(NODE_INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NODE_INSTALLED): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) scripts/generate.py --check
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	scripts/buf_breaking.sh
+
+generate: install
+	$(PY) scripts/generate.py
+
+vendor-protos: $(INSTALLED)
+	PYTHON=$(PY) scripts/vendor_validate_proto.sh
+
+bench: install
+	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+
+protoset: install
+	$(BUF) build -o cj-mesh.protoset
+	@echo "wrote cj-mesh.protoset (use: grpcurl -protoset cj-mesh.protoset ...)"
+
+clean:
+	rm -rf $(VENV) node_modules var .pytest_cache

@@ -1,0 +1,64 @@
+"""Assembles the Content Service: database, blob directory, store, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from huleedu.content.v1 import content_pb2, content_pb2_grpc
+
+from content_svc.blobs import BlobDirectory
+from content_svc.service import ContentService
+from content_svc.settings import ContentSettings
+from content_svc.store import ContentStore
+from mesh_server import database
+from mesh_server.metrics import serve_metrics
+from mesh_server.server import MeshServer, Registration
+
+log = logging.getLogger("content_svc")
+
+SERVICE_NAME = content_pb2.DESCRIPTOR.services_by_name["ContentService"].full_name
+
+
+@dataclass
+class ContentApp:
+    settings: ContentSettings
+    server: MeshServer
+    store: ContentStore
+    metrics_port: int = 0
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.store.engine.dispose()
+
+
+async def start(settings: ContentSettings) -> ContentApp:
+    if settings.migrate:
+        await asyncio.to_thread(database.upgrade, "content", settings.database_url)
+    engine = database.create_engine(settings.database_url)
+    try:
+        await database.ensure_migrated(engine, "content", settings.database_url)
+    except BaseException:
+        await engine.dispose()
+        raise
+    blobs = BlobDirectory(settings.storage_dir)
+    removed = blobs.prepare()
+    if removed:
+        log.info("removed %d temp files left by an earlier run", removed)
+    store = ContentStore(engine, blobs, settings.max_object_bytes)
+    server = MeshServer(
+        [Registration(content_pb2_grpc.add_ContentServiceServicer_to_server, ContentService(store), SERVICE_NAME)],
+        listen=settings.listen,
+        grace_seconds=settings.grace_seconds,
+        readiness=store.problem,
+    )
+    await server.start()
+    app = ContentApp(settings, server, store)
+    if settings.metrics_listen:
+        app.metrics_port = serve_metrics(settings.metrics_listen)
+    return app

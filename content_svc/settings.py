@@ -1,0 +1,22 @@
+"""The Content Service's settings: one object, filled from flags or CONTENT_SVC_* environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ContentSettings:
+    listen: str = "127.0.0.1:50051"
+    database_url: str = "sqlite:///var/content/content.db"
+    storage_dir: Path = Path("var/content/blobs")
+    max_object_bytes: int = 64 * MiB
+    # host:port for Prometheus /metrics; empty to not serve metrics.
+    metrics_listen: str = ""
+    migrate: bool = False
+    log_json: bool = False
+    log_level: str = "INFO"
+    grace_seconds: float = 5.0

@@ -1,0 +1,168 @@
+"""The one server interceptor: correlation id, request validation, error mapping, metrics, access log.
+
+Every request message, unary or streamed, is checked with protovalidate before the handler sees it.
+Exceptions leave a handler only through `status.py`'s mapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import protovalidate
+
+from mesh_server import correlation, metrics, status
+from mesh_server.errors import DomainError
+
+log = logging.getLogger("mesh.rpc")
+
+_validator = protovalidate.Validator()
+
+
+class RequestInvalid(Exception):
+    """A request message broke its contract; carries protovalidate's error."""
+
+    def __init__(self, error: protovalidate.ValidationError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def validate(message: Any) -> None:
+    try:
+        _validator.validate(message)
+    except protovalidate.ValidationError as error:
+        raise RequestInvalid(error) from None
+
+
+async def _validated(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for message in requests:
+        validate(message)
+        yield message
+
+
+class _Call:
+    """Bookkeeping of one RPC: metrics labels, timing, and how it ended."""
+
+    def __init__(self, method: str, rpc_type: str) -> None:
+        _, _, path = method.partition("/")
+        self.service, _, self.method = path.partition("/")
+        self.type = rpc_type
+        self.started = time.perf_counter()
+        metrics.STARTED.labels(rpc_type, self.service, self.method).inc()
+
+    async def begin(self, context: grpc.aio.ServicerContext) -> None:
+        cid = correlation.from_metadata(context.invocation_metadata())
+        correlation.current.set(cid)
+        await context.send_initial_metadata(((correlation.METADATA_KEY, cid),))
+
+    async def fail(self, context: grpc.aio.ServicerContext, error: BaseException) -> None:
+        """Map an exception to a status and abort with it (raises AbortError)."""
+        if isinstance(error, RequestInvalid):
+            await context.abort_with_status(status.validation_status(error.error))
+        error = status.as_domain_error(error)
+        if isinstance(error, DomainError):
+            await context.abort_with_status(status.domain_status(error))
+        if isinstance(error, NotImplementedError):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{self.service}/{self.method} is not implemented")
+        log.error("unhandled error in %s/%s", self.service, self.method, exc_info=error)
+        await context.abort_with_status(status.internal_status(correlation.current.get()))
+
+    def end(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode | None) -> None:
+        if code is None:
+            code = context.code() if hasattr(context, "code") else None
+        if code is None or isinstance(code, int):
+            code = grpc.StatusCode.OK if code in (None, 0) else grpc.StatusCode.UNKNOWN
+        elapsed = time.perf_counter() - self.started
+        metrics.HANDLED.labels(self.type, self.service, self.method, code.name).inc()
+        metrics.HANDLING_SECONDS.labels(self.type, self.service, self.method).observe(elapsed)
+        log.info(
+            "rpc %s/%s %s %.1f ms",
+            self.service,
+            self.method,
+            code.name,
+            elapsed * 1000,
+            extra={"rpc": f"{self.service}/{self.method}", "code": code.name, "duration_ms": elapsed * 1000},
+        )
+
+
+def _unary_response(method: str, rpc_type: str, behaviour: Callable[..., Awaitable[Any]], streamed_in: bool):
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = _Call(method, rpc_type)
+        code: grpc.StatusCode | None = grpc.StatusCode.OK
+        try:
+            await call.begin(context)
+            if streamed_in:
+                request = _validated(request)
+            else:
+                validate(request)
+            return await behaviour(request, context)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = None
+            raise
+        except Exception as error:  # noqa: BLE001 - every error goes through the one mapper
+            code = None
+            await call.fail(context, error)
+        finally:
+            call.end(context, code)
+
+    return handler
+
+
+def _stream_response(method: str, rpc_type: str, behaviour: Callable[..., AsyncIterator[Any]], streamed_in: bool):
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = _Call(method, rpc_type)
+        code: grpc.StatusCode | None = grpc.StatusCode.OK
+        try:
+            await call.begin(context)
+            if streamed_in:
+                request = _validated(request)
+            else:
+                validate(request)
+            async for response in behaviour(request, context):
+                yield response
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = None
+            raise
+        except Exception as error:  # noqa: BLE001
+            code = None
+            await call.fail(context, error)
+        finally:
+            call.end(context, code)
+
+    return handler
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
+        io = (handler.request_deserializer, handler.response_serializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary_response(method, "unary", handler.unary_unary, False), *io
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _unary_response(method, "client_stream", handler.stream_unary, True), *io
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _stream_response(method, "server_stream", handler.unary_stream, False), *io
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _stream_response(method, "bidi_stream", handler.stream_stream, True), *io
+        )

@@ -1,0 +1,116 @@
+"""One bootstrap for every service: grpc.aio server, health, reflection, the interceptor, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from buf.validate import validate_pb2  # noqa: F401 - registers validate rules for reflection
+from google.rpc import error_details_pb2  # noqa: F401 - registers error details for reflection
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mesh_server.interceptor import ServerInterceptor
+
+log = logging.getLogger("mesh.server")
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+)
+CLIENT_OPTIONS = SERVER_OPTIONS[:2]
+
+
+@dataclass
+class Registration:
+    """A servicer and the generated function that adds it, plus its full service name."""
+
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    service_name: str
+
+
+@dataclass
+class MeshServer:
+    registrations: list[Registration]
+    listen: str = "127.0.0.1:0"
+    grace_seconds: float = 5.0
+    # Returns None when healthy, or the reason it is not; checked periodically.
+    readiness: Callable[[], Awaitable[str | None]] | None = None
+    readiness_interval: float = 2.0
+    server: grpc.aio.Server | None = None
+    health: health.aio.HealthServicer = field(default_factory=lambda: health.aio.HealthServicer())
+    port: int = 0
+    _watch: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.listen.rpartition(":")[0] or "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    async def start(self) -> int:
+        self.server = grpc.aio.server(interceptors=[ServerInterceptor()], options=SERVER_OPTIONS)
+        for registration in self.registrations:
+            registration.add(registration.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [r.service_name for r in self.registrations]
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(self.listen)
+        if self.port == 0:
+            raise RuntimeError(f"could not listen on {self.listen}")
+        await self.server.start()
+        await self._set_serving(names, await self._check())
+        if self.readiness is not None:
+            self._watch = asyncio.create_task(self._watch_readiness(names))
+        log.info("listening on %s", self.address)
+        return self.port
+
+    async def _check(self) -> str | None:
+        if self.readiness is None:
+            return None
+        try:
+            return await self.readiness()
+        except Exception as error:  # noqa: BLE001 - any failure means not ready
+            return str(error) or type(error).__name__
+
+    async def _set_serving(self, names: Iterable[str], problem: str | None) -> None:
+        state = health_pb2.HealthCheckResponse.NOT_SERVING if problem else health_pb2.HealthCheckResponse.SERVING
+        for name in ("", *names):
+            await self.health.set(name, state)
+
+    async def _watch_readiness(self, names: list[str]) -> None:
+        last: str | None = None
+        while True:
+            await asyncio.sleep(self.readiness_interval)
+            problem = await self._check()
+            if problem != last:
+                log.warning("not ready: %s", problem) if problem else log.info("ready again")
+                last = problem
+            await self._set_serving(names, problem)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.grace_seconds)
+
+    async def run_until_signalled(self) -> None:
+        """Serve until SIGTERM or SIGINT, then go NOT_SERVING and stop with grace."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping (grace %.1f s)", self.grace_seconds)
+        await self.stop()

@@ -1,0 +1,118 @@
+"""The one error mapper: validation failures and domain errors -> rich `google.rpc.Status`.
+
+Validation failures become INVALID_ARGUMENT with `google.rpc.BadRequest` field violations and the
+original `buf.validate.Violations`; domain errors become their own code with `google.rpc.ErrorInfo`
+whose reason is our `ErrorCode` name. grpcurl, Python and Node clients all decode these.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import grpc
+import protovalidate
+import sqlalchemy.exc
+from buf.validate import validate_pb2
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from mesh_server import errors
+from mesh_server.errors import DomainError
+
+ERROR_DOMAIN = "huleedu.cj-mesh"
+
+
+def field_path(violation: validate_pb2.Violation) -> str:
+    """`essays[2].text_storage_id` style path of a violation ('' for message-level rules)."""
+    parts: list[str] = []
+    for element in violation.field.elements:
+        part = element.field_name
+        subscript = element.WhichOneof("subscript")
+        if subscript is not None:
+            key = getattr(element, subscript)
+            part += f"[{key!r}]" if subscript == "string_key" else f"[{key}]"
+        parts.append(part)
+    return ".".join(parts)
+
+
+def violations_of(error: protovalidate.ValidationError) -> validate_pb2.Violations:
+    # protovalidate speaks protobuf-py; re-read its bytes as the google-protobuf class we generate.
+    return validate_pb2.Violations.FromString(error.to_proto().to_binary())
+
+
+def describe(violations: validate_pb2.Violations) -> str:
+    """One line per violation: `field: what is wrong`."""
+    return "; ".join(f"{field_path(v) or '(message)'}: {v.message} [{v.rule_id}]" for v in violations.violations)
+
+
+def _pack(message) -> any_pb2.Any:  # type: ignore[no-untyped-def]
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def validation_status(error: protovalidate.ValidationError) -> grpc.Status:
+    violations = violations_of(error)
+    bad_request = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field_path(v), description=v.message, reason=v.rule_id)
+            for v in violations.violations
+        ]
+    )
+    info = error_details_pb2.ErrorInfo(reason="VALIDATION_ERROR", domain=ERROR_DOMAIN)
+    message = f"invalid request: {describe(violations)}"
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT,
+            message=message[:2000],
+            details=[_pack(bad_request), _pack(info), _pack(violations)],
+        )
+    )
+
+
+def domain_status(error: DomainError) -> grpc.Status:
+    code = grpc.StatusCode[error.kind.value]
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason=error.error_code, domain=ERROR_DOMAIN, metadata=error.metadata))
+    ]
+    if error.field:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=error.field, description=error.message, reason=error.error_code
+                        )
+                    ]
+                )
+            )
+        )
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=error.message, details=details))
+
+
+def as_domain_error(error: BaseException) -> BaseException:
+    """Infrastructure faults as domain errors: a full disk, an unreachable database or file system."""
+    if isinstance(error, DomainError):
+        return error
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return errors.ResourceExhausted("the storage is full; free space and retry", error_code="PROCESSING_ERROR")
+    if isinstance(
+        error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError, TimeoutError)
+    ):
+        return errors.Unavailable(f"a backing store is unavailable ({type(error).__name__}); retry later")
+    if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+        return errors.Unavailable("the database connection was lost; retry later")
+    if isinstance(error, OSError):
+        return errors.Unavailable(f"storage fault ({error.strerror or type(error).__name__}); retry later")
+    return error
+
+
+def internal_status(correlation_id: str) -> grpc.Status:
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=code_pb2.INTERNAL,
+            message=f"internal error; the server log has the details under correlation id {correlation_id}",
+            details=[_pack(error_details_pb2.ErrorInfo(reason="PROCESSING_ERROR", domain=ERROR_DOMAIN))],
+        )
+    )
