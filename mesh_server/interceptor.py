@@ -16,7 +16,7 @@ import grpc
 import protovalidate
 
 from mesh_server import correlation, metrics, status
-from mesh_server.errors import DomainError
+from mesh_server.errors import DomainError, InvalidArgument
 
 log = logging.getLogger("mesh.rpc")
 
@@ -36,6 +36,9 @@ def validate(message: Any) -> None:
         _validator.validate(message)
     except protovalidate.ValidationError as error:
         raise RequestInvalid(error) from None
+    except protovalidate.EvaluationError as error:
+        # A rule could not be evaluated for this input (e.g. CEL's iteration budget): refuse it clearly.
+        raise InvalidArgument(f"request could not be validated: {error}", error_code="VALIDATION_ERROR") from None
 
 
 async def _validated(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

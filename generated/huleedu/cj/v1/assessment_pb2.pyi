@@ -153,7 +153,11 @@ class SubmitBatchRequest(_message.Message):
     comparison_budget: _builtins.int
     """Maximum number of comparisons; the service's default when unset."""
     @_builtins.property
-    def essays(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.EssayRef]: ...
+    def essays(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.EssayRef]:
+        """At most 9,999: protovalidate's CEL engine allows 10,000 iterations per rule, and the
+        uniqueness rule takes one per essay.
+        """
+
     @_builtins.property
     def student_prompt_ref(self) -> _common_pb2.StorageReference:
         """Optional; when set, its kind must be CONTENT_KIND_STUDENT_PROMPT."""

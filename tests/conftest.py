@@ -1,0 +1,64 @@
+"""Fixtures shared by the suite: databases (SQLite and a throwaway PostgreSQL) and running services."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.support import postgres
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[postgres.Cluster]:
+    try:
+        cluster = postgres.start_cluster()
+    except RuntimeError as error:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI: {error}")
+        pytest.skip(f"SKIPPED LOUDLY: PostgreSQL tests need a server: {error}")
+    yield cluster
+    postgres.remove(cluster)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    cluster: postgres.Cluster = request.getfixturevalue("pg_cluster")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    cluster.psql(f"CREATE DATABASE {name}")
+    return cluster.url(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+def pg_url(pg_cluster: postgres.Cluster) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    pg_cluster.psql(f"CREATE DATABASE {name}")
+    return pg_cluster.url(name)
+
+
+@pytest_asyncio.fixture
+async def content_app(database_url: str, tmp_path: Path) -> AsyncIterator:
+    """A real Content Service on 127.0.0.1 with an ephemeral port, on each database backend."""
+    from content_svc.app import start
+    from content_svc.settings import ContentSettings
+
+    settings = ContentSettings(
+        listen="127.0.0.1:0", database_url=database_url, storage_dir=tmp_path / "blobs", migrate=True
+    )
+    app = await start(settings)
+    yield app
+    await app.stop()

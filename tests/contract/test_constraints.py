@@ -1,0 +1,166 @@
+"""One test per contract constraint: the valid message passes, each broken one names its field."""
+
+from __future__ import annotations
+
+import uuid
+
+import protovalidate
+import pytest
+
+from huleedu.cj.v1 import admin_pb2, assessment_pb2
+from huleedu.common.v1 import common_pb2
+from huleedu.content.v1 import content_pb2
+from mesh_server.status import field_path, violations_of
+from tests.support.messages import SHA256, STORAGE_ID, submit_batch_request
+
+validator = protovalidate.Validator()
+
+
+def violated_fields(message) -> set[str]:
+    try:
+        validator.validate(message)
+    except protovalidate.ValidationError as error:
+        return {field_path(v) for v in violations_of(error).violations}
+    return set()
+
+
+def test_valid_submit_batch_request_passes() -> None:
+    assert violated_fields(submit_batch_request()) == set()
+
+
+def _broken(mutate) -> set[str]:
+    request = submit_batch_request()
+    mutate(request)
+    return violated_fields(request)
+
+
+# Each case: (what is broken, how, the field that must be named).
+SUBMIT_CASES = [
+    ("64-char sha256 as text_storage_id", lambda r: setattr(r.essays[1], "text_storage_id", SHA256), "essays[1].text_storage_id"),
+    ("uppercase storage id", lambda r: setattr(r.essays[0], "text_storage_id", STORAGE_ID.upper()), "essays[0].text_storage_id"),
+    ("64-char sha256 as the prompt's storage_id", lambda r: setattr(r.student_prompt_ref, "storage_id", SHA256), "student_prompt_ref.storage_id"),
+    ("prompt ref of the wrong kind", lambda r: setattr(r.student_prompt_ref, "kind", common_pb2.CONTENT_KIND_ESSAY_TEXT), "student_prompt_ref"),
+    ("empty batch label", lambda r: setattr(r, "batch_label", ""), "batch_label"),
+    ("leading whitespace in batch label", lambda r: setattr(r, "batch_label", " label"), "batch_label"),
+    ("trailing whitespace in batch label", lambda r: setattr(r, "batch_label", "label "), "batch_label"),
+    ("whitespace-only batch label", lambda r: setattr(r, "batch_label", "   "), "batch_label"),
+    ("256-char batch label", lambda r: setattr(r, "batch_label", "x" * 256), "batch_label"),
+    ("37-char essay id", lambda r: setattr(r.essays[2], "essay_id", "e" * 37), "essays[2].essay_id"),
+    ("empty essay id", lambda r: setattr(r.essays[0], "essay_id", ""), "essays[0].essay_id"),
+    ("essay id with a space", lambda r: setattr(r.essays[0], "essay_id", "anna b"), "essays[0].essay_id"),
+    ("duplicate essay ids", lambda r: setattr(r.essays[1], "essay_id", r.essays[0].essay_id), "essays"),
+    ("101-char assignment id", lambda r: setattr(r, "assignment_id", "a" * 101), "assignment_id"),
+    ("request id that is no UUID", lambda r: setattr(r, "request_id", "retry-1"), "request_id"),
+    ("a single essay", lambda r: r.essays.pop(), "essays") ,
+    ("temperature above 2", lambda r: setattr(r.judge, "temperature", 2.01), "judge.temperature"),
+    ("negative temperature", lambda r: setattr(r.judge, "temperature", -0.1), "judge.temperature"),
+    ("max tokens 0", lambda r: setattr(r.judge, "max_tokens", 0), "judge.max_tokens"),
+    ("unknown judge provider", lambda r: setattr(r.judge, "provider", "gpt"), "judge.provider"),
+    ("budget 0", lambda r: setattr(r, "comparison_budget", 0), "comparison_budget"),
+    ("language that is no tag", lambda r: setattr(r, "language", "English"), "language"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "field"), SUBMIT_CASES, ids=[c[0] for c in SUBMIT_CASES])
+def test_submit_batch_constraint(case: str, mutate, field: str) -> None:
+    if case == "a single essay":
+        request = submit_batch_request(n_essays=1)
+        assert field in violated_fields(request)
+        return
+    assert field in _broken(mutate)
+
+
+def test_largest_batch_allowed_and_one_more_refused() -> None:
+    ok = submit_batch_request(n_essays=9_999)
+    assert violated_fields(ok) == set()
+    ok.essays.add(essay_id="one_too_many", text_storage_id=STORAGE_ID)
+    assert "essays" in violated_fields(ok)
+
+
+def test_temperature_zero_is_allowed_and_distinct_from_unset() -> None:
+    request = submit_batch_request()
+    assert not request.judge.HasField("temperature")
+    request.judge.temperature = 0.0
+    assert request.judge.HasField("temperature")
+    assert violated_fields(request) == set()
+
+
+def test_guest_run_without_assignment_or_prompt_is_valid() -> None:
+    request = submit_batch_request()
+    request.assignment_id = ""
+    request.ClearField("student_prompt_ref")
+    assert violated_fields(request) == set()
+
+
+CONTENT_CASES = [
+    ("chunk over 1 MiB", content_pb2.UploadRequest(chunk=b"x" * (1024 * 1024 + 1)), "chunk"),
+    ("empty upload message", content_pb2.UploadRequest(), "payload"),
+    (
+        "content type over 100 chars",
+        content_pb2.UploadRequest(header=content_pb2.UploadHeader(kind=1, content_type="t" * 101)),
+        "header.content_type",
+    ),
+    (
+        "header without a kind",
+        content_pb2.UploadRequest(header=content_pb2.UploadHeader(content_type="text/plain")),
+        "header.kind",
+    ),
+    (
+        "declared sha256 that is no sha256",
+        content_pb2.UploadRequest(header=content_pb2.UploadHeader(kind=1, content_type="text/plain", sha256="abc")),
+        "header.sha256",
+    ),
+    (
+        "negative declared size",
+        content_pb2.UploadRequest(header=content_pb2.UploadHeader(kind=1, content_type="text/plain", declared_size=-1)),
+        "header.declared_size",
+    ),
+    ("Get with a checksum for an id", content_pb2.GetRequest(storage_id=SHA256), "storage_id"),
+    ("Stat with a bad id", content_pb2.StatRequest(storage_ids=[STORAGE_ID, "nope"]), "storage_ids[1]"),
+    ("Stat with no ids", content_pb2.StatRequest(), "storage_ids"),
+    ("FindByChecksum with a storage id", content_pb2.FindByChecksumRequest(sha256s=[STORAGE_ID]), "sha256s[0]"),
+    ("BatchUpload with no items", content_pb2.BatchUploadRequest(), "items"),
+]
+
+
+@pytest.mark.parametrize(("case", "message", "field"), CONTENT_CASES, ids=[c[0] for c in CONTENT_CASES])
+def test_content_constraint(case: str, message, field: str) -> None:
+    assert field in violated_fields(message)
+
+
+def test_valid_content_messages_pass() -> None:
+    header = content_pb2.UploadHeader(kind=1, content_type="text/plain", declared_size=5, sha256=SHA256)
+    assert violated_fields(content_pb2.UploadRequest(header=header)) == set()
+    assert violated_fields(content_pb2.UploadRequest(chunk=b"x" * 1024 * 1024)) == set()
+    assert violated_fields(content_pb2.StatRequest(storage_ids=[STORAGE_ID])) == set()
+
+
+ADMIN_CASES = [
+    (
+        "assignment id over 100",
+        admin_pb2.CreateAssignmentRequest(request_id=str(uuid.uuid4()), assignment_id="a" * 101, grade_scale="x"),
+        "assignment_id",
+    ),
+    (
+        "rubric id that is a checksum",
+        admin_pb2.CreateAssignmentRequest(
+            request_id=str(uuid.uuid4()), assignment_id="a1", grade_scale="x", judge_rubric_storage_id=SHA256
+        ),
+        "judge_rubric_storage_id",
+    ),
+    ("page size over 1000", admin_pb2.ListAssignmentsRequest(page_size=1001), "page_size"),
+    (
+        "anchor storage id that is a checksum",
+        admin_pb2.RegisterAnchorRequest(
+            request_id=str(uuid.uuid4()), assignment_id="a1", label="A1", grade="B", storage_id=SHA256
+        ),
+        "storage_id",
+    ),
+    ("batch page size over 1000", assessment_pb2.ListBatchesRequest(page_size=5000), "page_size"),
+    ("comparisons of a malformed batch id", assessment_pb2.ListComparisonsRequest(batch_id="b1"), "batch_id"),
+]
+
+
+@pytest.mark.parametrize(("case", "message", "field"), ADMIN_CASES, ids=[c[0] for c in ADMIN_CASES])
+def test_cj_constraint(case: str, message, field: str) -> None:
+    assert field in violated_fields(message)
