@@ -6,10 +6,10 @@ import uuid
 
 import protovalidate
 import pytest
-
 from huleedu.cj.v1 import admin_pb2, assessment_pb2
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2
+
 from mesh_server.status import field_path, violations_of
 from tests.support.messages import SHA256, STORAGE_ID, submit_batch_request
 
@@ -36,10 +36,26 @@ def _broken(mutate) -> set[str]:
 
 # Each case: (what is broken, how, the field that must be named).
 SUBMIT_CASES = [
-    ("64-char sha256 as text_storage_id", lambda r: setattr(r.essays[1], "text_storage_id", SHA256), "essays[1].text_storage_id"),
-    ("uppercase storage id", lambda r: setattr(r.essays[0], "text_storage_id", STORAGE_ID.upper()), "essays[0].text_storage_id"),
-    ("64-char sha256 as the prompt's storage_id", lambda r: setattr(r.student_prompt_ref, "storage_id", SHA256), "student_prompt_ref.storage_id"),
-    ("prompt ref of the wrong kind", lambda r: setattr(r.student_prompt_ref, "kind", common_pb2.CONTENT_KIND_ESSAY_TEXT), "student_prompt_ref"),
+    (
+        "64-char sha256 as text_storage_id",
+        lambda r: setattr(r.essays[1], "text_storage_id", SHA256),
+        "essays[1].text_storage_id",
+    ),
+    (
+        "uppercase storage id",
+        lambda r: setattr(r.essays[0], "text_storage_id", STORAGE_ID.upper()),
+        "essays[0].text_storage_id",
+    ),
+    (
+        "64-char sha256 as the prompt's storage_id",
+        lambda r: setattr(r.student_prompt_ref, "storage_id", SHA256),
+        "student_prompt_ref.storage_id",
+    ),
+    (
+        "prompt ref of the wrong kind",
+        lambda r: setattr(r.student_prompt_ref, "kind", common_pb2.CONTENT_KIND_ESSAY_TEXT),
+        "student_prompt_ref",
+    ),
     ("empty batch label", lambda r: setattr(r, "batch_label", ""), "batch_label"),
     ("leading whitespace in batch label", lambda r: setattr(r, "batch_label", " label"), "batch_label"),
     ("trailing whitespace in batch label", lambda r: setattr(r, "batch_label", "label "), "batch_label"),
@@ -51,7 +67,7 @@ SUBMIT_CASES = [
     ("duplicate essay ids", lambda r: setattr(r.essays[1], "essay_id", r.essays[0].essay_id), "essays"),
     ("101-char assignment id", lambda r: setattr(r, "assignment_id", "a" * 101), "assignment_id"),
     ("request id that is no UUID", lambda r: setattr(r, "request_id", "retry-1"), "request_id"),
-    ("a single essay", lambda r: r.essays.pop(), "essays") ,
+    ("a single essay", lambda r: r.essays.pop(), "essays"),
     ("temperature above 2", lambda r: setattr(r.judge, "temperature", 2.01), "judge.temperature"),
     ("negative temperature", lambda r: setattr(r.judge, "temperature", -0.1), "judge.temperature"),
     ("max tokens 0", lambda r: setattr(r.judge, "max_tokens", 0), "judge.max_tokens"),

@@ -34,7 +34,11 @@ async def test_health_check_says_serving(content_app) -> None:
 
 async def test_bad_storage_id_prints_decoded_violation(content_app) -> None:
     result = await grpcurl(
-        "-plaintext", "-d", json.dumps({"storage_id": SHA256}), content_app.address, "huleedu.content.v1.ContentService/Get"
+        "-plaintext",
+        "-d",
+        json.dumps({"storage_id": SHA256}),
+        content_app.address,
+        "huleedu.content.v1.ContentService/Get",
     )
     assert result.code != 0
     assert "Code: InvalidArgument" in result.output

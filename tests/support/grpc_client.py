@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import grpc
+from buf.validate import validate_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
-from buf.validate import validate_pb2
 
 
 def channel(address: str) -> grpc.aio.Channel:
