@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiofiles
 import aiofiles.os
@@ -48,6 +50,10 @@ class BlobWriter:
         await aiofiles.os.wrap(_fsync_directory)(self.final_path.parent)
 
     async def discard(self) -> None:
+        """Remove the temp file, even when the calling task is being cancelled."""
+        await finish_even_if_cancelled(self._remove_temp())
+
+    async def _remove_temp(self) -> None:
         if self._file is not None:
             await self._file.close()
             self._file = None
@@ -55,6 +61,16 @@ class BlobWriter:
             await aiofiles.os.remove(self.temp_path)
         except FileNotFoundError:
             pass
+
+
+async def finish_even_if_cancelled(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run a cleanup to its end: a cancelled RPC must still remove what it half-wrote."""
+    task = asyncio.ensure_future(cleanup)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def _fsync_directory(path: Path) -> None:
@@ -104,7 +120,10 @@ class BlobDirectory:
                 yield chunk
 
     async def remove(self, storage_id: str) -> None:
-        try:
-            await aiofiles.os.remove(self.path(storage_id))
-        except FileNotFoundError:
-            pass
+        async def unlink() -> None:
+            try:
+                await aiofiles.os.remove(self.path(storage_id))
+            except FileNotFoundError:
+                pass
+
+        await finish_even_if_cancelled(unlink())

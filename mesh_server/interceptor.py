@@ -92,10 +92,33 @@ class _Call:
         )
 
 
+DRAIN_SECONDS = 5.0
+DRAIN_BYTES = 16 * 1024 * 1024
+
+
+async def _drain(requests: AsyncIterator[Any]) -> None:
+    """Read and drop what a client still sends after its stream was refused (bounded in time).
+
+    A grpc.aio client whose write fails because the server already ended the call reports INTERNAL
+    instead of the server's status (grpc/grpc#36066); letting the client finish writing first makes
+    it see the real error. Nothing drained is stored.
+    """
+    drained = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for message in requests:
+                drained += message.ByteSize()
+                if drained > DRAIN_BYTES:
+                    return
+    except (TimeoutError, Exception):  # noqa: BLE001 - the status we are about to send is what matters
+        pass
+
+
 def _unary_response(method: str, rpc_type: str, behaviour: Callable[..., Awaitable[Any]], streamed_in: bool):
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, rpc_type)
         code: grpc.StatusCode | None = grpc.StatusCode.OK
+        raw = request
         try:
             await call.begin(context)
             if streamed_in:
@@ -111,6 +134,8 @@ def _unary_response(method: str, rpc_type: str, behaviour: Callable[..., Awaitab
             raise
         except Exception as error:  # noqa: BLE001 - every error goes through the one mapper
             code = None
+            if streamed_in:
+                await _drain(raw)
             await call.fail(context, error)
         finally:
             call.end(context, code)

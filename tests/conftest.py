@@ -50,15 +50,28 @@ def pg_url(pg_cluster: postgres.Cluster) -> str:
     return pg_cluster.url(name)
 
 
-@pytest_asyncio.fixture
-async def content_app(database_url: str, tmp_path: Path) -> AsyncIterator:
-    """A real Content Service on 127.0.0.1 with an ephemeral port, on each database backend."""
+async def start_content(database_url: str, storage_dir: Path, **overrides):
+    """Start a real Content Service on 127.0.0.1 with an ephemeral port."""
     from content_svc.app import start
     from content_svc.settings import ContentSettings
 
     settings = ContentSettings(
-        listen="127.0.0.1:0", database_url=database_url, storage_dir=tmp_path / "blobs", migrate=True
+        listen="127.0.0.1:0", database_url=database_url, storage_dir=storage_dir, migrate=True, **overrides
     )
-    app = await start(settings)
+    return await start(settings)
+
+
+@pytest_asyncio.fixture
+async def content_app(database_url: str, tmp_path: Path) -> AsyncIterator:
+    """A real Content Service on each database backend."""
+    app = await start_content(database_url, tmp_path / "blobs")
+    yield app
+    await app.stop()
+
+
+@pytest_asyncio.fixture
+async def sqlite_content_app(sqlite_url: str, tmp_path: Path) -> AsyncIterator:
+    """A real Content Service on the embedded default (SQLite, local files)."""
+    app = await start_content(sqlite_url, tmp_path / "blobs")
     yield app
     await app.stop()

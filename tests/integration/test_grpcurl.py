@@ -8,8 +8,8 @@ from tests.support.messages import SHA256
 from tests.support.tools import grpcurl
 
 
-async def test_list_shows_services_health_and_reflection(content_app) -> None:
-    result = await grpcurl("-plaintext", content_app.address, "list")
+async def test_list_shows_services_health_and_reflection(sqlite_content_app) -> None:
+    result = await grpcurl("-plaintext", sqlite_content_app.address, "list")
     assert result.code == 0, result.output
     services = result.stdout.split()
     assert "huleedu.content.v1.ContentService" in services
@@ -17,27 +17,27 @@ async def test_list_shows_services_health_and_reflection(content_app) -> None:
     assert "grpc.reflection.v1alpha.ServerReflection" in services
 
 
-async def test_describe_service_and_message(content_app) -> None:
-    service = await grpcurl("-plaintext", content_app.address, "describe", "huleedu.content.v1.ContentService")
+async def test_describe_service_and_message(sqlite_content_app) -> None:
+    service = await grpcurl("-plaintext", sqlite_content_app.address, "describe", "huleedu.content.v1.ContentService")
     assert service.code == 0, service.output
     assert "rpc Upload ( stream .huleedu.content.v1.UploadRequest )" in service.stdout
-    message = await grpcurl("-plaintext", content_app.address, "describe", "huleedu.content.v1.GetRequest")
+    message = await grpcurl("-plaintext", sqlite_content_app.address, "describe", "huleedu.content.v1.GetRequest")
     assert message.code == 0, message.output
     assert "storage_id" in message.stdout and "^[0-9a-f]{32}$" in message.stdout
 
 
-async def test_health_check_says_serving(content_app) -> None:
-    result = await grpcurl("-plaintext", content_app.address, "grpc.health.v1.Health/Check")
+async def test_health_check_says_serving(sqlite_content_app) -> None:
+    result = await grpcurl("-plaintext", sqlite_content_app.address, "grpc.health.v1.Health/Check")
     assert result.code == 0, result.output
     assert json.loads(result.stdout) == {"status": "SERVING"}
 
 
-async def test_bad_storage_id_prints_decoded_violation(content_app) -> None:
+async def test_bad_storage_id_prints_decoded_violation(sqlite_content_app) -> None:
     result = await grpcurl(
         "-plaintext",
         "-d",
         json.dumps({"storage_id": SHA256}),
-        content_app.address,
+        sqlite_content_app.address,
         "huleedu.content.v1.ContentService/Get",
     )
     assert result.code != 0

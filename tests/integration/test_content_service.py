@@ -1,0 +1,266 @@
+"""The Content Service against a real server, on SQLite and on a throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import grpc
+import pytest
+
+from content_svc.store import MiB
+from huleedu.common.v1 import common_pb2
+from huleedu.content.v1 import content_pb2, content_pb2_grpc
+from tests.conftest import start_content
+from tests.support.content import download, upload, upload_requests
+from tests.support.grpc_client import channel, error_reason, field_violations
+
+ESSAY_5K = ("Åsa skrev om vädret – «il fait beau», 天気がいい. " * 120).encode()[: 5 * 1024]
+
+
+def blob_files(app) -> list[str]:
+    return sorted(str(p) for p in app.store.blobs.root.rglob("*") if p.is_file())
+
+
+async def row_count(app) -> int:
+    stored, _ = await app.store.stat([])
+    async with app.store.engine.connect() as connection:
+        return (await connection.exec_driver_sql("SELECT count(*) FROM content_objects")).scalar_one()
+
+
+@pytest.mark.parametrize("data", [b"x", ESSAY_5K], ids=["1 byte", "5 KiB UTF-8 essay"])
+async def test_round_trip(content_app, data: bytes) -> None:
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        stored = await upload(stub, data, filename="ess\u00e4y.txt")
+        assert len(stored.storage_id) == 32 and stored.size == len(data)
+        assert stored.sha256 == hashlib.sha256(data).hexdigest() and not stored.deduplicated
+        got = await stub.Get(content_pb2.GetRequest(storage_id=stored.storage_id))
+        assert got.content == data
+        assert got.metadata.filename == "ess\u00e4y.txt" and got.metadata.kind == common_pb2.CONTENT_KIND_ESSAY_TEXT
+        metadata, downloaded = await download(stub, stored.storage_id)
+        assert downloaded == data and metadata.size == len(data)
+
+
+async def test_50_mib_stream_round_trip_in_64_kib_download_chunks(content_app) -> None:
+    data = os.urandom(50 * MiB)
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        stored = await upload(stub, data, chunk=1 * MiB)
+        assert stored.size == len(data)
+        with pytest.raises(grpc.aio.AioRpcError) as too_big:
+            await stub.Get(content_pb2.GetRequest(storage_id=stored.storage_id))
+        assert too_big.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "Download" in too_big.value.details()
+        sizes = []
+        parts = []
+        async for message in stub.Download(content_pb2.DownloadRequest(storage_id=stored.storage_id)):
+            sizes.append(len(message.chunk))
+            parts.append(message.chunk)
+        assert b"".join(parts) == data
+        assert max(sizes) == 64 * 1024
+
+
+async def test_deduplication_sequential_and_concurrent(content_app) -> None:
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        first = await upload(stub, ESSAY_5K)
+        again = await upload(stub, ESSAY_5K)
+        assert again.storage_id == first.storage_id and again.deduplicated
+        twins = os.urandom(200 * 1024)
+        results = await asyncio.gather(*(upload(stub, twins, chunk=16 * 1024) for _ in range(10)))
+    assert len({r.storage_id for r in results}) == 1
+    assert sum(not r.deduplicated for r in results) == 1
+    assert len(blob_files(content_app)) == 2
+    assert await row_count(content_app) == 2
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        ({"declared_size": 10}, "header.declared_size"),
+        ({"declared_size": 3}, "header.declared_size"),
+        ({"sha256": "0" * 64}, "header.sha256"),
+    ],
+    ids=["fewer bytes than declared", "more bytes than declared", "sha256 mismatch"],
+)
+async def test_mismatch_leaves_nothing(content_app, header: dict, field: str) -> None:
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await upload(stub, b"hello", **header)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in field_violations(caught.value)
+    assert blob_files(content_app) == [] and await row_count(content_app) == 0
+
+
+async def test_missing_and_repeated_header_refused(content_app) -> None:
+    async def chunk_first():
+        yield content_pb2.UploadRequest(chunk=b"data")
+
+    async def header_twice():
+        header = content_pb2.UploadHeader(kind=1, content_type="text/plain", declared_size=4)
+        yield content_pb2.UploadRequest(header=header)
+        yield content_pb2.UploadRequest(header=header)
+
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        for requests in (chunk_first(), header_twice()):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Upload(requests)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "header" in caught.value.details()
+    assert blob_files(content_app) == [] and await row_count(content_app) == 0
+
+
+async def test_oversize_refused_as_soon_as_exceeded(database_url, tmp_path) -> None:
+    app = await start_content(database_url, tmp_path / "blobs", max_object_bytes=1 * MiB)
+    sent = 0
+    try:
+        async with channel(app.address) as ch:
+            stub = content_pb2_grpc.ContentServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as declared:
+                await upload(stub, b"z" * (2 * MiB))
+            assert declared.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "maximum" in declared.value.details()
+            # no declared size: refused at the first chunk past the maximum, not at the end
+            call = stub.Upload()
+            await call.write(
+                content_pb2.UploadRequest(header=content_pb2.UploadHeader(kind=1, content_type="a/b", declared_size=0))
+            )
+            try:
+                while sent < 100 * MiB:
+                    await call.write(content_pb2.UploadRequest(chunk=b"z" * 256 * 1024))
+                    sent += 256 * 1024
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError):
+                pass
+            with pytest.raises(grpc.aio.AioRpcError):
+                await call
+        # The server stops reading soon after the maximum (it drains at most 16 MiB so that
+        # well-behaved clients see its status); the client could not send its 100 MiB.
+        assert sent < 40 * MiB
+        assert blob_files(app) == [] and await row_count(app) == 0
+    finally:
+        await app.stop()
+
+
+async def test_client_cancel_mid_stream_leaves_nothing(content_app) -> None:
+    started = asyncio.Event()
+
+    async def slow():
+        yield content_pb2.UploadRequest(
+            header=content_pb2.UploadHeader(kind=1, content_type="a/b", declared_size=10 * MiB)
+        )
+        for _ in range(5):
+            yield content_pb2.UploadRequest(chunk=b"c" * 1024 * 1024)
+        started.set()
+        await asyncio.sleep(30)
+
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        call = stub.Upload(slow())
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.sleep(0.3)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    for _ in range(50):  # the server notices the cancel asynchronously
+        if not blob_files(content_app):
+            break
+        await asyncio.sleep(0.1)
+    assert blob_files(content_app) == [] and await row_count(content_app) == 0
+
+
+async def test_batch_upload_status_per_item(content_app) -> None:
+    items = [
+        content_pb2.BatchUploadItem(kind=1, content_type="text/plain", content=f"essay {i}".encode()) for i in range(20)
+    ]
+    items.append(content_pb2.BatchUploadItem(kind=1, content_type="text/plain", content=b"essay 3"))  # duplicate
+    items.append(content_pb2.BatchUploadItem(kind=1, content_type="text/plain", content=b"bad", sha256="1" * 64))
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        response = await stub.BatchUpload(content_pb2.BatchUploadRequest(items=items))
+        assert [r.index for r in response.results] == list(range(22))
+        assert all(r.storage_id and not r.HasField("error") for r in response.results[:21])
+        assert response.results[20].storage_id == response.results[3].storage_id
+        assert response.results[20].deduplicated
+        bad = response.results[21]
+        assert bad.storage_id == "" and bad.error.error_code == common_pb2.ERROR_CODE_VALIDATION_ERROR
+        assert "sha256" in bad.error.message
+        got = await stub.Get(content_pb2.GetRequest(storage_id=response.results[7].storage_id))
+        assert got.content == b"essay 7"
+    assert await row_count(content_app) == 20
+
+
+async def test_stat_find_by_checksum_and_not_found(content_app) -> None:
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        stored = await upload(stub, ESSAY_5K)
+        missing_id = "f" * 32
+        stat = await stub.Stat(content_pb2.StatRequest(storage_ids=[stored.storage_id, missing_id]))
+        assert [m.storage_id for m in stat.found] == [stored.storage_id]
+        assert stat.found[0].sha256 == stored.sha256 and stat.found[0].size == len(ESSAY_5K)
+        assert list(stat.missing_storage_ids) == [missing_id]
+        unknown_sha = "e" * 64
+        found = await stub.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=[stored.sha256, unknown_sha]))
+        assert [(m.sha256, m.storage_id) for m in found.matches] == [(stored.sha256, stored.storage_id)]
+        assert list(found.missing_sha256s) == [unknown_sha]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Get(content_pb2.GetRequest(storage_id=missing_id))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert missing_id in caught.value.details()
+        assert error_reason(caught.value) == "RESOURCE_NOT_FOUND"
+
+
+async def test_everything_still_there_after_restart(database_url, tmp_path) -> None:
+    app = await start_content(database_url, tmp_path / "blobs")
+    async with channel(app.address) as ch:
+        stored = await upload(content_pb2_grpc.ContentServiceStub(ch), ESSAY_5K)
+    await app.stop()
+    leftover = tmp_path / "blobs" / "ab" / ".abandoned.12345678.tmp"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half a blob")
+    app = await start_content(database_url, tmp_path / "blobs")
+    try:
+        assert not leftover.exists()
+        async with channel(app.address) as ch:
+            got = await content_pb2_grpc.ContentServiceStub(ch).Get(
+                content_pb2.GetRequest(storage_id=stored.storage_id)
+            )
+        assert got.content == ESSAY_5K
+    finally:
+        await app.stop()
+
+
+async def test_unmigrated_database_refused_with_instructions(sqlite_url, tmp_path) -> None:
+    from content_svc.app import start
+    from content_svc.settings import ContentSettings
+    from mesh_server.database import NotMigrated
+
+    with pytest.raises(NotMigrated, match="content-svc migrate"):
+        await start(ContentSettings(listen="127.0.0.1:0", database_url=sqlite_url, storage_dir=tmp_path / "b"))
+
+
+async def test_health_not_serving_while_storage_unusable(sqlite_url, tmp_path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    app = await start_content(sqlite_url, tmp_path / "blobs")
+    app.server.readiness_interval = 0.1
+    try:
+        await app.server.stop()  # restart the watcher with the short interval
+        app = await start_content(sqlite_url, tmp_path / "blobs")
+        app.server.readiness_interval = 0.1
+        async with channel(app.address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            name = "huleedu.content.v1.ContentService"
+            (tmp_path / "blobs").rename(tmp_path / "moved")
+            await asyncio.sleep(2.5)
+            status = (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            (tmp_path / "moved").rename(tmp_path / "blobs")
+            await asyncio.sleep(2.5)
+            status = (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await app.stop()

@@ -1,0 +1,56 @@
+"""Upload helpers for tests, speaking the generated ContentService stub."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+
+from huleedu.common.v1 import common_pb2
+from huleedu.content.v1 import content_pb2
+
+CHUNK = 64 * 1024
+
+
+def upload_requests(data: bytes, chunk: int = CHUNK, *, declared_size: int | None = None, sha256: str | None = None,
+                    kind: int = common_pb2.CONTENT_KIND_ESSAY_TEXT, content_type: str = "text/plain; charset=utf-8",
+                    filename: str = "essay.txt"):  # fmt: skip
+    async def requests():
+        yield content_pb2.UploadRequest(
+            header=content_pb2.UploadHeader(
+                kind=kind,
+                content_type=content_type,
+                filename=filename,
+                declared_size=len(data) if declared_size is None else declared_size,
+                sha256=hashlib.sha256(data).hexdigest() if sha256 is None else sha256,
+            )
+        )
+        for start in range(0, len(data), chunk):
+            yield content_pb2.UploadRequest(chunk=data[start : start + chunk])
+
+    return requests()
+
+
+async def upload(stub, data: bytes, **header) -> content_pb2.UploadResponse:
+    """Upload with call.write(): when the server ends the call early (a refusal), stop writing and
+    read its status. (An async-iterator request stream would surface a client-side INTERNAL instead.)"""
+    call = stub.Upload()
+    try:
+        async for request in upload_requests(data, **header):
+            if call.done():
+                break
+            await call.write(request)
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, grpc.aio.UsageError):
+        pass
+    return await call
+
+
+async def download(stub, storage_id: str) -> tuple[content_pb2.ContentMetadata, bytes]:
+    metadata = None
+    parts = []
+    async for message in stub.Download(content_pb2.DownloadRequest(storage_id=storage_id)):
+        if message.HasField("metadata"):
+            metadata = message.metadata
+        parts.append(message.chunk)
+    return metadata, b"".join(parts)
