@@ -8,12 +8,12 @@ import os
 
 import grpc
 import pytest
-
-from content_svc.store import MiB
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
+
+from content_svc.store import MiB
 from tests.conftest import start_content
-from tests.support.content import download, upload, upload_requests
+from tests.support.content import download, upload
 from tests.support.grpc_client import channel, error_reason, field_violations
 
 ESSAY_5K = ("Åsa skrev om vädret – «il fait beau», 天気がいい. " * 120).encode()[: 5 * 1024]

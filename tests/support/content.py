@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import grpc
-
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2
 
