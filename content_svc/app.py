@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
@@ -46,6 +47,8 @@ async def start(settings: ContentSettings) -> ContentApp:
     except BaseException:
         await engine.dispose()
         raise
+    # Blob I/O (aiofiles) runs in the loop's default executor; fsyncs overlap well with more threads.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="blob-io"))
     blobs = BlobDirectory(settings.storage_dir)
     removed = blobs.prepare()
     if removed:

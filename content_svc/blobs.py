@@ -18,32 +18,66 @@ TEMP_SUFFIX = ".tmp"
 
 
 class BlobWriter:
-    """Streams bytes into a temp file beside its final place, hashing as it goes."""
+    """Streams bytes into a temp file beside its final place, hashing as it goes.
+
+    Writing and hashing run in a background task fed through a small queue, so that receiving the
+    next chunk overlaps with storing the last one.
+    """
+
+    QUEUE_CHUNKS = 8
+    # Hash large chunks in a worker thread (hashlib releases the GIL); small ones inline.
+    THREAD_HASH_BYTES = 256 * 1024
 
     def __init__(self, final_path: Path) -> None:
         self.final_path = final_path
         self.temp_path = final_path.with_name(f".{final_path.name}.{new_id()[:8]}{TEMP_SUFFIX}")
         self.size = 0
         self._hash = hashlib.sha256()
-        self._file = None
+        self._file: Any = None
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.QUEUE_CHUNKS)
+        self._worker: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
 
-    async def open(self) -> None:
+    async def open(self, expected_size: int | None = None) -> None:
         await aiofiles.os.makedirs(self.final_path.parent, exist_ok=True)
         self._file = await aiofiles.open(self.temp_path, "wb")
+        if expected_size:
+            # Reserving the blocks up front makes the writes that follow cheaper.
+            await aiofiles.os.wrap(os.posix_fallocate)(self._file.fileno(), 0, expected_size)
+        self._worker = asyncio.create_task(self._store_chunks())
+
+    async def _store_chunks(self) -> None:
+        while (chunk := await self._queue.get()) is not None:
+            if self._failure is not None:
+                continue  # keep taking chunks so that a writer never blocks on a full queue
+            try:
+                if len(chunk) >= self.THREAD_HASH_BYTES:
+                    await asyncio.gather(asyncio.to_thread(self._hash.update, chunk), self._file.write(chunk))
+                else:
+                    self._hash.update(chunk)
+                    await self._file.write(chunk)
+            except Exception as error:  # noqa: BLE001 - reported by write() and finish()
+                self._failure = error
 
     async def write(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
+        if self._failure is not None:
+            raise self._failure
         self.size += len(chunk)
-        await self._file.write(chunk)
+        await self._queue.put(chunk)
 
-    @property
-    def sha256(self) -> str:
+    async def finish(self) -> str:
+        """Wait for every chunk to be written; returns the sha256 of the content."""
+        await self._queue.put(None)
+        if self._worker is not None:
+            await self._worker
+        if self._failure is not None:
+            raise self._failure
         return self._hash.hexdigest()
 
     async def commit(self) -> None:
-        """Make the blob durable under its final name."""
+        """Make the blob durable under its final name (call finish() first)."""
         await self._file.flush()
-        await aiofiles.os.wrap(os.fsync)(self._file.fileno())
+        await aiofiles.os.wrap(_fsync_and_release)(self._file.fileno())
         await self._file.close()
         self._file = None
         await aiofiles.os.replace(self.temp_path, self.final_path)
@@ -54,6 +88,9 @@ class BlobWriter:
         await finish_even_if_cancelled(self._remove_temp())
 
     async def _remove_temp(self) -> None:
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+            await asyncio.wait([self._worker])
         if self._file is not None:
             await self._file.close()
             self._file = None
@@ -70,6 +107,27 @@ async def finish_even_if_cancelled(cleanup: Coroutine[Any, Any, None]) -> None:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         await asyncio.wait([task])
+        raise
+
+
+def _fsync_and_release(fd: int) -> None:
+    os.fsync(fd)
+    # The bytes are on disk now; dropping them from the page cache keeps large uploads from
+    # crowding it and lets the next upload reuse the freed pages.
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def _write_atomically(final_path: Path, content: bytes) -> None:
+    final_path.parent.mkdir(exist_ok=True)
+    temp_path = final_path.with_name(f".{final_path.name}.{new_id()[:8]}{TEMP_SUFFIX}")
+    try:
+        with open(temp_path, "wb") as blob:
+            blob.write(content)
+            blob.flush()
+            os.fsync(blob.fileno())
+        os.replace(temp_path, final_path)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
         raise
 
 
@@ -109,6 +167,21 @@ class BlobDirectory:
         if not os.access(self.root, os.W_OK | os.X_OK):
             return f"storage directory {self.root} is not writable"
         return None
+
+    async def write_small(self, contents: dict[str, bytes]) -> None:
+        """Write many small blobs atomically: each temp file fsynced and renamed in one worker
+        call, then each touched directory fsynced once."""
+
+        async def one(storage_id: str, content: bytes) -> None:
+            await aiofiles.os.wrap(_write_atomically)(self.path(storage_id), content)
+
+        results = await asyncio.gather(*(one(i, c) for i, c in contents.items()), return_exceptions=True)
+        directories = {self.path(storage_id).parent for storage_id in contents}
+        await asyncio.gather(*(aiofiles.os.wrap(_fsync_directory)(d) for d in directories))
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await asyncio.gather(*(self.remove(storage_id) for storage_id in contents))
+            raise failures[0]
 
     async def read_all(self, storage_id: str) -> bytes:
         async with aiofiles.open(self.path(storage_id), "rb") as blob:

@@ -6,7 +6,6 @@ failed, refused or cancelled upload leaves neither behind.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from content_svc.blobs import BlobDirectory, BlobWriter
+from content_svc.blobs import BlobDirectory
 from content_svc.models import ContentObject
 from mesh_server import errors
 from mesh_server.ids import new_id
@@ -92,7 +91,7 @@ class ContentStore:
         storage_id = new_id()
         writer = self.blobs.writer(storage_id)
         try:
-            await writer.open()
+            await writer.open(description.declared_size)
             async for chunk in chunks:
                 if writer.size + len(chunk) > self.max_object_bytes:
                     raise errors.InvalidArgument(
@@ -105,8 +104,9 @@ class ContentStore:
                         field="header.declared_size",
                     )
                 await writer.write(chunk)
-            self._verify(description, writer.size, writer.sha256, "header")
-            existing = await self._find_sha(writer.sha256)
+            digest = await writer.finish()
+            self._verify(description, writer.size, digest, "header")
+            existing = await self._find_sha(digest)
             if existing is not None:
                 await writer.discard()
                 return _stored(existing, deduplicated=True)
@@ -114,7 +114,7 @@ class ContentStore:
         except BaseException:
             await writer.discard()
             raise
-        return await self._record(storage_id, writer, description, correlation_id)
+        return await self._record(storage_id, digest, writer.size, description, correlation_id)
 
     async def put_many(
         self, items: Sequence[tuple[Description, bytes]], correlation_id: str = ""
@@ -141,35 +141,24 @@ class ContentStore:
             else:
                 fresh.setdefault(digest, []).append(index)
 
-        async def write(digest: str, index: int) -> tuple[str, str, BlobWriter]:
-            storage_id = new_id()
-            writer = self.blobs.writer(storage_id)
-            try:
-                await writer.open()
-                await writer.write(items[index][1])
-                await writer.commit()
-            except BaseException:
-                await writer.discard()
-                raise
-            return digest, storage_id, writer
-
-        written = await asyncio.gather(
-            *(write(digest, indexes[0]) for digest, indexes in fresh.items()), return_exceptions=True
-        )
+        storage_ids = {digest: new_id() for digest in fresh}
         rows: list[ContentObject] = []
-        for (_digest, indexes), outcome in zip(fresh.items(), written, strict=True):
-            if isinstance(outcome, BaseException):
-                failure = errors.Unavailable(f"could not write the blob: {outcome}")
-                for index in indexes:
-                    results[index] = failure
-                continue
-            _, storage_id, writer = outcome
-            description = items[indexes[0]][0]
-            rows.append(self._row(storage_id, writer.sha256, writer.size, description, correlation_id))
-        stored_rows = await self._insert_many(rows)
-        for row in stored_rows:
+        if fresh:
+            try:
+                await self.blobs.write_small({storage_ids[d]: items[fresh[d][0]][1] for d in fresh})
+            except OSError as error:
+                failure = errors.Unavailable(f"could not write the blobs: {error.strerror}; retry later")
+                for indexes in fresh.values():
+                    for index in indexes:
+                        results[index] = failure
+                fresh = {}
+        for digest, indexes in fresh.items():
+            description, content = items[indexes[0]]
+            rows.append(self._row(storage_ids[digest], digest, len(content), description, correlation_id))
+        ours = {row.storage_id for row in rows}
+        for row in await self._insert_many(rows):
             indexes = fresh[row.sha256]
-            results[indexes[0]] = _stored(row, deduplicated=row.storage_id not in {r.storage_id for r in rows})
+            results[indexes[0]] = _stored(row, deduplicated=row.storage_id not in ours)
             for index in indexes[1:]:
                 results[index] = _stored(row, deduplicated=True)
         return [r for r in results if r is not None]
@@ -202,16 +191,16 @@ class ContentStore:
         )
 
     async def _record(
-        self, storage_id: str, writer: BlobWriter, description: Description, correlation_id: str
+        self, storage_id: str, digest: str, size: int, description: Description, correlation_id: str
     ) -> Stored:
         """Commit the row of a durable blob; on a concurrent twin, keep the twin and drop ours."""
-        row = self._row(storage_id, writer.sha256, writer.size, description, correlation_id)
+        row = self._row(storage_id, digest, size, description, correlation_id)
         try:
             async with self.sessions.begin() as session:
                 session.add(row)
         except IntegrityError:
             await self.blobs.remove(storage_id)
-            twin = await self._find_sha(writer.sha256)
+            twin = await self._find_sha(digest)
             if twin is None:
                 raise
             return _stored(twin, deduplicated=True)

@@ -1,0 +1,52 @@
+"""Start the mesh's services as separate processes for benchmarks (real CLI, SQLite under a temp dir)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(ready: Path, process: subprocess.Popen, what: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready.exists():
+            return json.loads(ready.read_text())
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start within {timeout} s")
+
+
+@contextmanager
+def process(args: list[str], what: str, env: dict[str, str] | None = None):
+    with tempfile.TemporaryDirectory(prefix="cjmesh-bench-") as tmp:
+        ready = Path(tmp) / "ready.json"
+        proc = subprocess.Popen(
+            [*args, "--ready-file", str(ready)],
+            cwd=tmp,
+            env={**os.environ, **(env or {})},
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield wait_for(ready, proc, what), Path(tmp)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+@contextmanager
+def content_service(database_url: str | None = None):
+    with tempfile.TemporaryDirectory(prefix="cjmesh-content-") as data:
+        url = database_url or f"sqlite:///{data}/content.db"
+        args = [str(BIN / "content-svc"), "serve", "--listen", "127.0.0.1:0", "--migrate",
+                "--database-url", url, "--storage-dir", f"{data}/blobs", "--log-level", "WARNING"]  # fmt: skip
+        with process(args, "content-svc") as (ready, _):
+            yield ready["address"]

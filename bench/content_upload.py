@@ -1,0 +1,143 @@
+"""Content Service throughput beside a raw grpc.aio ceiling measured in the same run.
+
+The ceiling is a server in its own process that speaks the same ContentService contract but
+discards what it receives (no validation, no hashing, no disk, no database). Reports:
+  - MiB/s of a 50 MiB Upload stream (1 MiB chunks), and its ratio to the ceiling (target >= 0.6);
+  - essays/s for 1,000 essays of 5 KiB via BatchUpload and via Upload (32 in flight), beside the
+    ceiling (target >= 1,000 essays/s through BatchUpload).
+Run: .venv/bin/python bench/content_upload.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from huleedu.common.v1 import common_pb2  # noqa: E402
+from huleedu.content.v1 import content_pb2, content_pb2_grpc  # noqa: E402
+
+from bench._servers import content_service, process  # noqa: E402
+from mesh_server.server import CLIENT_OPTIONS  # noqa: E402
+
+MiB = 1024 * 1024
+ESSAYS = 1000
+ESSAY_BYTES = 5 * 1024
+BATCH = 500
+IN_FLIGHT = 32
+
+
+class DiscardingContentService(content_pb2_grpc.ContentServiceServicer):
+    async def Upload(self, request_iterator, context):
+        size = 0
+        async for message in request_iterator:
+            size += len(message.chunk)
+        return content_pb2.UploadResponse(storage_id="0" * 32, size=size)
+
+    async def BatchUpload(self, request, context):
+        return content_pb2.BatchUploadResponse(
+            results=[content_pb2.BatchUploadResult(index=i, storage_id="0" * 32) for i in range(len(request.items))]
+        )
+
+
+async def serve_raw(ready: Path) -> None:
+    server = grpc.aio.server(options=CLIENT_OPTIONS)
+    content_pb2_grpc.add_ContentServiceServicer_to_server(DiscardingContentService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    ready.write_text(f'{{"address": "127.0.0.1:{port}"}}')
+    await server.wait_for_termination()
+
+
+async def upload(stub, data: bytes, chunk: int) -> content_pb2.UploadResponse:
+    call = stub.Upload()
+    await call.write(
+        content_pb2.UploadRequest(
+            header=content_pb2.UploadHeader(
+                kind=common_pb2.CONTENT_KIND_ESSAY_TEXT,
+                content_type="text/plain",
+                declared_size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+    )
+    view = memoryview(data)
+    for start in range(0, len(data), chunk):
+        await call.write(content_pb2.UploadRequest(chunk=bytes(view[start : start + chunk])))
+    await call.done_writing()
+    return await call
+
+
+async def measure(address: str) -> dict[str, float]:
+    async with grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS) as channel:
+        stub = content_pb2_grpc.ContentServiceStub(channel)
+        big = os.urandom(50 * MiB)
+        started = time.perf_counter()
+        await upload(stub, big, MiB)
+        stream_mib_s = 50 / (time.perf_counter() - started)
+
+        essays = [os.urandom(ESSAY_BYTES) for _ in range(ESSAYS)]
+        started = time.perf_counter()
+        for first in range(0, ESSAYS, BATCH):
+            items = [
+                content_pb2.BatchUploadItem(kind=1, content_type="text/plain", content=e)
+                for e in essays[first : first + BATCH]
+            ]
+            await stub.BatchUpload(content_pb2.BatchUploadRequest(items=items))
+        batch_rate = ESSAYS / (time.perf_counter() - started)
+
+        essays = [os.urandom(ESSAY_BYTES) for _ in range(ESSAYS)]
+        queue = iter(essays)
+        started = time.perf_counter()
+
+        async def worker() -> None:
+            for essay in queue:
+                await upload(stub, essay, 64 * 1024)
+
+        await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+        upload_rate = ESSAYS / (time.perf_counter() - started)
+    return {"stream": stream_mib_s, "batch": batch_rate, "upload": upload_rate}
+
+
+def best(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: max(run[key] for run in runs) for key in runs[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--database-url", default=None, help="PostgreSQL URL; SQLite under a temp dir by default")
+    parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_raw:
+        asyncio.run(serve_raw(args.ready_file))
+        return
+    with process([sys.executable, __file__, "--serve-raw"], "raw server") as (raw, _):
+        with content_service(args.database_url) as address:
+            raw_address = raw["address"]
+            ceiling = best([asyncio.run(measure(raw_address)) for _ in range(args.repeat)])
+            ours = best([asyncio.run(measure(address)) for _ in range(args.repeat)])
+    print(f"best of {args.repeat} runs; database: {args.database_url or 'SQLite'}")
+    print(f"{'measurement':<42}{'content-svc':>14}{'raw ceiling':>14}{'ratio':>8}")
+    rows = [
+        ("50 MiB Upload stream, MiB/s", "stream"),
+        ("1,000 x 5 KiB via BatchUpload, essays/s", "batch"),
+        ("1,000 x 5 KiB via Upload (32 in flight), essays/s", "upload"),
+    ]
+    for label, key in rows:
+        print(f"{label:<42}{ours[key]:>14.1f}{ceiling[key]:>14.1f}{ours[key] / ceiling[key]:>8.2f}")
+    print(f"targets: stream ratio >= 0.60 -> {ours['stream'] / ceiling['stream']:.2f}; "
+          f"BatchUpload >= 1000 essays/s -> {ours['batch']:.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
