@@ -53,7 +53,7 @@ async def serve_raw(ready: Path) -> None:
     content_pb2_grpc.add_ContentServiceServicer_to_server(DiscardingContentService(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    ready.write_text(f'{{"address": "127.0.0.1:{port}"}}')
+    ready.write_text(f'{{"address": "127.0.0.1:{port}"}}')  # noqa: ASYNC240 - once, at start
     await server.wait_for_termination()
 
 
