@@ -1,0 +1,158 @@
+"""Bradley-Terry scores with an order effect, standard errors, and reliability.
+
+Model: P(the essay shown first wins) = sigmoid(theta_first - theta_second + bias). The fit is the
+penalized maximum-likelihood estimate with choix's regularization convention (objective
+-loglik + alpha * sum(theta^2), i.e. a Gaussian prior of variance 1/(2 alpha)); with bias 0 it equals
+`choix.opt_pairwise(n, data, alpha)`, which the tests check. It is found by Newton's method, which
+converges in a few steps and is much faster than choix's general optimizers at 1,000+ essays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.linalg import cho_factor, cho_solve
+
+DEFAULT_ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """Outcomes: `first[k]` was shown as Essay A, `second[k]` as Essay B, `first_won[k]` says who won."""
+
+    first: NDArray[np.int64]
+    second: NDArray[np.int64]
+    first_won: NDArray[np.bool_]
+
+    @classmethod
+    def from_lists(cls, first: list[int], second: list[int], first_won: list[bool]) -> Comparisons:
+        return cls(np.asarray(first, np.int64), np.asarray(second, np.int64), np.asarray(first_won, bool))
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+
+@dataclass(frozen=True)
+class Fit:
+    scores: NDArray[np.float64]  # centred: they sum to zero
+    standard_errors: NDArray[np.float64]  # under the sum-to-zero constraint; finite and > 0
+    position_bias: float  # logits of advantage for the essay shown first
+    position_bias_se: float
+    iterations: int
+
+
+def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _information(n: int, data: Comparisons, weights: NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
+    """Penalized Fisher information over (theta_0..theta_{n-1}, bias)."""
+    info = np.zeros((n + 1, n + 1))
+    a, b = data.first, data.second
+    diag = np.bincount(a, weights, n) + np.bincount(b, weights, n)
+    np.add.at(info, (a, b), -weights)
+    np.add.at(info, (b, a), -weights)
+    info[np.arange(n), np.arange(n)] += diag + 2 * alpha
+    cross = np.bincount(a, weights, n) - np.bincount(b, weights, n)
+    info[:n, n] = cross
+    info[n, :n] = cross
+    info[n, n] = weights.sum() + 2 * alpha
+    return info
+
+
+def _objective(x: NDArray[np.float64], data: Comparisons, y: NDArray[np.float64], alpha: float, n: int) -> float:
+    """Penalized negative log-likelihood."""
+    eta = x[data.first] - x[data.second] + x[n]
+    # log(1 + exp(-eta)) for wins, log(1 + exp(eta)) for losses, computed stably
+    loss = np.logaddexp(0.0, np.where(y > 0, -eta, eta)).sum()
+    return float(loss + alpha * np.sum(x * x))
+
+
+def fit(
+    n: int,
+    data: Comparisons,
+    alpha: float = DEFAULT_ALPHA,
+    estimate_bias: bool = True,
+    start: NDArray[np.float64] | None = None,
+    tolerance: float = 1e-7,
+    max_iterations: int = 50,
+) -> Fit:
+    """Penalized ML scores, their standard errors and the position bias, from pairwise outcomes."""
+    if alpha <= 0:
+        raise ValueError("alpha must be > 0: it keeps scores finite for essays that won or lost everything")
+    x = np.zeros(n + 1)
+    if start is not None:
+        x[:n] = start
+    y = data.first_won.astype(float)
+    a, b = data.first, data.second
+    iterations = 0
+    for iterations in range(1, max_iterations + 1):
+        p = _sigmoid(x[a] - x[b] + x[n])
+        residual = y - p
+        gradient = np.empty(n + 1)
+        gradient[:n] = np.bincount(a, residual, n) - np.bincount(b, residual, n) - 2 * alpha * x[:n]
+        gradient[n] = residual.sum() - 2 * alpha * x[n]
+        info = _information(n, data, p * (1 - p), alpha)
+        if not estimate_bias:
+            gradient[n] = 0.0
+            info[n, :n] = info[:n, n] = 0.0
+            info[n, n] = 1.0
+        step = cho_solve(cho_factor(info), gradient)
+        # Damped Newton: halve the step until the objective does not get worse.
+        before = _objective(x, data, y, alpha, n)
+        scale = 1.0
+        while scale > 1e-4 and _objective(x + scale * step, data, y, alpha, n) > before + 1e-12:
+            scale /= 2
+        x += scale * step
+        if np.max(np.abs(scale * step)) < tolerance:
+            break
+    p = _sigmoid(x[a] - x[b] + x[n])
+    info = _information(n, data, p * (1 - p), alpha)
+    if not estimate_bias:
+        info[n, :n] = info[:n, n] = 0.0
+        info[n, n] = 1.0
+    covariance = cho_solve(cho_factor(info), np.eye(n + 1))
+    # Sum-to-zero constraint: the covariance of the centred scores is P C P with P = I - 11'/n.
+    theta_cov = covariance[:n, :n]
+    row_means = theta_cov.mean(axis=1)
+    centred_var = np.diag(theta_cov) - 2 * row_means + theta_cov.mean()
+    scores = x[:n] - x[:n].mean()
+    return Fit(
+        scores=scores,
+        standard_errors=np.sqrt(np.maximum(centred_var, 1e-12)),
+        position_bias=float(x[n]) if estimate_bias else 0.0,
+        position_bias_se=float(np.sqrt(covariance[n, n])) if estimate_bias else 0.0,
+        iterations=iterations,
+    )
+
+
+def scale_separation_reliability(scores: NDArray[np.float64], standard_errors: NDArray[np.float64]) -> float:
+    """SSR = (var(theta) - mean(SE^2)) / var(theta); 0 when the scores do not vary."""
+    variance = float(np.var(scores))
+    if variance <= 0:
+        return 0.0
+    return (variance - float(np.mean(standard_errors**2))) / variance
+
+
+def self_consistency(data: Comparisons) -> float | None:
+    """Share of pairs asked in both orders that got the same winner both times.
+
+    Answers are matched in order: the k-th answer with the lower index first is compared with the
+    k-th answer with it second. None when no pair was asked in both orders.
+    """
+    lower_first: dict[tuple[int, int], list[int]] = {}
+    lower_second: dict[tuple[int, int], list[int]] = {}
+    for first, second, first_won in zip(
+        data.first.tolist(), data.second.tolist(), data.first_won.tolist(), strict=True
+    ):
+        winner = first if first_won else second
+        pair = (min(first, second), max(first, second))
+        (lower_first if first < second else lower_second).setdefault(pair, []).append(winner)
+    agree = total = 0
+    for pair, forward in lower_first.items():
+        for left, right in zip(forward, lower_second.get(pair, []), strict=False):
+            total += 1
+            agree += left == right
+    return agree / total if total else None

@@ -1,0 +1,189 @@
+"""Choosing the next wave of pairs.
+
+Rules, each checked by tests:
+- each essay appears at most once per wave;
+- an unordered pair is not asked again while new pairs worth asking remain; when none remain, a
+  pair is re-asked in the orientation it has not had yet;
+- A/B positions stay balanced: an essay's (#A - #B) is always -1, 0 or 1, because two essays
+  leaning the same way are never paired and the one that leans takes the other side;
+- anchors are paired with students, never with each other;
+- among allowed pairs, the most informative come first: close current scores (p(1-p)), high
+  uncertainty, few comparisons so far; a share of each wave is random partners, so that the design
+  does not depend only on earlier outcomes (that dependence inflates reported reliability);
+- the same state and seed give the same wave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+NEIGHBOURS = 12  # candidate partners per essay among those with the closest scores
+RANDOM_PARTNERS = 4  # plus this many random candidate partners
+EXPLORATION_SHARE = 0.25  # share of each wave's pairs drawn uniformly from allowed pairs
+
+
+@dataclass
+class PairingState:
+    """What pairing needs to know; the service keeps it in its database."""
+
+    n: int
+    is_anchor: NDArray[np.bool_]
+    scores: NDArray[np.float64]
+    standard_errors: NDArray[np.float64]
+    comparisons: NDArray[np.int64]  # per essay, asked so far
+    times_first: NDArray[np.int64]  # per essay, shown as Essay A
+    times_second: NDArray[np.int64]  # per essay, shown as Essay B
+    # unordered pair (low, high) -> [times low was first, times high was first]
+    asked: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, n: int, is_anchor: NDArray[np.bool_] | None = None) -> PairingState:
+        zeros = np.zeros(n, np.int64)
+        return cls(
+            n=n,
+            is_anchor=np.zeros(n, bool) if is_anchor is None else np.asarray(is_anchor, bool),
+            scores=np.zeros(n),
+            standard_errors=np.ones(n),
+            comparisons=zeros.copy(),
+            times_first=zeros.copy(),
+            times_second=zeros.copy(),
+        )
+
+    def record(self, first: int, second: int) -> None:
+        """Count a pair as asked (call when it is sent, whatever its outcome)."""
+        self.comparisons[first] += 1
+        self.comparisons[second] += 1
+        self.times_first[first] += 1
+        self.times_second[second] += 1
+        orientations = self.asked.setdefault((min(first, second), max(first, second)), [0, 0])
+        orientations[0 if first < second else 1] += 1
+
+    @property
+    def skew(self) -> NDArray[np.int64]:
+        return self.times_first - self.times_second
+
+
+def _pairable(state: PairingState, i: int, j: int, skew: NDArray[np.int64]) -> bool:
+    if i == j or (state.is_anchor[i] and state.is_anchor[j]):
+        return False
+    return skew[i] * skew[j] <= 0  # never two essays that lean the same way
+
+
+def _orient(i: int, j: int, skew: NDArray[np.int64], rng: np.random.Generator) -> tuple[int, int]:
+    """(first, second): the essay leaning to A goes second; with no lean, a coin flip."""
+    if skew[i] > 0 or skew[j] < 0:
+        return j, i
+    if skew[i] < 0 or skew[j] > 0:
+        return i, j
+    return (i, j) if rng.random() < 0.5 else (j, i)
+
+
+def _candidates(state: PairingState, rng: np.random.Generator) -> set[tuple[int, int]]:
+    order = np.argsort(state.scores, kind="stable")
+    position = np.empty(state.n, np.int64)
+    position[order] = np.arange(state.n)
+    pairs: set[tuple[int, int]] = set()
+    half = NEIGHBOURS // 2
+    for i in range(state.n):
+        low, high = max(0, position[i] - half), min(state.n, position[i] + half + 1)
+        partners = list(order[low:high]) + list(rng.integers(0, state.n, RANDOM_PARTNERS))
+        for j in partners:
+            if j != i:
+                pairs.add((min(i, int(j)), max(i, int(j))))
+    return pairs
+
+
+def _information(state: PairingState, pairs: NDArray[np.int64]) -> NDArray[np.float64]:
+    i, j = pairs[:, 0], pairs[:, 1]
+    p = 1.0 / (1.0 + np.exp(-(state.scores[i] - state.scores[j])))
+    uncertainty = state.standard_errors[i] ** 2 + state.standard_errors[j] ** 2
+    few = 1.0 / (1.0 + state.comparisons[i]) + 1.0 / (1.0 + state.comparisons[j])
+    return p * (1 - p) * (1.0 + uncertainty) + 0.5 * few
+
+
+def next_wave(
+    state: PairingState, rng: np.random.Generator, max_pairs: int | None = None, informative: bool = True
+) -> list[tuple[int, int]]:
+    """The next wave: (first, second) index pairs, at most n // 2 and at most `max_pairs`.
+
+    `informative=False` picks uniformly among allowed pairs (random pairing, for comparison)."""
+    limit = state.n // 2 if max_pairs is None else min(state.n // 2, max_pairs)
+    if limit <= 0:
+        return []
+    skew = state.skew.copy()
+    used = np.zeros(state.n, bool)
+    wave: list[tuple[int, int]] = []
+
+    def take(i: int, j: int, forced: tuple[int, int] | None = None) -> None:
+        first, second = forced or _orient(i, j, skew, rng)
+        skew[first] += 1
+        skew[second] -= 1
+        used[i] = used[j] = True
+        wave.append((first, second))
+
+    candidates = sorted(p for p in _candidates(state, rng) if p not in state.asked)
+    fresh = np.array(candidates, np.int64).reshape(-1, 2)
+    if len(fresh) and not informative:
+        _fill_from_unasked(state, rng, used, skew, take, limit)
+    elif len(fresh):
+        # Exploration first: uniformly random allowed pairs for a share of the wave.
+        for k in rng.permutation(len(fresh))[: int(EXPLORATION_SHARE * limit) * 4]:
+            if len(wave) >= int(EXPLORATION_SHARE * limit):
+                break
+            i, j = map(int, fresh[k])
+            if not used[i] and not used[j] and _pairable(state, i, j, skew):
+                take(i, j)
+        weights = _information(state, fresh) + rng.random(len(fresh)) * 1e-9  # seeded tie-breaks
+        for k in np.argsort(-weights, kind="stable"):
+            if len(wave) >= limit:
+                break
+            i, j = map(int, fresh[k])
+            if not used[i] and not used[j] and _pairable(state, i, j, skew):
+                take(i, j)
+    if len(wave) < limit:
+        _fill_from_unasked(state, rng, used, skew, take, limit - len(wave))
+    anchors = int(state.is_anchor.sum())
+    possible = state.n * (state.n - 1) // 2 - anchors * (anchors - 1) // 2
+    exhausted = len(state.asked) >= possible
+    # Re-ask only when every allowed pair was asked (or nothing new fits this wave at all).
+    if len(wave) < limit and (exhausted or not wave):
+        _resample(state, rng, used, skew, take, limit - len(wave))
+    return wave
+
+
+def _fill_from_unasked(state, rng, used, skew, take, wanted: int) -> None:  # type: ignore[no-untyped-def]
+    """Pairs outside the candidate set that were never asked, for essays still free."""
+    free = [int(i) for i in rng.permutation(state.n) if not used[i]]
+    for position, i in enumerate(free):
+        if wanted <= 0:
+            return
+        if used[i]:
+            continue
+        for j in free[position + 1 :]:
+            if not used[j] and (min(i, j), max(i, j)) not in state.asked and _pairable(state, i, j, skew):
+                take(i, j)
+                wanted -= 1
+                break
+
+
+def _resample(state, rng, used, skew, take, wanted: int) -> None:  # type: ignore[no-untyped-def]
+    """Every worthwhile pair was asked: re-ask, preferring pairs seen in one orientation only,
+    shown the other way round; then the least-asked pairs."""
+    pairs = sorted(state.asked.items(), key=lambda item: (min(item[1]) > 0, sum(item[1]), rng.random()))
+    for (low, high), (low_first, high_first) in pairs:
+        if wanted <= 0:
+            return
+        if used[low] or used[high] or not _pairable(state, low, high, skew):
+            continue
+        if low_first == 0 or high_first == 0:
+            first, second = (low, high) if low_first == 0 else (high, low)
+            # Only the complement orientation; skip the pair while it would unbalance A/B positions.
+            if skew[first] <= 0 and skew[second] >= 0:
+                take(low, high, (first, second))
+                wanted -= 1
+            continue
+        take(low, high)
+        wanted -= 1

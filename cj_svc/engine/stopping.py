@@ -1,0 +1,51 @@
+"""When a batch stops asking for comparisons, as a pure function of its state."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class StopReason(enum.Enum):
+    CONTINUE = "continue"
+    STABLE = "stable"  # largest score change in the last wave under the threshold
+    TARGET_RELIABILITY = "target_reliability"  # SSR reached the target
+    BUDGET = "budget"  # the comparison budget is used
+    TOO_MANY_FAILURES = "too_many_failures"  # too few comparisons succeeded
+    EXHAUSTED = "exhausted"  # no pair can be asked any more
+
+
+@dataclass(frozen=True)
+class StoppingRules:
+    stability_threshold: float = 0.05
+    min_comparisons_per_essay: float = 6.0
+    target_ssr: float = 0.90
+    min_success_rate: float = 0.8
+    min_attempts_for_failure_check: int = 10
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    essays: int
+    attempted: int  # comparisons with an answer or a final error
+    succeeded: int
+    budget: int
+    max_score_change: float | None  # None before there are two fits to compare
+    ssr: float | None
+
+
+def decide(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> StopReason:
+    """Why to stop now, or CONTINUE. Failure is checked first, then budget, then quality."""
+    if progress.attempted >= rules.min_attempts_for_failure_check:
+        if progress.succeeded / progress.attempted < rules.min_success_rate:
+            return StopReason.TOO_MANY_FAILURES
+    if progress.attempted >= progress.budget:
+        return StopReason.BUDGET
+    per_essay = 2 * progress.succeeded / max(progress.essays, 1)
+    if per_essay < rules.min_comparisons_per_essay:
+        return StopReason.CONTINUE
+    if progress.ssr is not None and progress.ssr >= rules.target_ssr:
+        return StopReason.TARGET_RELIABILITY
+    if progress.max_score_change is not None and progress.max_score_change < rules.stability_threshold:
+        return StopReason.STABLE
+    return StopReason.CONTINUE

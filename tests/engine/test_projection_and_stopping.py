@@ -1,0 +1,96 @@
+"""Grade projection and stopping rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cj_svc.engine.projection import Anchor, NoProjection, calibrate, isotonic, probabilities, project
+from cj_svc.engine.scales import SCALES, get_scale
+from cj_svc.engine.stopping import BatchProgress, StopReason, decide
+
+LEGACY = get_scale("eng5_np_legacy_9_step")
+SWEDISH = get_scale("swedish_8_anchor")
+
+
+def legacy_anchors(se: float = 0.3) -> list[Anchor]:
+    return [Anchor(-3 + 0.75 * i, grade, se) for i, grade in enumerate(LEGACY.grades)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(score=st.floats(-20, 20), se=st.floats(0.0, 5.0), scale=st.sampled_from(sorted(SCALES)))
+def test_probabilities_sum_to_one(score: float, se: float, scale: str) -> None:
+    grades = get_scale(scale).grades
+    calibration = calibrate(get_scale(scale), [Anchor(i - 3.0, g, 0.4) for i, g in enumerate(grades)])
+    probs = probabilities(calibration, score, se)
+    assert np.all(probs >= 0) and abs(probs.sum() - 1) < 1e-9
+
+
+def test_probabilities_spread_when_se_is_large() -> None:
+    calibration = calibrate(LEGACY, legacy_anchors())
+    sharp = project(LEGACY, calibration, 0.0, 0.1)
+    vague = project(LEGACY, calibration, 0.0, 2.0)
+    assert sharp.grade == vague.grade == "D+"
+    assert sharp.confidence > 0.8 and vague.confidence < 0.4
+    assert sum(p > 0.05 for p in vague.probabilities.values()) >= 4
+    assert sharp.label == "HIGH" and vague.label == "LOW"
+
+
+def test_fewer_than_two_anchor_grades_gives_no_projection_with_reason() -> None:
+    with pytest.raises(NoProjection, match="at least two distinct grades"):
+        calibrate(LEGACY, [Anchor(0.0, "C+"), Anchor(0.5, "C+")])
+
+
+def test_below_lowest_grade_reachable_where_the_scale_has_one() -> None:
+    calibration = calibrate(LEGACY, legacy_anchors())
+    assert calibration.ladder[0] == "F"
+    assert project(LEGACY, calibration, -8.0, 0.2).grade == "F"
+    assert calibrate(SWEDISH, [Anchor(0, "E"), Anchor(1, "C")]).ladder[0] == "F"  # no extra rung
+
+
+def test_grades_without_anchors_get_bands_in_order() -> None:
+    calibration = calibrate(LEGACY, [Anchor(-2.0, "E-"), Anchor(2.0, "B")])
+    assert np.all(np.diff(calibration.centres) > 0)
+    assert project(LEGACY, calibration, 0.0, 0.05).grade in {"D+", "C-"}
+
+
+def test_anchors_out_of_order_are_reported() -> None:
+    anchors = legacy_anchors()
+    anchors[2] = Anchor(1.0, anchors[2].grade, 0.3)  # an E+ scoring like a C+
+    calibration = calibrate(LEGACY, anchors)
+    assert calibration.inversions
+    assert np.all(np.diff(calibration.centres) >= 0)
+
+
+def test_swedish_plus_minus_rule() -> None:
+    anchors = [Anchor(float(i), g, 0.2) for i, g in enumerate(SWEDISH.grades)]
+    calibration = calibrate(SWEDISH, anchors)
+    e_low, e_high = calibration.boundaries[0], calibration.boundaries[1]
+    width = e_high - e_low
+    assert project(SWEDISH, calibration, e_low + 0.1 * width, 0.01).grade == "E-"
+    assert project(SWEDISH, calibration, e_low + 0.9 * width, 0.01).grade == "E+"
+    assert project(SWEDISH, calibration, e_low + 0.5 * width, 0.01).grade == "E"
+    assert project(SWEDISH, calibration, 20.0, 0.01).grade == "A"  # open-ended band: no suffix
+    assert project(SWEDISH, calibration, -20.0, 0.01).grade == "F"
+
+
+def test_isotonic_pools_violators() -> None:
+    np.testing.assert_allclose(isotonic(np.array([1.0, 3.0, 2.0, 4.0]), np.ones(4)), [1, 2.5, 2.5, 4])
+
+
+@pytest.mark.parametrize(
+    ("progress", "reason"),
+    [
+        (BatchProgress(10, 20, 10, 100, 0.01, 0.95), StopReason.TOO_MANY_FAILURES),
+        (BatchProgress(10, 100, 95, 100, 0.5, 0.5), StopReason.BUDGET),
+        (BatchProgress(10, 20, 20, 100, 0.001, 0.99), StopReason.CONTINUE),  # too few per essay yet
+        (BatchProgress(10, 40, 40, 100, 0.5, 0.95), StopReason.TARGET_RELIABILITY),
+        (BatchProgress(10, 40, 40, 100, 0.01, 0.5), StopReason.STABLE),
+        (BatchProgress(10, 40, 40, 100, None, None), StopReason.CONTINUE),
+        (BatchProgress(10, 40, 40, 100, 0.2, 0.5), StopReason.CONTINUE),
+    ],
+)
+def test_stopping_says_why(progress: BatchProgress, reason: StopReason) -> None:
+    assert decide(progress) == reason
