@@ -6,7 +6,8 @@ simulated judge answers P(Essay A wins) = 0.97 * sigmoid(theta_A - theta_B + 0.3
 For adaptive and random pairing, medians over the seeds of:
   comparisons per essay until Spearman(estimate, truth) >= 0.90; SSR there beside the true
   reliability corr(estimate, truth)^2; grade exact/adjacent agreement, Brier score and top-label
-  expected calibration error (over all seeds' essays pooled) of our grade probabilities there, beside the reference's one-hot
+  expected calibration error (all seeds' essays pooled) of our grade probabilities there,
+  beside the reference's one-hot
   projection on the same fits; and the estimated position bias after 20 comparisons per essay.
 Run: .venv/bin/python bench/cj_efficiency.py [--seeds 20] [--sizes 30 100 300]
 """

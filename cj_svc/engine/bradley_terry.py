@@ -88,7 +88,8 @@ def fit(
     y = data.first_won.astype(float)
     a, b = data.first, data.second
     iterations = 0
-    for iterations in range(1, max_iterations + 1):
+    while iterations < max_iterations:
+        iterations += 1
         p = _sigmoid(x[a] - x[b] + x[n])
         residual = y - p
         gradient = np.empty(n + 1)

@@ -21,7 +21,10 @@ def simulate(n: int, m: int, seed: int, bias: float = 0.0, sd: float = 1.5) -> t
 
 def test_equals_choix_penalized_mle_without_bias() -> None:
     _, data = simulate(40, 300, seed=1)
-    pairs = [(int(a), int(b)) if w else (int(b), int(a)) for a, b, w in zip(data.first, data.second, data.first_won)]
+    pairs = [
+        (int(a), int(b)) if w else (int(b), int(a))
+        for a, b, w in zip(data.first, data.second, data.first_won, strict=True)
+    ]
     expected = choix.opt_pairwise(40, pairs, alpha=0.01)
     ours = fit(40, data, alpha=0.01, estimate_bias=False)
     np.testing.assert_allclose(ours.scores, expected - expected.mean(), atol=1e-5)
