@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import timestamp_pb2
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 from prometheus_client import Counter
 
 from content_svc.store import ContentStore, Description, Stored
 from mesh_server import correlation, errors
+from mesh_server.convert import timestamp
 
 GET_MAX_BYTES = 4 * 1024 * 1024
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
@@ -26,8 +26,6 @@ def _kind_name(kind: int) -> str:
 
 
 def metadata_message(stored: Stored) -> content_pb2.ContentMetadata:
-    created = timestamp_pb2.Timestamp()
-    created.FromDatetime(stored.created_at)
     return content_pb2.ContentMetadata(
         storage_id=stored.storage_id,
         sha256=stored.sha256,
@@ -35,7 +33,7 @@ def metadata_message(stored: Stored) -> content_pb2.ContentMetadata:
         content_type=stored.content_type,
         filename=stored.filename,
         kind=common_pb2.ContentKind.Value(stored.kind),
-        create_time=created,
+        create_time=timestamp(stored.created_at),
     )
 
 

@@ -7,6 +7,7 @@ Exceptions leave a handler only through `status.py`'s mapper.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,11 +17,15 @@ import grpc
 import protovalidate
 
 from mesh_server import correlation, metrics, status
+from mesh_server.auth import Authorizer, Principal
 from mesh_server.errors import DomainError, InvalidArgument
 
 log = logging.getLogger("mesh.rpc")
 
 _validator = protovalidate.Validator()
+
+# Who is calling, when tokens are configured (None on an open server).
+principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
 
 
 class RequestInvalid(Exception):
@@ -57,10 +62,12 @@ class _Call:
         self.started = time.perf_counter()
         metrics.STARTED.labels(rpc_type, self.service, self.method).inc()
 
-    async def begin(self, context: grpc.aio.ServicerContext) -> None:
-        cid = correlation.from_metadata(context.invocation_metadata())
+    async def begin(self, context: grpc.aio.ServicerContext, authorizer: Authorizer | None) -> None:
+        metadata = context.invocation_metadata()
+        cid = correlation.from_metadata(metadata)
         correlation.current.set(cid)
         await context.send_initial_metadata(((correlation.METADATA_KEY, cid),))
+        principal.set(authorizer.authorize(self.service, metadata) if authorizer else None)
 
     async def fail(self, context: grpc.aio.ServicerContext, error: BaseException) -> None:
         """Map an exception to a status and abort with it (raises AbortError)."""
@@ -114,13 +121,19 @@ async def _drain(requests: AsyncIterator[Any]) -> None:
         pass
 
 
-def _unary_response(method: str, rpc_type: str, behaviour: Callable[..., Awaitable[Any]], streamed_in: bool):
+def _unary_response(
+    authorizer: Authorizer | None,
+    method: str,
+    rpc_type: str,
+    behaviour: Callable[..., Awaitable[Any]],
+    streamed_in: bool,
+):
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, rpc_type)
         code: grpc.StatusCode | None = grpc.StatusCode.OK
         raw = request
         try:
-            await call.begin(context)
+            await call.begin(context, authorizer)
             if streamed_in:
                 request = _validated(request)
             else:
@@ -143,12 +156,18 @@ def _unary_response(method: str, rpc_type: str, behaviour: Callable[..., Awaitab
     return handler
 
 
-def _stream_response(method: str, rpc_type: str, behaviour: Callable[..., AsyncIterator[Any]], streamed_in: bool):
+def _stream_response(
+    authorizer: Authorizer | None,
+    method: str,
+    rpc_type: str,
+    behaviour: Callable[..., AsyncIterator[Any]],
+    streamed_in: bool,
+):
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _Call(method, rpc_type)
         code: grpc.StatusCode | None = grpc.StatusCode.OK
         try:
-            await call.begin(context)
+            await call.begin(context, authorizer)
             if streamed_in:
                 request = _validated(request)
             else:
@@ -171,6 +190,9 @@ def _stream_response(method: str, rpc_type: str, behaviour: Callable[..., AsyncI
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authorizer: Authorizer | None = None) -> None:
+        self.authorizer = authorizer
+
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
         if handler is None:
@@ -181,16 +203,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         io = (handler.request_deserializer, handler.response_serializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _unary_response(method, "unary", handler.unary_unary, False), *io
+                _unary_response(self.authorizer, method, "unary", handler.unary_unary, False), *io
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _unary_response(method, "client_stream", handler.stream_unary, True), *io
+                _unary_response(self.authorizer, method, "client_stream", handler.stream_unary, True), *io
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _stream_response(method, "server_stream", handler.unary_stream, False), *io
+                _stream_response(self.authorizer, method, "server_stream", handler.unary_stream, False), *io
             )
         return grpc.stream_stream_rpc_method_handler(
-            _stream_response(method, "bidi_stream", handler.stream_stream, True), *io
+            _stream_response(self.authorizer, method, "bidi_stream", handler.stream_stream, True), *io
         )

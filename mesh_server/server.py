@@ -15,6 +15,7 @@ from google.rpc import error_details_pb2  # noqa: F401 - registers error details
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh_server.auth import Authorizer
 from mesh_server.interceptor import ServerInterceptor
 
 log = logging.getLogger("mesh.server")
@@ -45,6 +46,7 @@ class MeshServer:
     # Returns None when healthy, or the reason it is not; checked periodically.
     readiness: Callable[[], Awaitable[str | None]] | None = None
     readiness_interval: float = 2.0
+    authorizer: Authorizer | None = None
     server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer = field(default_factory=lambda: health.aio.HealthServicer())
     port: int = 0
@@ -56,7 +58,7 @@ class MeshServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> int:
-        self.server = grpc.aio.server(interceptors=[ServerInterceptor()], options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(interceptors=[ServerInterceptor(self.authorizer)], options=SERVER_OPTIONS)
         for registration in self.registrations:
             registration.add(registration.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

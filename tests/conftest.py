@@ -75,3 +75,41 @@ async def sqlite_content_app(sqlite_url: str, tmp_path: Path) -> AsyncIterator:
     app = await start_content(sqlite_url, tmp_path / "blobs")
     yield app
     await app.stop()
+
+
+async def start_cj(database_url: str, content_address: str, **overrides):
+    """Start a real CJ Service on 127.0.0.1 with an ephemeral port."""
+    from cj_svc.app import start
+    from cj_svc.settings import CJSettings
+
+    settings = CJSettings(
+        listen="127.0.0.1:0",
+        database_url=database_url,
+        content_address=content_address,
+        migrate=True,
+        retry_base_seconds=0.01,
+        **overrides,
+    )
+    return await start(settings)
+
+
+@pytest.fixture
+def cj_database_url(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A second database on the same backend as `database_url`, for the CJ Service."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'cj.db'}"
+    cluster: postgres.Cluster = request.getfixturevalue("pg_cluster")
+    name = f"cj_{uuid.uuid4().hex[:12]}"
+    cluster.psql(f"CREATE DATABASE {name}")
+    return cluster.url(name)
+
+
+@pytest_asyncio.fixture
+async def mesh(content_app, cj_database_url: str) -> AsyncIterator:
+    """Content and CJ services on each backend; the simulated judge by default."""
+    from tests.support.mesh import Mesh
+
+    running = Mesh(content_app, cj_database_url)
+    await running.start_cj(judge_provider="simulated")
+    yield running
+    await running.stop()

@@ -1,0 +1,183 @@
+"""Assignments and anchors: the rules, on the CJ database. No grpc here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from cj_svc.content_client import ContentClient
+from cj_svc.engine.scales import SCALES, get_scale
+from cj_svc.models import Anchor, Assignment
+from mesh_server import errors
+
+
+def known_scale(key: str, field: str = "grade_scale") -> str:
+    if key not in SCALES:
+        raise errors.InvalidArgument(
+            f"unknown grade scale {key!r}; known scales: {', '.join(sorted(SCALES))}", field=field
+        )
+    return key
+
+
+def not_found(assignment_id: str) -> errors.NotFound:
+    return errors.NotFound(
+        f"no assignment {assignment_id!r}; create it first (cj-runner admin create-assignment "
+        f"--assignment-id {assignment_id} ...)",
+        field="assignment_id",
+    )
+
+
+@dataclass
+class AdminStore:
+    sessions: async_sessionmaker
+    content: ContentClient
+
+    async def _check_stored(self, **storage_ids: str | None) -> None:
+        wanted = {field: value for field, value in storage_ids.items() if value}
+        missing = set(await self.content.missing(list(wanted.values())))
+        for field, value in wanted.items():
+            if value in missing:
+                raise errors.FailedPrecondition(
+                    f"{field} {value} is not in the Content Service; upload the file first and use the "
+                    "storage id the Content Service returned",
+                    field=field,
+                    error_code="RESOURCE_NOT_FOUND",
+                )
+
+    async def create_assignment(
+        self,
+        assignment_id: str,
+        grade_scale: str,
+        course_code: str = "",
+        instructions: str = "",
+        student_prompt_storage_id: str = "",
+        judge_rubric_storage_id: str = "",
+    ) -> Assignment:
+        known_scale(grade_scale)
+        await self._check_stored(
+            student_prompt_storage_id=student_prompt_storage_id, judge_rubric_storage_id=judge_rubric_storage_id
+        )
+        now = datetime.now(UTC)
+        row = Assignment(
+            assignment_id=assignment_id,
+            course_code=course_code,
+            instructions=instructions,
+            grade_scale=grade_scale,
+            student_prompt_storage_id=student_prompt_storage_id or None,
+            judge_rubric_storage_id=judge_rubric_storage_id or None,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self.sessions.begin() as session:
+                session.add(row)
+        except IntegrityError:
+            raise errors.AlreadyExists(
+                f"assignment {assignment_id!r} exists already; update it instead", field="assignment_id"
+            ) from None
+        return row
+
+    async def get_assignment(self, assignment_id: str) -> Assignment:
+        async with self.sessions() as session:
+            row = await session.get(Assignment, assignment_id)
+        if row is None:
+            raise not_found(assignment_id)
+        return row
+
+    async def list_assignments(self, page_size: int, after: str) -> tuple[list[Assignment], str]:
+        size = page_size or 100
+        async with self.sessions() as session:
+            query = select(Assignment).where(Assignment.assignment_id > after).order_by(Assignment.assignment_id)
+            rows = list((await session.execute(query.limit(size + 1))).scalars())
+        more = len(rows) > size
+        rows = rows[:size]
+        return rows, rows[-1].assignment_id if more else ""
+
+    async def update_assignment(self, assignment_id: str, **changes: str | None) -> Assignment:
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "grade_scale" in changes:
+            known_scale(changes["grade_scale"])
+        await self._check_stored(
+            student_prompt_storage_id=changes.get("student_prompt_storage_id"),
+            judge_rubric_storage_id=changes.get("judge_rubric_storage_id"),
+        )
+        async with self.sessions.begin() as session:
+            row = await session.get(Assignment, assignment_id, with_for_update=True)
+            if row is None:
+                raise not_found(assignment_id)
+            scale = changes.pop("grade_scale", None)
+            if scale is not None and scale != row.grade_scale:
+                raise errors.FailedPrecondition(
+                    f"the grade scale of {assignment_id!r} is {row.grade_scale} and cannot change once set; "
+                    "create a new assignment for another scale",
+                    field="grade_scale",
+                )
+            for key, value in changes.items():
+                setattr(row, key, value or (None if key.endswith("storage_id") else ""))
+            row.updated_at = datetime.now(UTC)
+        return row
+
+    async def delete_assignment(self, assignment_id: str) -> None:
+        async with self.sessions.begin() as session:
+            row = await session.get(Assignment, assignment_id)
+            if row is None:
+                raise not_found(assignment_id)
+            for anchor in (
+                await session.execute(select(Anchor).where(Anchor.assignment_id == assignment_id))
+            ).scalars():
+                await session.delete(anchor)
+            await session.delete(row)
+
+    async def register_anchor(self, assignment_id: str, label: str, grade: str, storage_id: str) -> tuple[Anchor, bool]:
+        assignment = await self.get_assignment(assignment_id)
+        scale = get_scale(assignment.grade_scale)
+        try:
+            scale.index(grade)
+        except ValueError as error:
+            raise errors.InvalidArgument(str(error), field="grade") from None
+        await self._check_stored(storage_id=storage_id)
+        now = datetime.now(UTC)
+        async with self.sessions.begin() as session:
+            query = select(Anchor).where(
+                Anchor.assignment_id == assignment_id, Anchor.label == label, Anchor.grade_scale == scale.key
+            )
+            row = (await session.execute(query)).scalar_one_or_none()
+            created = row is None
+            if row is None:
+                row = Anchor(
+                    assignment_id=assignment_id, label=label, grade_scale=scale.key, created_at=now, grade=grade,
+                    storage_id=storage_id, updated_at=now,
+                )  # fmt: skip
+                session.add(row)
+            else:
+                row.grade, row.storage_id, row.updated_at = grade, storage_id, now
+        return row, created
+
+    async def list_anchors(self, assignment_id: str) -> list[Anchor]:
+        assignment = await self.get_assignment(assignment_id)
+        async with self.sessions() as session:
+            query = (
+                select(Anchor)
+                .where(Anchor.assignment_id == assignment_id, Anchor.grade_scale == assignment.grade_scale)
+                .order_by(Anchor.label)
+            )
+            return list((await session.execute(query)).scalars())
+
+    async def delete_anchor(self, assignment_id: str, label: str) -> None:
+        await self.get_assignment(assignment_id)
+        async with self.sessions.begin() as session:
+            rows = list(
+                (
+                    await session.execute(
+                        select(Anchor).where(Anchor.assignment_id == assignment_id, Anchor.label == label)
+                    )
+                ).scalars()
+            )
+            if not rows:
+                raise errors.NotFound(f"assignment {assignment_id!r} has no anchor {label!r}", field="label")
+            for row in rows:
+                await session.delete(row)

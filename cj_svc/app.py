@@ -1,0 +1,94 @@
+"""Assembles the CJ Service: database, Content Service client, judges, workflow, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2, assessment_pb2_grpc
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from cj_svc.admin import AdminStore
+from cj_svc.admin_service import AdminService
+from cj_svc.content_client import ContentClient
+from cj_svc.settings import CJSettings
+from mesh_server import database
+from mesh_server.auth import Authorizer
+from mesh_server.metrics import serve_metrics
+from mesh_server.server import MeshServer, Registration
+
+log = logging.getLogger("cj_svc")
+
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+ASSESSMENT_SERVICE = assessment_pb2.DESCRIPTOR.services_by_name["AssessmentService"].full_name
+
+
+@dataclass
+class CJApp:
+    settings: CJSettings
+    server: MeshServer
+    content: ContentClient
+    engine: object
+    workflow: object | None = None
+    metrics_port: int = 0
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        if self.workflow is not None:
+            await self.workflow.stop()
+        await self.content.close()
+        await self.engine.dispose()
+
+
+async def start(settings: CJSettings) -> CJApp:
+    from cj_svc.assessment_service import AssessmentService
+    from cj_svc.workflow import Workflow
+
+    if settings.migrate:
+        await asyncio.to_thread(database.upgrade, "cj", settings.database_url)
+    engine = database.create_engine(settings.database_url)
+    try:
+        await database.ensure_migrated(engine, "cj", settings.database_url)
+    except BaseException:
+        await engine.dispose()
+        raise
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    content = ContentClient(settings.content_address)
+    authorizer = Authorizer.parse(settings.tokens, {ADMIN_SERVICE: "admin"})
+    if authorizer is None:
+        log.warning("no tokens configured: every RPC is open to anyone who reaches %s", settings.listen)
+    workflow = Workflow(settings, sessions, content)
+
+    async def readiness() -> str | None:
+        await database.ping(engine)
+        return await content.ready()
+
+    server = MeshServer(
+        [
+            Registration(
+                admin_pb2_grpc.add_AdminServiceServicer_to_server,
+                AdminService(AdminStore(sessions, content)),
+                ADMIN_SERVICE,
+            ),
+            Registration(
+                assessment_pb2_grpc.add_AssessmentServiceServicer_to_server,
+                AssessmentService(workflow),
+                ASSESSMENT_SERVICE,
+            ),
+        ],
+        listen=settings.listen,
+        grace_seconds=settings.grace_seconds,
+        readiness=readiness,
+        authorizer=authorizer,
+    )
+    await server.start()
+    await workflow.start()
+    app = CJApp(settings, server, content, engine, workflow)
+    if settings.metrics_listen:
+        app.metrics_port = serve_metrics(settings.metrics_listen)
+    return app

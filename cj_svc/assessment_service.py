@@ -1,0 +1,217 @@
+"""gRPC adapter of batches: huleedu.cj.v1.AssessmentService."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc
+from huleedu.common.v1 import common_pb2
+
+from cj_svc.batches import FINAL_STATES, BatchRequest, BatchView, EssayInput, Results
+from cj_svc.engine.scales import get_scale
+from cj_svc.models import Comparison
+from cj_svc.workflow import Workflow
+from mesh_server import correlation
+from mesh_server.convert import timestamp
+
+WATCH_POLL_SECONDS = 0.2
+
+
+def state_value(state: str) -> int:
+    return assessment_pb2.BatchState.Value(f"BATCH_STATE_{state}")
+
+
+def error_code_value(code: str | None) -> int:
+    name = f"ERROR_CODE_{code}"
+    return common_pb2.ErrorCode.Value(name) if code and name in common_pb2.ErrorCode.keys() else 0
+
+
+def batch_message(view: BatchView) -> assessment_pb2.Batch:
+    b = view.batch
+    return assessment_pb2.Batch(
+        batch_id=b.batch_id,
+        batch_label=b.batch_label,
+        state=state_value(b.state),
+        assignment_id=b.assignment_id or "",
+        essay_count=view.essay_count,
+        anchor_count=view.anchor_count,
+        progress=assessment_pb2.BatchProgress(
+            comparisons_done=b.comparisons_done,
+            comparisons_failed=b.comparisons_failed,
+            comparison_budget=b.comparison_budget,
+            wave=b.wave,
+            current_ssr=b.current_ssr or 0.0,
+        ),
+        state_reason=b.state_reason,
+        request_id=b.request_id,
+        correlation_id=b.correlation_id,
+        user_id=b.user_id,
+        create_time=timestamp(b.created_at),
+        update_time=timestamp(b.updated_at),
+    )
+
+
+def comparison_message(row: Comparison) -> assessment_pb2.Comparison:
+    winner = {"essay_a": assessment_pb2.WINNER_ESSAY_A, "essay_b": assessment_pb2.WINNER_ESSAY_B}.get(
+        row.winner or "", 0
+    )
+    return assessment_pb2.Comparison(
+        comparison_id=row.comparison_id,
+        essay_a_id=row.essay_a_id,
+        essay_b_id=row.essay_b_id,
+        wave=row.wave,
+        winner=winner,
+        confidence=row.confidence or 0,
+        justification=row.justification or "",
+        error_code=error_code_value(row.error_code),
+        error_message=row.error_message or "",
+        attempts=row.attempts,
+        correlation_id=row.request_correlation_id,
+        create_time=timestamp(row.created_at),
+        complete_time=timestamp(row.completed_at),
+    )
+
+
+def results_message(results: Results) -> assessment_pb2.BatchResults:
+    batch = results.batch.batch
+    message = assessment_pb2.BatchResults(batch=batch_message(results.batch), grade_scale=batch.grade_scale or "")
+    anchors = [e for e in results.essays if e.is_anchor]
+    expected: dict[str, int] = {}
+    actual: dict[str, int] = {}
+    if anchors and batch.grade_scale:
+        scale = get_scale(batch.grade_scale)
+        by_grade = sorted(anchors, key=lambda e: -scale.index(e.known_grade or scale.grades[0]))
+        expected = {
+            e.essay_id: 1 + sum(scale.index(o.known_grade) > scale.index(e.known_grade) for o in anchors)
+            for e in by_grade
+        }
+        actual = {e.essay_id: i + 1 for i, e in enumerate(sorted(anchors, key=lambda e: -(e.score or 0.0)))}
+    for essay in sorted(results.essays, key=lambda e: (e.rank or 10**9, -(e.score or 0.0))):
+        item = message.essays.add(
+            essay_id=essay.essay_id,
+            display_name=essay.display_name,
+            is_anchor=essay.is_anchor,
+            score=essay.score or 0.0,
+            standard_error=essay.standard_error or 0.0,
+            rank=essay.rank or 0,
+            wins=essay.wins,
+            losses=essay.losses,
+            comparisons=essay.wins + essay.losses,
+            known_grade=essay.known_grade or "",
+            expected_anchor_rank=expected.get(essay.essay_id, 0),
+            actual_anchor_rank=actual.get(essay.essay_id, 0),
+        )
+        projection = results.projections.get(essay.essay_id)
+        if projection is not None and not essay.is_anchor:
+            item.projection.grade = projection.grade
+            item.projection.confidence_score = projection.confidence
+            item.projection.confidence_label = assessment_pb2.ConfidenceLabel.Value(
+                f"CONFIDENCE_LABEL_{projection.confidence_label}"
+            )
+            for grade, probability in json.loads(projection.probabilities).items():
+                item.projection.probabilities.add(grade=grade, probability=probability)
+    if results.result is not None:
+        r = results.result
+        message.scale_separation_reliability = r.scale_separation_reliability
+        message.position_bias = r.position_bias
+        message.position_bias_standard_error = r.position_bias_se
+        message.self_consistency = -1.0 if r.self_consistency is None else r.self_consistency
+        message.grades_projected = r.grades_projected
+        message.projection_note = r.projection_note
+    else:
+        message.self_consistency = -1.0
+        message.projection_note = f"batch is {batch.state}; grades are projected when it completes"
+    for code, count in sorted(results.failures.items(), key=lambda item: str(item[0])):
+        message.failures.add(error_code=error_code_value(code), count=count)
+    usage = results.usage
+    message.judge_usage.CopyFrom(
+        assessment_pb2.JudgeUsage(
+            provider=batch.judge_provider, model=batch.judge_model, calls=int(usage["calls"]),
+            tokens_in=int(usage["tokens_in"]), tokens_out=int(usage["tokens_out"]), mean_latency_ms=float(usage["latency_ms"]),
+        )
+    )  # fmt: skip
+    return message
+
+
+def fingerprint(request: assessment_pb2.SubmitBatchRequest) -> str:
+    """sha256 of the request without its request_id: the same request retried has the same one."""
+    copy = assessment_pb2.SubmitBatchRequest()
+    copy.CopyFrom(request)
+    copy.request_id = ""
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+        self.batches = workflow.batches
+
+    async def SubmitBatch(self, request: assessment_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext):
+        judge = request.judge
+        view, created = await self.batches.submit(
+            BatchRequest(
+                request_id=request.request_id,
+                fingerprint=fingerprint(request),
+                batch_label=request.batch_label,
+                essays=[EssayInput(e.essay_id, e.text_storage_id, e.display_name) for e in request.essays],
+                prompt_storage_id=request.student_prompt_ref.storage_id
+                if request.HasField("student_prompt_ref")
+                else "",
+                assignment_id=request.assignment_id,
+                language=request.language,
+                course_code=request.course_code,
+                user_id=request.user_id,
+                org_id=request.org_id,
+                judge_provider=judge.provider,
+                judge_model=judge.model,
+                judge_temperature=judge.temperature if judge.HasField("temperature") else None,
+                judge_max_tokens=judge.max_tokens if judge.HasField("max_tokens") else None,
+                judge_system_prompt=judge.system_prompt,
+                comparison_budget=request.comparison_budget if request.HasField("comparison_budget") else None,
+                correlation_id=correlation.current.get(),
+            )
+        )
+        self.workflow.launch(view.batch.batch_id)
+        return assessment_pb2.SubmitBatchResponse(batch=batch_message(view), created=created)
+
+    async def GetBatch(self, request: assessment_pb2.GetBatchRequest, context: grpc.aio.ServicerContext):
+        return assessment_pb2.GetBatchResponse(batch=batch_message(await self.batches.get(request.batch_id)))
+
+    async def ListBatches(self, request: assessment_pb2.ListBatchesRequest, context: grpc.aio.ServicerContext):
+        state = assessment_pb2.BatchState.Name(request.state).removeprefix("BATCH_STATE_") if request.state else None
+        views, token = await self.batches.list(request.page_size, request.page_token, state)
+        return assessment_pb2.ListBatchesResponse(batches=[batch_message(v) for v in views], next_page_token=token)
+
+    async def WatchBatch(
+        self, request: assessment_pb2.WatchBatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[assessment_pb2.WatchBatchResponse]:
+        last = None
+        while True:
+            message = batch_message(await self.batches.get(request.batch_id))
+            snapshot = (message.state, message.progress.SerializeToString(), message.state_reason)
+            if snapshot != last:
+                yield assessment_pb2.WatchBatchResponse(batch=message)
+                last = snapshot
+            if message.state in {state_value(s) for s in FINAL_STATES}:
+                return
+            await asyncio.sleep(WATCH_POLL_SECONDS)
+
+    async def GetBatchResults(self, request: assessment_pb2.GetBatchResultsRequest, context: grpc.aio.ServicerContext):
+        return assessment_pb2.GetBatchResultsResponse(
+            results=results_message(await self.batches.results(request.batch_id))
+        )
+
+    async def ListComparisons(self, request: assessment_pb2.ListComparisonsRequest, context: grpc.aio.ServicerContext):
+        rows, token = await self.batches.comparisons(request.batch_id, request.page_size, request.page_token)
+        return assessment_pb2.ListComparisonsResponse(
+            comparisons=[comparison_message(r) for r in rows], next_page_token=token
+        )
+
+    async def CancelBatch(self, request: assessment_pb2.CancelBatchRequest, context: grpc.aio.ServicerContext):
+        return assessment_pb2.CancelBatchResponse(
+            batch=batch_message(await self.workflow.cancel(request.batch_id, request.reason))
+        )

@@ -1,0 +1,323 @@
+"""Batches: submission with every check before anything is stored, queries, cancel. No grpc here.
+
+States and their allowed transitions (enforced by `transition`, a conditional UPDATE):
+    PENDING -> RUNNING -> FINALIZING -> COMPLETED
+    PENDING | RUNNING | FINALIZING -> FAILED
+    PENDING | RUNNING -> CANCELLED
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prometheus_client import Counter as MetricCounter
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cj_svc.admin import not_found
+from cj_svc.content_client import ContentClient
+from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
+from mesh_server import errors
+from mesh_server.ids import new_id
+
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+ALLOWED = {
+    "RUNNING": {"PENDING"},
+    "FINALIZING": {"RUNNING"},
+    "COMPLETED": {"FINALIZING"},
+    "FAILED": {"PENDING", "RUNNING", "FINALIZING"},
+    "CANCELLED": {"PENDING", "RUNNING"},
+}
+
+PROMPT_FETCH_FAILURES = MetricCounter(
+    "huleedu_cj_prompt_fetch_failures_total", "Prompts (or rubrics) that could not be fetched.", ["reason"]
+)
+
+
+@dataclass(frozen=True)
+class EssayInput:
+    essay_id: str
+    text_storage_id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    request_id: str
+    fingerprint: str
+    batch_label: str
+    essays: list[EssayInput]
+    prompt_storage_id: str = ""
+    assignment_id: str = ""
+    language: str = ""
+    course_code: str = ""
+    user_id: str = ""
+    org_id: str = ""
+    judge_provider: str = ""
+    judge_model: str = ""
+    judge_temperature: float | None = None
+    judge_max_tokens: int | None = None
+    judge_system_prompt: str = ""
+    comparison_budget: int | None = None
+    correlation_id: str = ""
+
+
+@dataclass
+class BatchView:
+    batch: Batch
+    essay_count: int
+    anchor_count: int
+
+
+@dataclass
+class Results:
+    batch: BatchView
+    essays: list[BatchEssay]
+    result: BatchResult | None
+    projections: dict[str, GradeProjection]
+    failures: Counter[str] = field(default_factory=Counter)
+    usage: dict[str, float] = field(default_factory=dict)
+
+
+async def transition(session: AsyncSession, batch_id: str, to_state: str, reason: str | None = None) -> bool:
+    """Move a batch to `to_state` if its current state allows it; False if it did not."""
+    values: dict = {"state": to_state, "updated_at": datetime.now(UTC)}
+    if reason is not None:
+        values["state_reason"] = reason
+    if to_state in FINAL_STATES:
+        values["completed_at"] = values["updated_at"]
+    result = await session.execute(
+        update(Batch).where(Batch.batch_id == batch_id, Batch.state.in_(ALLOWED[to_state])).values(**values)
+    )
+    return result.rowcount == 1
+
+
+class Batches:
+    def __init__(
+        self, sessions: async_sessionmaker, content: ContentClient, default_provider: str, budget_per_essay: int
+    ) -> None:
+        self.sessions = sessions
+        self.content = content
+        self.default_provider = default_provider
+        self.budget_per_essay = budget_per_essay
+
+    async def submit(self, request: BatchRequest) -> tuple[BatchView, bool]:
+        """Check everything, then store the batch in one transaction. (view, created)."""
+        existing = await self._by_request_id(request.request_id)
+        if existing is not None:
+            if existing.batch.request_fingerprint != request.fingerprint:
+                raise errors.AlreadyExists(
+                    f"request_id {request.request_id} was already used for a different request "
+                    f"(batch {existing.batch.batch_id}); send a new request_id for a new batch",
+                    field="request_id",
+                    error_code="INVALID_REQUEST",
+                )
+            return existing, False
+        assignment, anchors = await self._assignment(request.assignment_id)
+        prompt_id = request.prompt_storage_id or (assignment.student_prompt_storage_id if assignment else "") or ""
+        rubric_id = (assignment.judge_rubric_storage_id if assignment else "") or ""
+        students = {e.essay_id for e in request.essays}
+        clashes = sorted(students & {a.label for a in anchors})
+        if clashes:
+            raise errors.FailedPrecondition(
+                f"essay ids {', '.join(clashes)} are also anchor labels of {request.assignment_id!r}; rename the essays",
+                field="essays",
+            )
+        wanted = [e.text_storage_id for e in request.essays] + [a.storage_id for a in anchors]
+        wanted += [i for i in (prompt_id, rubric_id) if i]
+        missing = await self.content.missing(wanted)
+        if missing:
+            raise errors.FailedPrecondition(
+                f"{len(missing)} storage id(s) are not in the Content Service: {', '.join(missing[:20])}"
+                f"{' ...' if len(missing) > 20 else ''}; upload the files first and send the storage ids the "
+                "Content Service returned (not file checksums)",
+                field="essays",
+                error_code="RESOURCE_NOT_FOUND",
+                metadata={"missing_storage_ids": ",".join(missing[:50])},
+            )
+        prompt_text = await self._hydrate(prompt_id, "prompt")
+        rubric_text = await self._hydrate(rubric_id, "rubric")
+        instructions = "\n\n".join(t for t in ((assignment.instructions if assignment else ""), rubric_text) if t)
+        total = len(request.essays) + len(anchors)
+        now = datetime.now(UTC)
+        batch = Batch(
+            batch_id=new_id(),
+            request_id=request.request_id,
+            request_fingerprint=request.fingerprint,
+            batch_label=request.batch_label,
+            state="PENDING",
+            state_reason="",
+            assignment_id=request.assignment_id or None,
+            grade_scale=assignment.grade_scale if assignment else None,
+            language=request.language,
+            course_code=request.course_code or (assignment.course_code if assignment else ""),
+            user_id=request.user_id,
+            org_id=request.org_id,
+            judge_provider=request.judge_provider or self.default_provider,
+            judge_model=request.judge_model,
+            judge_temperature=request.judge_temperature,
+            judge_max_tokens=request.judge_max_tokens,
+            judge_system_prompt=request.judge_system_prompt,
+            prompt_storage_id=prompt_id or None,
+            prompt_text=prompt_text,
+            instructions=instructions,
+            comparison_budget=request.comparison_budget or max(1, self.budget_per_essay * total // 2),
+            wave=0,
+            comparisons_done=0,
+            comparisons_failed=0,
+            correlation_id=request.correlation_id,
+            created_at=now,
+            updated_at=now,
+        )
+        rows = [
+            BatchEssay(batch_id=batch.batch_id, position=i, essay_id=e.essay_id, display_name=e.display_name,
+                       text_storage_id=e.text_storage_id, is_anchor=False, wins=0, losses=0)
+            for i, e in enumerate(request.essays)
+        ]  # fmt: skip
+        rows += [
+            BatchEssay(batch_id=batch.batch_id, position=len(rows) + i, essay_id=a.label, display_name=f"anchor {a.label}",
+                       text_storage_id=a.storage_id, is_anchor=True, known_grade=a.grade, wins=0, losses=0)
+            for i, a in enumerate(anchors)
+        ]  # fmt: skip
+        try:
+            async with self.sessions.begin() as session:
+                session.add(batch)
+                await session.flush()
+                session.add_all(rows)
+        except IntegrityError:
+            existing = await self._by_request_id(request.request_id)  # a concurrent retry won the race
+            if existing is None:
+                raise
+            return existing, False
+        return BatchView(batch, len(request.essays), len(anchors)), True
+
+    async def _assignment(self, assignment_id: str) -> tuple[Assignment | None, list[Anchor]]:
+        if not assignment_id:
+            return None, []
+        async with self.sessions() as session:
+            assignment = await session.get(Assignment, assignment_id)
+            if assignment is None:
+                raise not_found(assignment_id)
+            query = select(Anchor).where(
+                Anchor.assignment_id == assignment_id, Anchor.grade_scale == assignment.grade_scale
+            )
+            return assignment, list((await session.execute(query.order_by(Anchor.label))).scalars())
+
+    async def _hydrate(self, storage_id: str, what: str) -> str:
+        if not storage_id:
+            return ""
+        try:
+            return await self.content.text(storage_id)
+        except errors.FailedPrecondition:
+            PROMPT_FETCH_FAILURES.labels("not_found").inc()
+            raise
+        except errors.DomainError:
+            PROMPT_FETCH_FAILURES.labels("unavailable").inc()
+            raise
+
+    async def _by_request_id(self, request_id: str) -> BatchView | None:
+        async with self.sessions() as session:
+            batch = (await session.execute(select(Batch).where(Batch.request_id == request_id))).scalar_one_or_none()
+            return None if batch is None else await self._view(session, batch)
+
+    @staticmethod
+    async def _view(session: AsyncSession, batch: Batch) -> BatchView:
+        counts = dict(
+            (
+                await session.execute(
+                    select(BatchEssay.is_anchor, func.count())
+                    .where(BatchEssay.batch_id == batch.batch_id)
+                    .group_by(BatchEssay.is_anchor)
+                )
+            ).all()
+        )
+        return BatchView(batch, counts.get(False, 0), counts.get(True, 0))
+
+    async def get(self, batch_id: str) -> BatchView:
+        async with self.sessions() as session:
+            batch = await session.get(Batch, batch_id)
+            if batch is None:
+                raise errors.NotFound(f"no batch {batch_id}; list batches with ListBatches", field="batch_id")
+            return await self._view(session, batch)
+
+    async def list(self, page_size: int, page_token: str, state: str | None) -> tuple[list[BatchView], str]:
+        size = page_size or 50
+        async with self.sessions() as session:
+            query = select(Batch).order_by(Batch.created_at.desc(), Batch.batch_id.desc())
+            if state:
+                query = query.where(Batch.state == state)
+            if page_token:
+                anchor = await session.get(Batch, page_token)
+                if anchor is None:
+                    raise errors.InvalidArgument("page_token is not one this service handed out", field="page_token")
+                query = query.where(
+                    (Batch.created_at < anchor.created_at)
+                    | ((Batch.created_at == anchor.created_at) & (Batch.batch_id < anchor.batch_id))
+                )
+            rows = list((await session.execute(query.limit(size + 1))).scalars())
+            views = [await self._view(session, b) for b in rows[:size]]
+        return views, rows[size - 1].batch_id if len(rows) > size else ""
+
+    async def cancel(self, batch_id: str, reason: str) -> BatchView:
+        async with self.sessions.begin() as session:
+            moved = await transition(session, batch_id, "CANCELLED", reason or "cancelled by request")
+        view = await self.get(batch_id)
+        if not moved and view.batch.state != "CANCELLED":
+            raise errors.FailedPrecondition(
+                f"batch {batch_id} is {view.batch.state} and can no longer be cancelled", field="batch_id"
+            )
+        return view
+
+    async def comparisons(self, batch_id: str, page_size: int, page_token: str) -> tuple[list[Comparison], str]:
+        await self.get(batch_id)
+        size = page_size or 100
+        async with self.sessions() as session:
+            query = select(Comparison).where(Comparison.batch_id == batch_id)
+            if page_token:
+                query = query.where(Comparison.comparison_id > page_token)
+            rows = list((await session.execute(query.order_by(Comparison.comparison_id).limit(size + 1))).scalars())
+        return rows[:size], rows[size - 1].comparison_id if len(rows) > size else ""
+
+    async def results(self, batch_id: str) -> Results:
+        view = await self.get(batch_id)
+        async with self.sessions() as session:
+            essays = list(
+                (
+                    await session.execute(
+                        select(BatchEssay).where(BatchEssay.batch_id == batch_id).order_by(BatchEssay.position)
+                    )
+                ).scalars()
+            )
+            result = await session.get(BatchResult, batch_id)
+            projections = {
+                p.essay_id: p
+                for p in (
+                    await session.execute(select(GradeProjection).where(GradeProjection.batch_id == batch_id))
+                ).scalars()
+            }
+            failures = Counter(
+                dict(
+                    (
+                        await session.execute(
+                            select(Comparison.error_code, func.count())
+                            .where(Comparison.batch_id == batch_id, Comparison.status == "FAILED")
+                            .group_by(Comparison.error_code)
+                        )
+                    ).all()
+                )
+            )
+            usage = (
+                await session.execute(
+                    select(
+                        func.count(Comparison.latency_ms), func.sum(Comparison.tokens_in), func.sum(Comparison.tokens_out),
+                        func.avg(Comparison.latency_ms),
+                    ).where(Comparison.batch_id == batch_id)
+                )
+            ).one()  # fmt: skip
+        return Results(
+            view, essays, result, projections, failures,
+            {"calls": usage[0] or 0, "tokens_in": usage[1] or 0, "tokens_out": usage[2] or 0, "latency_ms": usage[3] or 0.0},
+        )  # fmt: skip

@@ -1,0 +1,64 @@
+"""The CJ Service's way to the Content Service: the generated async stub, correlation id passed on."""
+
+from __future__ import annotations
+
+import grpc
+from huleedu.content.v1 import content_pb2, content_pb2_grpc
+
+from mesh_server import errors
+from mesh_server.correlation import PropagatingClientInterceptor
+from mesh_server.server import CLIENT_OPTIONS
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class ContentClient:
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(
+            address, options=CLIENT_OPTIONS, interceptors=[PropagatingClientInterceptor()]
+        )
+        self.stub = content_pb2_grpc.ContentServiceStub(self.channel)
+
+    def _unavailable(self, error: grpc.aio.AioRpcError) -> errors.DomainError:
+        return errors.Unavailable(
+            f"the Content Service at {self.address} did not answer ({error.code().name}: {error.details()}); "
+            "check that content-svc is running",
+            error_code="CONTENT_SERVICE_ERROR",
+        )
+
+    async def missing(self, storage_ids: list[str]) -> list[str]:
+        """The ids the Content Service does not hold."""
+        if not storage_ids:
+            return []
+        try:
+            response = await self.stub.Stat(
+                content_pb2.StatRequest(storage_ids=list(dict.fromkeys(storage_ids))), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise self._unavailable(error) from None
+        return list(response.missing_storage_ids)
+
+    async def text(self, storage_id: str) -> str:
+        """The stored content as text (UTF-8, undecodable bytes replaced)."""
+        try:
+            response = await self.stub.Get(content_pb2.GetRequest(storage_id=storage_id), timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise errors.FailedPrecondition(
+                    f"content {storage_id} is not in the Content Service", error_code="RESOURCE_NOT_FOUND"
+                ) from None
+            raise self._unavailable(error) from None
+        return response.content.decode("utf-8", errors="replace")
+
+    async def ready(self) -> str | None:
+        """None when the Content Service answers."""
+        try:
+            await self.stub.Stat(content_pb2.StatRequest(storage_ids=["0" * 32]), timeout=2)
+        except grpc.aio.AioRpcError as error:
+            return f"content service at {self.address}: {error.code().name}"
+        return None
+
+    async def close(self) -> None:
+        await self.channel.close()

@@ -1,0 +1,49 @@
+"""The one judge interface, its request and answer, and its errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+JUSTIFICATION_MAX = 500
+
+# Error codes worth retrying with backoff; others are recorded and the batch goes on.
+RETRYABLE_CODES = frozenset({"RATE_LIMIT", "TIMEOUT", "CONNECTION_ERROR", "SERVICE_UNAVAILABLE"})
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    essay_a: str
+    essay_b: str
+    prompt: str = ""  # what the students were asked to write
+    instructions: str = ""  # the rubric / assessment instructions
+    model: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    system_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    winner: str  # "A" or "B"
+    confidence: int  # 1..5
+    justification: str
+    model: str = ""
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+class JudgeError(Exception):
+    def __init__(self, error_code: str, message: str, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+        self.retryable = error_code in RETRYABLE_CODES if retryable is None else retryable
+
+
+class Judge(Protocol):
+    provider: str
+
+    async def compare(self, request: JudgeRequest) -> Verdict: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,53 @@
+"""One judge per provider, configured from the service's settings."""
+
+from __future__ import annotations
+
+from cj_svc.judges.base import Judge
+from cj_svc.judges.heuristic import HeuristicJudge
+from cj_svc.judges.http import AnthropicJudge, OpenAIJudge
+from cj_svc.judges.simulated import SimulatedJudge
+from cj_svc.settings import CJSettings
+
+PROVIDERS = ("heuristic", "simulated", "openai", "anthropic")
+
+
+class Judges:
+    """Creates each provider's judge on first use and keeps it (HTTP clients are pooled)."""
+
+    def __init__(self, settings: CJSettings) -> None:
+        self.settings = settings
+        self._judges: dict[str, Judge] = {}
+
+    def get(self, provider: str) -> Judge:
+        if provider not in self._judges:
+            self._judges[provider] = self._make(provider)
+        return self._judges[provider]
+
+    def _make(self, provider: str) -> Judge:
+        s = self.settings
+        if provider == "heuristic":
+            return HeuristicJudge()
+        if provider == "simulated":
+            return SimulatedJudge(
+                seed=s.simulated_seed,
+                scores_file=s.simulated_scores_file,
+                latency_ms=s.simulated_latency_ms,
+                failure_rate=s.simulated_failure_rate,
+                failure_code=s.simulated_failure_code,
+            )
+        if provider == "openai":
+            return OpenAIJudge(
+                s.openai_base_url, s.openai_api_key_env, s.judge_model or "gpt-4o-mini", s.judge_timeout_seconds
+            )
+        if provider == "anthropic":
+            return AnthropicJudge(
+                s.anthropic_base_url,
+                s.anthropic_api_key_env,
+                s.judge_model or "claude-3-5-haiku-latest",
+                s.judge_timeout_seconds,
+            )
+        raise ValueError(f"unknown judge provider {provider!r}; use one of {', '.join(PROVIDERS)}")
+
+    async def close(self) -> None:
+        for judge in self._judges.values():
+            await judge.close()

@@ -1,0 +1,71 @@
+"""The offline default judge: deterministic text features, no network, no key. Not an LLM.
+
+It prefers the essay with the higher feature score, a weighted sum of:
+- length: log of the word count (longer, more developed answers score higher, with diminishing returns);
+- vocabulary: distinct words / sqrt(words) (Guiraud's index of lexical richness);
+- word length: mean characters per word;
+- sentence shape: closeness of the mean sentence length to 18 words;
+- organisation: number of paragraphs, up to 6;
+- relevance: share of the prompt's content words the essay uses.
+It measures surface features that correlate with quality; it does not understand arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from cj_svc.judges.base import JudgeRequest, Verdict
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*", re.UNICODE)
+_SENTENCE = re.compile(r"[.!?]+(?:\s|$)")
+
+
+def features(text: str, prompt_words: frozenset[str] = frozenset()) -> dict[str, float]:
+    words = [w.lower() for w in _WORD.findall(text)]
+    count = len(words)
+    sentences = max(1, len(_SENTENCE.findall(text)))
+    paragraphs = len([p for p in re.split(r"\n\s*\n", text) if p.strip()])
+    return {
+        "length": math.log1p(count),
+        "vocabulary": len(set(words)) / math.sqrt(count) if count else 0.0,
+        "word_length": sum(map(len, words)) / count if count else 0.0,
+        "sentence_shape": -abs(count / sentences - 18) / 18,
+        "organisation": min(paragraphs, 6) / 6,
+        "relevance": len(prompt_words & set(words)) / len(prompt_words) if prompt_words else 0.0,
+    }
+
+
+WEIGHTS = {
+    "length": 1.0,
+    "vocabulary": 0.6,
+    "word_length": 0.5,
+    "sentence_shape": 0.5,
+    "organisation": 0.5,
+    "relevance": 1.0,
+}
+
+
+def quality(text: str, prompt: str = "") -> float:
+    prompt_words = frozenset(w.lower() for w in _WORD.findall(prompt) if len(w) > 4)
+    return sum(WEIGHTS[name] * value for name, value in features(text, prompt_words).items())
+
+
+class HeuristicJudge:
+    provider = "heuristic"
+
+    async def compare(self, request: JudgeRequest) -> Verdict:
+        a, b = quality(request.essay_a, request.prompt), quality(request.essay_b, request.prompt)
+        gap = abs(a - b)
+        return Verdict(
+            winner="A" if a >= b else "B",
+            confidence=min(5, 1 + int(gap / 0.15)),
+            justification=(
+                f"Text-feature heuristic (not an LLM): feature score {a:.2f} for Essay A vs {b:.2f} for Essay B "
+                "(length, vocabulary, word and sentence shape, paragraphs, use of the prompt's words)."
+            ),
+            model="heuristic-v1",
+        )
+
+    async def close(self) -> None:
+        return None

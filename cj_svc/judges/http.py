@@ -1,0 +1,106 @@
+"""LLM judges over HTTP: any OpenAI-compatible chat-completions server, and Anthropic's messages API."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+
+from cj_svc.judges.base import JudgeError, JudgeRequest, Verdict
+from cj_svc.judges.prompting import DEFAULT_SYSTEM_PROMPT, parse_verdict, user_message
+
+
+def _status_error(response: httpx.Response) -> JudgeError:
+    code = response.status_code
+    detail = response.text[:300]
+    if code == 429:
+        return JudgeError("RATE_LIMIT", f"rate limited (HTTP 429): {detail}")
+    if code in (401, 403):
+        return JudgeError("AUTHENTICATION_ERROR", f"the provider refused the API key (HTTP {code}): {detail}")
+    if code >= 500:
+        return JudgeError("EXTERNAL_SERVICE_ERROR", f"provider error (HTTP {code}): {detail}", retryable=True)
+    return JudgeError("INVALID_REQUEST", f"the provider refused the request (HTTP {code}): {detail}")
+
+
+class _HttpJudge:
+    provider = ""
+
+    def __init__(self, base_url: str, api_key_env: str, default_model: str, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = os.environ.get(api_key_env, "")
+        self.api_key_env = api_key_env
+        self.default_model = default_model
+        self.client = httpx.AsyncClient(timeout=timeout)
+
+    async def _post(self, path: str, body: dict, headers: dict[str, str]) -> dict:
+        try:
+            response = await self.client.post(f"{self.base_url}{path}", json=body, headers=headers)
+        except httpx.TimeoutException as error:
+            raise JudgeError("TIMEOUT", f"the provider did not answer in time: {error}") from None
+        except httpx.HTTPError as error:
+            raise JudgeError("CONNECTION_ERROR", f"cannot reach {self.base_url}: {error}") from None
+        if response.status_code != 200:
+            raise _status_error(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise JudgeError("PARSING_ERROR", f"the provider's answer is not JSON: {response.text[:200]}") from None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class OpenAIJudge(_HttpJudge):
+    """Chat completions: OpenAI, vLLM, Ollama, llama.cpp servers (base URL + key + model)."""
+
+    provider = "openai"
+
+    async def compare(self, request: JudgeRequest) -> Verdict:
+        model = request.model or self.default_model
+        body: dict = {
+            "model": model,
+            "messages": [
+                {"role": "system", "content": request.system_prompt or DEFAULT_SYSTEM_PROMPT},
+                {"role": "user", "content": user_message(request)},
+            ],
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        answer = await self._post("/chat/completions", body, headers)
+        try:
+            text = answer["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise JudgeError("PARSING_ERROR", "the provider's answer has no choices[0].message.content") from None
+        usage = answer.get("usage") or {}
+        return parse_verdict(
+            text, answer.get("model", model), usage.get("prompt_tokens"), usage.get("completion_tokens")
+        )
+
+
+class AnthropicJudge(_HttpJudge):
+    """Anthropic's messages API."""
+
+    provider = "anthropic"
+    VERSION = "2023-06-01"
+
+    async def compare(self, request: JudgeRequest) -> Verdict:
+        model = request.model or self.default_model
+        body: dict = {
+            "model": model,
+            "max_tokens": request.max_tokens or 400,
+            "system": request.system_prompt or DEFAULT_SYSTEM_PROMPT,
+            "messages": [{"role": "user", "content": user_message(request)}],
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        headers = {"x-api-key": self.api_key, "anthropic-version": self.VERSION}
+        answer = await self._post("/messages", body, headers)
+        try:
+            text = "".join(block["text"] for block in answer["content"] if block.get("type") == "text")
+        except (KeyError, TypeError):
+            raise JudgeError("PARSING_ERROR", "the provider's answer has no text content") from None
+        usage = answer.get("usage") or {}
+        return parse_verdict(text, answer.get("model", model), usage.get("input_tokens"), usage.get("output_tokens"))

@@ -1,0 +1,52 @@
+"""What LLM judges are asked, and how their answers are read."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from cj_svc.judges.base import JUSTIFICATION_MAX, JudgeError, JudgeRequest, Verdict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an experienced teacher assessing student essays by comparative judgement. "
+    "Compare the two essays holistically against the task and the assessment instructions, and "
+    "decide which one is better. Ignore the order in which they are shown."
+)
+
+ANSWER_FORMAT = (
+    'Answer with JSON only: {"winner": "Essay A" or "Essay B", "confidence": an integer 1-5, '
+    f'"justification": at most {JUSTIFICATION_MAX} characters}}.'
+)
+
+
+def user_message(request: JudgeRequest) -> str:
+    parts = []
+    if request.prompt:
+        parts.append(f"## The task the students were given\n{request.prompt.strip()}")
+    if request.instructions:
+        parts.append(f"## Assessment instructions\n{request.instructions.strip()}")
+    parts.append(f"## Essay A\n{request.essay_a.strip()}")
+    parts.append(f"## Essay B\n{request.essay_b.strip()}")
+    parts.append(ANSWER_FORMAT)
+    return "\n\n".join(parts)
+
+
+def parse_verdict(text: str, model: str = "", tokens_in: int | None = None, tokens_out: int | None = None) -> Verdict:
+    """Read the judge's JSON answer; anything else is a PARSING_ERROR (not retried)."""
+    match = re.search(r"\{.*\}", text, re.DOTALL)
+    try:
+        answer = json.loads(match.group(0) if match else text)
+        winner = str(answer["winner"]).strip().upper().removeprefix("ESSAY").strip()
+        confidence = int(answer.get("confidence", 3))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise JudgeError("PARSING_ERROR", f"the judge's answer is not the expected JSON: {error}") from None
+    if winner not in ("A", "B"):
+        raise JudgeError("PARSING_ERROR", f"the judge named no winner ('Essay A' or 'Essay B'): {answer['winner']!r}")
+    return Verdict(
+        winner=winner,
+        confidence=min(5, max(1, confidence)),
+        justification=str(answer.get("justification", ""))[:JUSTIFICATION_MAX],
+        model=model,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+    )

@@ -1,0 +1,438 @@
+"""The durable assessment workflow: waves of comparisons, judged concurrently, until the engine stops.
+
+Everything that matters is in the database, so a restart resumes every unfinished batch:
+- a comparison row is written (PENDING) before its pair is sent to the judge, and updated when the
+  answer comes (only while still PENDING, so an answer is recorded once);
+- after each wave the engine fits scores and decides whether to go on;
+- finalization writes the results and moves FINALIZING -> COMPLETED in one transaction, so it
+  happens exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from cj_svc.batches import Batches, transition
+from cj_svc.content_client import ContentClient
+from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_reliability, self_consistency
+from cj_svc.engine.pairing import PairingState, next_wave
+from cj_svc.engine.projection import Anchor, NoProjection, calibrate, project
+from cj_svc.engine.scales import get_scale
+from cj_svc.engine.stopping import BatchProgress, StopReason, decide
+from cj_svc.judges.base import JudgeError, JudgeRequest
+from cj_svc.judges.factory import Judges
+from cj_svc.models import Batch, BatchEssay, BatchResult, Comparison, GradeProjection
+from cj_svc.settings import CJSettings
+from mesh_server import correlation, errors
+from mesh_server.ids import new_id
+
+log = logging.getLogger("cj_svc.workflow")
+
+COMPARISONS = Counter(
+    "huleedu_cj_comparisons_total", "Comparisons answered, by outcome and error code.", ["outcome", "error_code"]
+)
+JUDGE_SECONDS = Histogram("huleedu_cj_judge_seconds", "Latency of one judge call.", ["provider"])
+BATCH_SECONDS = Histogram(
+    "huleedu_cj_batch_duration_seconds",
+    "Submission to end of a batch.",
+    ["state"],
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 14400),
+)
+CONTENT_ATTEMPTS = 6
+
+
+class Workflow:
+    def __init__(self, settings: CJSettings, sessions: async_sessionmaker, content: ContentClient) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.content = content
+        self.batches = Batches(sessions, content, settings.judge_provider, settings.default_budget_per_essay)
+        self.judges = Judges(settings)
+        self.service_limit = asyncio.Semaphore(settings.service_concurrency)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume every batch that has not ended."""
+        async with self.sessions() as session:
+            unfinished = (
+                await session.execute(
+                    select(Batch.batch_id).where(Batch.state.in_(("PENDING", "RUNNING", "FINALIZING")))
+                )
+            ).scalars()
+            for batch_id in list(unfinished):
+                log.info("resuming batch %s", batch_id)
+                self.launch(batch_id)
+
+    def launch(self, batch_id: str) -> None:
+        if batch_id not in self.tasks or self.tasks[batch_id].done():
+            self.tasks[batch_id] = asyncio.create_task(self._run(batch_id), name=f"batch-{batch_id}")
+
+    async def stop(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.judges.close()
+
+    async def cancel(self, batch_id: str, reason: str):  # type: ignore[no-untyped-def]
+        view = await self.batches.cancel(batch_id, reason)
+        task = self.tasks.get(batch_id)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return view
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _run(self, batch_id: str) -> None:
+        try:
+            async with self.sessions() as session:
+                batch = await session.get(Batch, batch_id)
+            if batch is not None:
+                correlation.current.set(batch.correlation_id)
+            await self._work(batch_id)
+        except asyncio.CancelledError:
+            await self._settle_cancelled(batch_id)
+            raise
+        except Exception as error:  # noqa: BLE001 - a batch that cannot go on fails with a reason
+            log.exception("batch %s failed", batch_id)
+            await self._fail(batch_id, f"{type(error).__name__}: {error}")
+
+    async def _fail(self, batch_id: str, reason: str) -> None:
+        async with self.sessions.begin() as session:
+            if await transition(session, batch_id, "FAILED", reason):
+                await self._observe_duration(session, batch_id, "FAILED")
+
+    async def _settle_cancelled(self, batch_id: str) -> None:
+        """Comparisons sent but unanswered when a batch was cancelled are marked CANCELLED."""
+        async with self.sessions.begin() as session:
+            batch = await session.get(Batch, batch_id)
+            if batch is not None and batch.state == "CANCELLED":
+                await session.execute(
+                    update(Comparison)
+                    .where(Comparison.batch_id == batch_id, Comparison.status == "PENDING")
+                    .values(status="CANCELLED", completed_at=datetime.now(UTC))
+                )
+                await self._observe_duration(session, batch_id, "CANCELLED")
+
+    async def _observe_duration(self, session, batch_id: str, state: str) -> None:  # type: ignore[no-untyped-def]
+        batch = await session.get(Batch, batch_id)
+        created = batch.created_at if batch.created_at.tzinfo else batch.created_at.replace(tzinfo=UTC)
+        BATCH_SECONDS.labels(state).observe((datetime.now(UTC) - created).total_seconds())
+
+    async def _work(self, batch_id: str) -> None:
+        async with self.sessions.begin() as session:
+            await transition(session, batch_id, "RUNNING")
+        batch, essays = await self._load(batch_id)
+        if batch.state == "FINALIZING":
+            await self._finalize(batch_id)
+            return
+        if batch.state != "RUNNING":
+            return
+        texts = await self._texts(essays)
+        position = {e.essay_id: e.position for e in essays}
+        is_anchor = np.array([e.is_anchor for e in essays])
+        rng = np.random.default_rng(int(batch_id[:8], 16))
+        previous: np.ndarray | None = None
+        while True:
+            batch, rows = await self._batch_and_comparisons(batch_id)
+            if batch.state != "RUNNING":
+                return
+            pending = [r for r in rows if r.status == "PENDING"]
+            if pending:  # sent before a restart, never answered: ask again
+                await self._dispatch(batch, pending, texts)
+                continue
+            result = self._fit(len(essays), rows, position, previous)
+            change = None
+            if result is not None:
+                if previous is not None:
+                    change = float(np.max(np.abs(result.scores - previous)))
+                previous = result.scores
+                await self._record_fit(batch_id, essays, result, change)
+            attempted = sum(r.status in ("DONE", "FAILED") for r in rows)
+            succeeded = sum(r.status == "DONE" for r in rows)
+            reason = decide(
+                BatchProgress(
+                    essays=len(essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
+                    max_score_change=change,
+                    ssr=None if result is None else scale_separation_reliability(result.scores, result.standard_errors),
+                )
+            )  # fmt: skip
+            if reason == StopReason.CONTINUE:
+                wave = self._next_wave(
+                    len(essays), is_anchor, rows, position, result, rng, batch.comparison_budget - len(rows)
+                )
+                if not wave:
+                    reason = StopReason.EXHAUSTED
+            if reason == StopReason.TOO_MANY_FAILURES:
+                await self._fail(batch_id, await self._failure_reason(batch_id, attempted, succeeded))
+                return
+            if reason != StopReason.CONTINUE:
+                log.info("batch %s stops: %s", batch_id, reason.value)
+                if succeeded == 0:
+                    await self._fail(batch_id, "no comparison succeeded")
+                    return
+                await self._finalize(batch_id, reason.value)
+                return
+            new_rows = await self._write_wave(batch, wave, essays)
+            await self._dispatch(batch, new_rows, texts)
+
+    async def _load(self, batch_id: str) -> tuple[Batch, list[BatchEssay]]:
+        async with self.sessions() as session:
+            batch = await session.get(Batch, batch_id)
+            query = select(BatchEssay).where(BatchEssay.batch_id == batch_id).order_by(BatchEssay.position)
+            return batch, list((await session.execute(query)).scalars())
+
+    async def _batch_and_comparisons(self, batch_id: str) -> tuple[Batch, list[Comparison]]:
+        async with self.sessions() as session:
+            batch = await session.get(Batch, batch_id)
+            rows = list((await session.execute(select(Comparison).where(Comparison.batch_id == batch_id))).scalars())
+        return batch, rows
+
+    async def _texts(self, essays: list[BatchEssay]) -> dict[str, str]:
+        """Every essay's text, retrying while the Content Service is unavailable."""
+        texts: dict[str, str] = {}
+        for essay in essays:
+            for attempt in range(CONTENT_ATTEMPTS):
+                try:
+                    texts[essay.text_storage_id] = await self.content.text(essay.text_storage_id)
+                    break
+                except errors.Unavailable:
+                    if attempt == CONTENT_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.5 * 2**attempt)
+        return texts
+
+    @staticmethod
+    def _comparisons(rows: list[Comparison], position: dict[str, int]) -> Comparisons:
+        done = [r for r in rows if r.status == "DONE"]
+        return Comparisons.from_lists(
+            [position[r.essay_a_id] for r in done],
+            [position[r.essay_b_id] for r in done],
+            [r.winner == "essay_a" for r in done],
+        )
+
+    def _fit(self, n: int, rows: list[Comparison], position: dict[str, int], start: np.ndarray | None) -> Fit | None:
+        data = self._comparisons(rows, position)
+        return fit(n, data, start=start) if len(data) else None
+
+    def _next_wave(self, n, is_anchor, rows, position, result, rng, remaining):  # type: ignore[no-untyped-def]
+        if remaining <= 0:
+            return []
+        state = PairingState.new(n, is_anchor)
+        for row in sorted(rows, key=lambda r: (r.wave, r.comparison_id)):
+            if row.status != "CANCELLED":
+                state.record(position[row.essay_a_id], position[row.essay_b_id])
+        if result is not None:
+            state.scores, state.standard_errors = result.scores, result.standard_errors
+        return next_wave(state, rng, max_pairs=remaining)
+
+    async def _record_fit(self, batch_id: str, essays: list[BatchEssay], result: Fit, change: float | None) -> None:
+        ssr = scale_separation_reliability(result.scores, result.standard_errors)
+        async with self.sessions.begin() as session:
+            for essay in essays:
+                await session.execute(
+                    update(BatchEssay)
+                    .where(BatchEssay.id == essay.id)
+                    .values(
+                        score=float(result.scores[essay.position]),
+                        standard_error=float(result.standard_errors[essay.position]),
+                    )
+                )
+            await session.execute(
+                update(Batch)
+                .where(Batch.batch_id == batch_id)
+                .values(current_ssr=ssr, max_score_change=change, updated_at=datetime.now(UTC))
+            )
+
+    async def _write_wave(
+        self, batch: Batch, wave: list[tuple[int, int]], essays: list[BatchEssay]
+    ) -> list[Comparison]:
+        now = datetime.now(UTC)
+        number = batch.wave + 1
+        rows = [
+            Comparison(
+                comparison_id=new_id(), batch_id=batch.batch_id, wave=number, essay_a_id=essays[a].essay_id,
+                essay_b_id=essays[b].essay_id, status="PENDING", attempts=0, request_correlation_id=batch.correlation_id,
+                provider=batch.judge_provider, model=batch.judge_model, created_at=now,
+            )
+            for a, b in wave
+        ]  # fmt: skip
+        async with self.sessions.begin() as session:
+            session.add_all(rows)
+            await session.execute(
+                update(Batch).where(Batch.batch_id == batch.batch_id).values(wave=number, updated_at=now)
+            )
+        return rows
+
+    async def _dispatch(self, batch: Batch, rows: list[Comparison], texts: dict[str, str]) -> None:
+        limit = asyncio.Semaphore(self.settings.batch_concurrency)
+        async with self.sessions() as session:
+            storage = dict(
+                (
+                    await session.execute(
+                        select(BatchEssay.essay_id, BatchEssay.text_storage_id).where(
+                            BatchEssay.batch_id == batch.batch_id
+                        )
+                    )
+                ).all()
+            )
+
+        async def one(row: Comparison) -> None:
+            async with limit, self.service_limit:
+                request = JudgeRequest(
+                    essay_a=texts[storage[row.essay_a_id]], essay_b=texts[storage[row.essay_b_id]],
+                    prompt=batch.prompt_text, instructions=batch.instructions, model=batch.judge_model,
+                    temperature=batch.judge_temperature if batch.judge_temperature is not None else self.settings.judge_temperature,
+                    max_tokens=batch.judge_max_tokens or self.settings.judge_max_tokens,
+                    system_prompt=batch.judge_system_prompt,
+                )  # fmt: skip
+                await self._judge_and_record(batch, row, request)
+
+        await asyncio.gather(*(one(row) for row in rows))
+
+    async def _judge_and_record(self, batch: Batch, row: Comparison, request: JudgeRequest) -> None:
+        judge = self.judges.get(batch.judge_provider)
+        attempts = row.attempts
+        values: dict = {}
+        while True:
+            attempts += 1
+            started = time.perf_counter()
+            try:
+                verdict = await judge.compare(request)
+                latency = (time.perf_counter() - started) * 1000
+                JUDGE_SECONDS.labels(judge.provider).observe(latency / 1000)
+                values = {
+                    "status": "DONE", "winner": "essay_a" if verdict.winner == "A" else "essay_b",
+                    "confidence": verdict.confidence, "justification": verdict.justification, "model": verdict.model,
+                    "tokens_in": verdict.tokens_in, "tokens_out": verdict.tokens_out, "latency_ms": latency,
+                }  # fmt: skip
+                break
+            except JudgeError as error:
+                if error.retryable and attempts < self.settings.max_attempts:
+                    delay = self.settings.retry_base_seconds * 2 ** (attempts - 1) * (0.5 + random.random())
+                    await asyncio.sleep(delay)
+                    continue
+                values = {"status": "FAILED", "error_code": error.error_code, "error_message": error.message[:2000]}
+                break
+        values.update(attempts=attempts, completed_at=datetime.now(UTC))
+        counter = Batch.comparisons_done if values["status"] == "DONE" else Batch.comparisons_failed
+        async with self.sessions.begin() as session:
+            recorded = await session.execute(
+                update(Comparison)
+                .where(Comparison.comparison_id == row.comparison_id, Comparison.status == "PENDING")
+                .values(**values)
+            )
+            if recorded.rowcount == 1:
+                await session.execute(
+                    update(Batch)
+                    .where(Batch.batch_id == batch.batch_id)
+                    .values({counter: counter + 1, "updated_at": datetime.now(UTC)})
+                )
+        COMPARISONS.labels(values["status"].lower(), values.get("error_code", "")).inc()
+
+    async def _failure_reason(self, batch_id: str, attempted: int, succeeded: int) -> str:
+        results = await self.batches.results(batch_id)
+        codes = ", ".join(f"{code} x{count}" for code, count in results.failures.most_common())
+        return (
+            f"too few comparisons succeeded: {succeeded} of {attempted} (errors: {codes}); check the judge's "
+            "configuration (provider, model, API key) and retry with a new request"
+        )
+
+    # -- finalization --------------------------------------------------------------------------
+
+    async def _finalize(self, batch_id: str, why: str = "") -> None:
+        async with self.sessions.begin() as session:
+            await transition(session, batch_id, "FINALIZING", f"stopped: {why}" if why else None)
+        batch, essays = await self._load(batch_id)
+        if batch.state != "FINALIZING":
+            return
+        _, rows = await self._batch_and_comparisons(batch_id)
+        position = {e.essay_id: e.position for e in essays}
+        data = self._comparisons(rows, position)
+        result = fit(len(essays), data)
+        order = np.argsort(-result.scores, kind="stable")
+        rank = np.empty(len(essays), int)
+        rank[order] = np.arange(1, len(essays) + 1)
+        wins = np.bincount(np.where(data.first_won, data.first, data.second), minlength=len(essays))
+        losses = np.bincount(np.where(data.first_won, data.second, data.first), minlength=len(essays))
+        projections, note = self._projections(batch, essays, result)
+        now = datetime.now(UTC)
+        async with self.sessions.begin() as session:
+            await session.execute(delete(GradeProjection).where(GradeProjection.batch_id == batch_id))
+            await session.execute(delete(BatchResult).where(BatchResult.batch_id == batch_id))
+            for essay in essays:
+                i = essay.position
+                await session.execute(
+                    update(BatchEssay).where(BatchEssay.id == essay.id).values(
+                        score=float(result.scores[i]), standard_error=float(result.standard_errors[i]),
+                        rank=int(rank[i]), wins=int(wins[i]), losses=int(losses[i]),
+                    )
+                )  # fmt: skip
+            session.add(
+                BatchResult(
+                    batch_id=batch_id,
+                    scale_separation_reliability=scale_separation_reliability(result.scores, result.standard_errors),
+                    position_bias=result.position_bias, position_bias_se=result.position_bias_se,
+                    self_consistency=self_consistency(data), grade_scale=batch.grade_scale,
+                    grades_projected=bool(projections), projection_note=note, created_at=now,
+                )
+            )  # fmt: skip
+            session.add_all(projections)
+            await session.execute(
+                update(Batch).where(Batch.batch_id == batch_id).values(
+                    current_ssr=scale_separation_reliability(result.scores, result.standard_errors)
+                )
+            )  # fmt: skip
+            if not await transition(session, batch_id, "COMPLETED"):
+                raise RuntimeError("batch left FINALIZING while its results were computed")  # rolls back
+            await self._observe_duration(session, batch_id, "COMPLETED")
+
+    @staticmethod
+    def _projections(batch: Batch, essays: list[BatchEssay], result: Fit) -> tuple[list[GradeProjection], str]:
+        if not batch.grade_scale:
+            return [], "guest run: no assignment, so no grades are projected"
+        scale = get_scale(batch.grade_scale)
+        anchors = [
+            Anchor(float(result.scores[e.position]), e.known_grade or "", float(result.standard_errors[e.position]))
+            for e in essays
+            if e.is_anchor
+        ]
+        try:
+            calibration = calibrate(scale, anchors)
+        except NoProjection as reason:
+            return [], str(reason)
+        names = [e.essay_id for e in essays if e.is_anchor]
+        note = ""
+        if calibration.inversions:
+            listed = ", ".join(
+                f"{names[i]} ({anchors[i].grade}) above {names[j]} ({anchors[j].grade})"
+                for i, j in calibration.inversions[:10]
+            )
+            note = f"{len(calibration.inversions)} anchor pair(s) out of grade order: {listed}"
+        rows = []
+        for essay in essays:
+            if essay.is_anchor:
+                continue
+            projection = project(
+                scale, calibration, float(result.scores[essay.position]), float(result.standard_errors[essay.position])
+            )
+            rows.append(
+                GradeProjection(
+                    batch_id=batch.batch_id, essay_id=essay.essay_id, grade=projection.grade,
+                    probabilities=json.dumps(projection.probabilities), confidence=projection.confidence,
+                    confidence_label=projection.label,
+                )
+            )  # fmt: skip
+        return rows, note
