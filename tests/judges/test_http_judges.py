@@ -1,0 +1,156 @@
+"""The OpenAI-compatible and Anthropic judges against a local HTTP server speaking their APIs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cj_svc.judges.base import JudgeError, JudgeRequest
+from cj_svc.judges.http import AnthropicJudge, OpenAIJudge
+
+GOOD = json.dumps({"winner": "Essay B", "confidence": 4, "justification": "B argues better." + "x" * 600})
+
+
+class Provider:
+    """Answers with the scripted (status, body) pairs in turn and records the requests."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, str]] = []
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+
+
+@pytest.fixture
+def provider() -> Iterator[tuple[Provider, str]]:
+    state = Provider()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.requests.append({"path": self.path, **json.loads(body)})
+            state.headers.append(dict(self.headers))
+            status, payload = state.script.pop(0)
+            data = payload.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def openai_answer(content: str) -> str:
+    return json.dumps(
+        {
+            "model": "local-model",
+            "choices": [{"message": {"content": content}}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 30},
+        }
+    )
+
+
+def anthropic_answer(content: str) -> str:
+    return json.dumps(
+        {
+            "model": "claude-x",
+            "content": [{"type": "text", "text": content}],
+            "usage": {"input_tokens": 90, "output_tokens": 20},
+        }
+    )
+
+
+REQUEST = JudgeRequest(essay_a="First essay.", essay_b="Second essay.", prompt="Describe a place.",
+                       instructions="Rubric.", model="m1", temperature=0.0, max_tokens=300)  # fmt: skip
+
+
+async def test_openai_good_answer_and_request_shape(provider, monkeypatch) -> None:
+    state, url = provider
+    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
+    state.script = [(200, openai_answer(GOOD))]
+    judge = OpenAIJudge(url, "TEST_OPENAI_KEY", "default-model", 5)
+    verdict = await judge.compare(REQUEST)
+    await judge.close()
+    assert (verdict.winner, verdict.confidence, verdict.tokens_in, verdict.tokens_out) == ("B", 4, 120, 30)
+    assert len(verdict.justification) == 500
+    sent = state.requests[0]
+    assert sent["path"] == "/v1/chat/completions" and sent["model"] == "m1"
+    assert sent["temperature"] == 0.0 and sent["max_tokens"] == 300  # 0.0 is sent, not dropped
+    assert state.headers[0]["Authorization"] == "Bearer sk-test"
+    user = sent["messages"][1]["content"]
+    assert "Essay A" in user and "Essay B" in user and "Describe a place." in user
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "retryable"),
+    [
+        (429, '{"error": "slow down"}', "RATE_LIMIT", True),
+        (401, '{"error": "bad key"}', "AUTHENTICATION_ERROR", False),
+        (503, "upstream down", "EXTERNAL_SERVICE_ERROR", True),
+        (200, openai_answer("I think the first one, probably."), "PARSING_ERROR", False),
+        (200, "not json at all", "PARSING_ERROR", False),
+    ],
+    ids=["429", "401", "503", "prose instead of JSON", "malformed body"],
+)
+async def test_openai_errors_classified(provider, status: int, body: str, code: str, retryable: bool) -> None:
+    state, url = provider
+    state.script = [(status, body)]
+    judge = OpenAIJudge(url, "NO_SUCH_KEY_ENV", "m", 5)
+    with pytest.raises(JudgeError) as caught:
+        await judge.compare(REQUEST)
+    await judge.close()
+    assert caught.value.error_code == code and caught.value.retryable is retryable
+
+
+async def test_anthropic_good_answer_and_errors(provider, monkeypatch) -> None:
+    state, url = provider
+    monkeypatch.setenv("TEST_ANTHROPIC_KEY", "ak-test")
+    state.script = [(200, anthropic_answer(GOOD)), (429, "{}"), (401, "{}"), (200, anthropic_answer("{broken"))]
+    judge = AnthropicJudge(url, "TEST_ANTHROPIC_KEY", "claude-default", 5)
+    verdict = await judge.compare(REQUEST)
+    assert (verdict.winner, verdict.tokens_in, verdict.tokens_out, verdict.model) == ("B", 90, 20, "claude-x")
+    assert state.requests[0]["path"] == "/v1/messages" and state.headers[0]["x-api-key"] == "ak-test"
+    assert state.headers[0]["anthropic-version"] == "2023-06-01"
+    for expected in ("RATE_LIMIT", "AUTHENTICATION_ERROR", "PARSING_ERROR"):
+        with pytest.raises(JudgeError) as caught:
+            await judge.compare(REQUEST)
+        assert caught.value.error_code == expected
+    await judge.close()
+
+
+async def test_openai_judge_in_a_batch_retries_429_and_records_parse_errors(provider, mesh, monkeypatch) -> None:
+    """Through the whole workflow: the OpenAI-compatible judge behind a local server."""
+    from huleedu.cj.v1 import assessment_pb2
+    from huleedu.common.v1 import common_pb2
+    from tests.support.cj import store_texts, submit_request, watch_to_end
+
+    state, url = provider
+    answers = (
+        [(429, "{}")]
+        + [(200, openai_answer(GOOD))] * 3
+        + [(200, openai_answer("no idea"))]
+        + [(200, openai_answer(GOOD))] * 20
+    )
+    state.script = answers
+    await mesh.restart_cj(judge_provider="openai", openai_base_url=url, batch_concurrency=1)
+    storage_ids = await store_texts(mesh.content, ["essay one", "essay two", "essay three", "essay four"])
+    request = submit_request(storage_ids, comparison_budget=6)
+    request.judge.temperature = 0.0
+    submitted = await mesh.assessment.SubmitBatch(request)
+    final = await watch_to_end(mesh, submitted.batch.batch_id)
+    assert final.state == assessment_pb2.BATCH_STATE_COMPLETED, final.state_reason
+    page = await mesh.assessment.ListComparisons(assessment_pb2.ListComparisonsRequest(batch_id=final.batch_id))
+    assert any(c.attempts == 2 for c in page.comparisons)  # the 429, retried
+    assert [c.error_code for c in page.comparisons].count(common_pb2.ERROR_CODE_PARSING_ERROR) == 1
+    assert all(r.get("temperature") == 0.0 for r in state.requests)
