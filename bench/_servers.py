@@ -50,3 +50,13 @@ def content_service(database_url: str | None = None):
                 "--database-url", url, "--storage-dir", f"{data}/blobs", "--log-level", "WARNING"]  # fmt: skip
         with process(args, "content-svc") as (ready, _):
             yield ready["address"]
+
+
+@contextmanager
+def cj_service(content_address: str, database_url: str | None = None, extra: list[str] | None = None):
+    with tempfile.TemporaryDirectory(prefix="cjmesh-cj-") as data:
+        url = database_url or f"sqlite:///{data}/cj.db"
+        args = [str(BIN / "cj-svc"), "serve", "--listen", "127.0.0.1:0", "--migrate", "--database-url", url,
+                "--content-address", content_address, "--log-level", "WARNING", *(extra or [])]  # fmt: skip
+        with process(args, "cj-svc") as (ready, _):
+            yield ready["address"]

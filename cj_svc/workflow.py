@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 from prometheus_client import Counter, Histogram
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from cj_svc.batches import Batches, transition
@@ -49,6 +49,75 @@ BATCH_SECONDS = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 3600, 14400),
 )
 CONTENT_ATTEMPTS = 6
+
+
+ANSWER_COLUMNS = (
+    "status", "winner", "confidence", "justification", "model", "tokens_in", "tokens_out", "latency_ms",
+    "error_code", "error_message", "attempts", "completed_at",
+)  # fmt: skip
+
+
+class _Recorder:
+    """Writes judged comparisons in small groups (one transaction every few milliseconds).
+
+    A row is updated only while still PENDING, and the batch's counters are recounted from the rows
+    in the same transaction, so an answer is counted exactly once. Answers not yet written when the
+    process dies leave their rows PENDING: they are asked again on resume.
+    """
+
+    INTERVAL = 0.02
+
+    def __init__(self, sessions: async_sessionmaker, batch_id: str) -> None:
+        self.sessions = sessions
+        self.batch_id = batch_id
+        self.waiting: list[tuple[str, dict]] = []
+        self.closed = False
+
+    def add(self, comparison_id: str, values: dict) -> None:
+        self.waiting.append((comparison_id, values))
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def run(self) -> None:
+        while not self.closed or self.waiting:
+            if self.waiting:
+                await self.flush()
+            else:
+                await asyncio.sleep(self.INTERVAL)
+
+    async def flush(self) -> None:
+        taken, self.waiting = self.waiting, []
+        rows = [
+            {"cid": comparison_id, **{f"new_{c}": values.get(c) for c in ANSWER_COLUMNS}}
+            for comparison_id, values in taken
+        ]
+        table = Comparison.__table__
+        async with self.sessions.begin() as session:
+            await session.execute(  # one executemany for the whole group
+                update(table)
+                .where(table.c.comparison_id == bindparam("cid"), table.c.status == "PENDING")
+                .values({c: bindparam(f"new_{c}") for c in ANSWER_COLUMNS}),
+                rows,
+            )
+
+            def counted(status: str):  # type: ignore[no-untyped-def]
+                return (
+                    select(func.count())
+                    .select_from(Comparison)
+                    .where(Comparison.batch_id == self.batch_id, Comparison.status == status)
+                    .scalar_subquery()
+                )
+
+            await session.execute(
+                update(Batch)
+                .where(Batch.batch_id == self.batch_id)
+                .values(
+                    comparisons_done=counted("DONE"),
+                    comparisons_failed=counted("FAILED"),
+                    updated_at=datetime.now(UTC),
+                )
+            )
 
 
 class Workflow:
@@ -240,16 +309,16 @@ class Workflow:
 
     async def _record_fit(self, batch_id: str, essays: list[BatchEssay], result: Fit, change: float | None) -> None:
         ssr = scale_separation_reliability(result.scores, result.standard_errors)
+        scores = [
+            {
+                "id": e.id,
+                "score": float(result.scores[e.position]),
+                "standard_error": float(result.standard_errors[e.position]),
+            }
+            for e in essays
+        ]
         async with self.sessions.begin() as session:
-            for essay in essays:
-                await session.execute(
-                    update(BatchEssay)
-                    .where(BatchEssay.id == essay.id)
-                    .values(
-                        score=float(result.scores[essay.position]),
-                        standard_error=float(result.standard_errors[essay.position]),
-                    )
-                )
+            await session.execute(update(BatchEssay), scores)  # one executemany by primary key
             await session.execute(
                 update(Batch)
                 .where(Batch.batch_id == batch_id)
@@ -279,68 +348,56 @@ class Workflow:
     async def _dispatch(self, batch: Batch, rows: list[Comparison], texts: dict[str, str]) -> None:
         limit = asyncio.Semaphore(self.settings.batch_concurrency)
         async with self.sessions() as session:
-            storage = dict(
-                (
-                    await session.execute(
-                        select(BatchEssay.essay_id, BatchEssay.text_storage_id).where(
-                            BatchEssay.batch_id == batch.batch_id
-                        )
-                    )
-                ).all()
-            )
+            query = select(BatchEssay.essay_id, BatchEssay.text_storage_id).where(BatchEssay.batch_id == batch.batch_id)
+            storage = dict((await session.execute(query)).all())
+        recorder = _Recorder(self.sessions, batch.batch_id)
 
         async def one(row: Comparison) -> None:
             async with limit, self.service_limit:
+                temperature = batch.judge_temperature
                 request = JudgeRequest(
                     essay_a=texts[storage[row.essay_a_id]], essay_b=texts[storage[row.essay_b_id]],
                     prompt=batch.prompt_text, instructions=batch.instructions, model=batch.judge_model,
-                    temperature=batch.judge_temperature if batch.judge_temperature is not None else self.settings.judge_temperature,
+                    temperature=self.settings.judge_temperature if temperature is None else temperature,
                     max_tokens=batch.judge_max_tokens or self.settings.judge_max_tokens,
                     system_prompt=batch.judge_system_prompt,
                 )  # fmt: skip
-                await self._judge_and_record(batch, row, request)
+                recorder.add(row.comparison_id, await self._judge(batch, row, request))
 
-        await asyncio.gather(*(one(row) for row in rows))
+        flushing = asyncio.create_task(recorder.run())
+        try:
+            await asyncio.gather(*(one(row) for row in rows))
+        finally:
+            recorder.close()
+            await flushing
 
-    async def _judge_and_record(self, batch: Batch, row: Comparison, request: JudgeRequest) -> None:
+    async def _judge(self, batch: Batch, row: Comparison, request: JudgeRequest) -> dict:
+        """Ask the judge, retrying retryable failures with backoff; the row's new values."""
         judge = self.judges.get(batch.judge_provider)
         attempts = row.attempts
-        values: dict = {}
         while True:
             attempts += 1
             started = time.perf_counter()
             try:
                 verdict = await judge.compare(request)
-                latency = (time.perf_counter() - started) * 1000
-                JUDGE_SECONDS.labels(judge.provider).observe(latency / 1000)
-                values = {
-                    "status": "DONE", "winner": "essay_a" if verdict.winner == "A" else "essay_b",
-                    "confidence": verdict.confidence, "justification": verdict.justification, "model": verdict.model,
-                    "tokens_in": verdict.tokens_in, "tokens_out": verdict.tokens_out, "latency_ms": latency,
-                }  # fmt: skip
-                break
             except JudgeError as error:
                 if error.retryable and attempts < self.settings.max_attempts:
-                    delay = self.settings.retry_base_seconds * 2 ** (attempts - 1) * (0.5 + random.random())
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(
+                        self.settings.retry_base_seconds * 2 ** (attempts - 1) * (0.5 + random.random())
+                    )
                     continue
-                values = {"status": "FAILED", "error_code": error.error_code, "error_message": error.message[:2000]}
-                break
-        values.update(attempts=attempts, completed_at=datetime.now(UTC))
-        counter = Batch.comparisons_done if values["status"] == "DONE" else Batch.comparisons_failed
-        async with self.sessions.begin() as session:
-            recorded = await session.execute(
-                update(Comparison)
-                .where(Comparison.comparison_id == row.comparison_id, Comparison.status == "PENDING")
-                .values(**values)
-            )
-            if recorded.rowcount == 1:
-                await session.execute(
-                    update(Batch)
-                    .where(Batch.batch_id == batch.batch_id)
-                    .values({counter: counter + 1, "updated_at": datetime.now(UTC)})
-                )
-        COMPARISONS.labels(values["status"].lower(), values.get("error_code", "")).inc()
+                COMPARISONS.labels("failed", error.error_code).inc()
+                return {"status": "FAILED", "error_code": error.error_code, "error_message": error.message[:2000],
+                        "model": row.model, "attempts": attempts, "completed_at": datetime.now(UTC)}  # fmt: skip
+            latency = (time.perf_counter() - started) * 1000
+            JUDGE_SECONDS.labels(judge.provider).observe(latency / 1000)
+            COMPARISONS.labels("done", "").inc()
+            return {
+                "status": "DONE", "winner": "essay_a" if verdict.winner == "A" else "essay_b",
+                "confidence": verdict.confidence, "justification": verdict.justification, "model": verdict.model,
+                "tokens_in": verdict.tokens_in, "tokens_out": verdict.tokens_out, "latency_ms": latency,
+                "attempts": attempts, "completed_at": datetime.now(UTC),
+            }  # fmt: skip
 
     async def _failure_reason(self, batch_id: str, attempted: int, succeeded: int) -> str:
         results = await self.batches.results(batch_id)
