@@ -55,9 +55,8 @@ async def start_content(database_url: str, storage_dir: Path, **overrides):
     from content_svc.app import start
     from content_svc.settings import ContentSettings
 
-    settings = ContentSettings(
-        listen="127.0.0.1:0", database_url=database_url, storage_dir=storage_dir, migrate=True, **overrides
-    )
+    overrides.setdefault("listen", "127.0.0.1:0")
+    settings = ContentSettings(database_url=database_url, storage_dir=storage_dir, migrate=True, **overrides)
     return await start(settings)
 
 

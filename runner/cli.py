@@ -1,0 +1,461 @@
+"""`cj-runner`: inventory essay folders, upload them, submit batches, watch them, keep the results.
+
+Exit codes: 0 done, 1 the run failed, 2 usage or validation error, 3 preflight failed, 4 timed
+out with partial results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import protovalidate
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from huleedu.cj.v1 import admin_pb2, assessment_pb2
+from huleedu.common.v1 import common_pb2
+from mesh_server.status import describe, violations_of
+from runner import inventory as inv
+from runner.client import KIND, Mesh, RunnerError, describe_rpc_error, storage_ids_for
+from runner.results import as_dict, run_folder, write_run
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+admin = typer.Typer(help="Assignments, anchors and grade scales.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+console = Console(stderr=True)
+out = Console()
+PLACEHOLDER = "0" * 32  # dry-run storage ids: clearly not real
+
+
+class Options:
+    content_address = "127.0.0.1:50051"
+    cj_address = "127.0.0.1:50052"
+    token = ""
+
+
+@app.callback()
+def main(
+    content_address: Annotated[str, typer.Option(envvar="CJ_RUNNER_CONTENT_ADDRESS")] = Options.content_address,
+    cj_address: Annotated[str, typer.Option(envvar="CJ_RUNNER_CJ_ADDRESS")] = Options.cj_address,
+    token: Annotated[str, typer.Option(envvar="CJ_RUNNER_TOKEN", help="bearer token, when the services need one")] = "",
+) -> None:
+    Options.content_address, Options.cj_address, Options.token = content_address, cj_address, token
+
+
+def command(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an async command; every failure becomes one clear message and its exit code."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            asyncio.run(function(*args, **kwargs))
+        except RunnerError as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(error.exit_code) from None
+        except grpc.aio.AioRpcError as error:
+            console.print(f"[red]error:[/red] {describe_rpc_error(error, 'the call')}")
+            raise typer.Exit(2 if error.code() == grpc.StatusCode.INVALID_ARGUMENT else 1) from None
+        except protovalidate.ValidationError as error:
+            console.print(f"[red]error:[/red] the request is invalid: {describe(violations_of(error))}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+async def connect() -> Mesh:
+    return Mesh(Options.content_address, Options.cj_address, Options.token)
+
+
+def take_inventory(folder: Path) -> inv.Inventory:
+    if not folder.is_dir():
+        raise RunnerError(f"{folder} is not a folder of essays", 2)
+    found = inv.take(folder)
+    if found.collisions:
+        clashes = "; ".join(f"{i}: {', '.join(p.name for p in ps)}" for i, ps in found.collisions.items())
+        raise RunnerError(f"file names that give the same essay id: {clashes}; rename one of each", 2)
+    if len(found.students) < 2:
+        raise RunnerError(f"{folder} has {len(found.students)} student essay(s) ({', '.join(inv.SUPPORTED_SUFFIXES)}); "
+                          "a batch needs at least two", 2)  # fmt: skip
+    return found
+
+
+def inventory_table(found: inv.Inventory) -> Table:
+    table = Table(title=f"{found.root}: {len(found.students)} students, {len(found.anchors)} anchors")
+    for column in ("role", "essay id", "file", "words", "sha256"):
+        table.add_column(column)
+    rows = [("prompt", found.prompt)] if found.prompt else []
+    rows += [("student", s) for s in found.students] + [(f"anchor {a.grade}", a) for a in found.anchors]
+    for role, item in rows:
+        table.add_row(
+            role,
+            item.essay_id if role != "prompt" else "",
+            item.path.name,
+            str(len(item.text.split())),
+            item.sha256[:12],
+        )
+    return table
+
+
+def build_request(
+    found: inv.Inventory, ids: dict[str, str], label: str, assignment_id: str, **options: Any
+) -> assessment_pb2.SubmitBatchRequest:
+    request = assessment_pb2.SubmitBatchRequest(
+        request_id=str(uuid.uuid4()),
+        batch_label=label,
+        assignment_id=assignment_id,
+        essays=[
+            common_pb2.EssayRef(essay_id=s.essay_id, text_storage_id=ids[s.sha256], display_name=s.path.name)
+            for s in found.students
+        ],
+    )
+    if found.prompt is not None:
+        request.student_prompt_ref.CopyFrom(
+            common_pb2.StorageReference(
+                kind=KIND["prompt"], storage_id=ids[found.prompt.sha256], path_hint=found.prompt.path.name
+            )
+        )
+    if options.get("budget"):
+        request.comparison_budget = options["budget"]
+    if options.get("provider"):
+        request.judge.provider = options["provider"]
+    if options.get("model"):
+        request.judge.model = options["model"]
+    if options.get("temperature") is not None:
+        request.judge.temperature = options["temperature"]
+    protovalidate.validate(request)  # checked here before it is sent
+    return request
+
+
+@app.command()
+def plan(folder: Path) -> None:
+    """Inventory a folder with no network: students, anchors, prompt, unsupported files."""
+    found = inv.take(folder) if folder.is_dir() else None
+    if found is None:
+        console.print(f"[red]error:[/red] {folder} is not a folder")
+        raise typer.Exit(2)
+    out.print(inventory_table(found))
+    for path in found.unsupported:
+        out.print(f"unsupported (skipped): {path.name} (supported: {', '.join(inv.SUPPORTED_SUFFIXES)})")
+    for essay_id, paths in found.collisions.items():
+        out.print(f"[red]collision:[/red] {', '.join(p.name for p in paths)} all become essay id {essay_id}")
+    if found.collisions:
+        raise typer.Exit(2)
+
+
+@app.command("dry-run")
+def dry_run(
+    folder: Path,
+    assignment_id: Annotated[str, typer.Option()] = "",
+    label: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Build and validate the exact SubmitBatch request, with placeholder storage ids; print it."""
+    try:
+        found = take_inventory(folder)
+        items = found.students + ([found.prompt] if found.prompt else [])
+        request = build_request(found, {i.sha256: PLACEHOLDER for i in items}, label or folder.name, assignment_id)
+    except RunnerError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(error.exit_code) from None
+    except protovalidate.ValidationError as error:
+        console.print(f"[red]error:[/red] the request is invalid: {describe(violations_of(error))}")
+        raise typer.Exit(2) from None
+    out.print_json(json.dumps({"note": f"storage ids are placeholders ({PLACEHOLDER})", "request": as_dict(request)}))
+
+
+@app.command()
+@command
+async def run(
+    folder: Path,
+    assignment_id: Annotated[str, typer.Option(help="empty: a guest run, ranking without grades")] = "",
+    expected_grade_scale: Annotated[str, typer.Option()] = "",
+    label: Annotated[str, typer.Option()] = "",
+    budget: Annotated[int, typer.Option(help="maximum comparisons; 0: the service's default")] = 0,
+    provider: Annotated[str, typer.Option(help="judge: heuristic, simulated, openai, anthropic")] = "",
+    model: Annotated[str, typer.Option()] = "",
+    temperature: Annotated[float | None, typer.Option()] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to watch before giving up (exit 4)")] = 3600,
+    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
+    cache_dir: Annotated[Path, typer.Option()] = Path(".cj-cache"),
+) -> None:
+    """Preflight, upload what is missing, submit, watch, and write the run folder."""
+    found = take_inventory(folder)
+    mesh = await connect()
+    try:
+        await mesh.preflight(assignment_id, expected_grade_scale)
+        items = [(s, KIND["student"]) for s in found.students] + (
+            [(found.prompt, KIND["prompt"])] if found.prompt else []
+        )
+        with Progress(
+            TextColumn("uploading"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
+        ) as bar:
+            task = bar.add_task("upload", total=len(items))
+            ids, uploaded, failures = await storage_ids_for(
+                mesh, items, cache_dir, progress=lambda _: bar.advance(task)
+            )
+        for path, reason in failures.items():
+            console.print(f"[red]upload failed:[/red] {path}: {reason}")
+        if failures:
+            raise RunnerError(f"{len(failures)} file(s) could not be uploaded; fix them and run again")
+        console.print(f"uploaded {uploaded} file(s); {len(items) - uploaded} already stored")
+        request = build_request(found, ids, label or folder.name, assignment_id,
+                                budget=budget, provider=provider, model=model, temperature=temperature)  # fmt: skip
+        batch = (await mesh.assessment.SubmitBatch(request, metadata=mesh.metadata)).batch
+        console.print(f"submitted batch {batch.batch_id}")
+        final, timed_out = await watch(mesh, batch, timeout)
+        results = (
+            await mesh.assessment.GetBatchResults(assessment_pb2.GetBatchResultsRequest(batch_id=batch.batch_id))
+        ).results
+        comparisons = await all_comparisons(mesh, batch.batch_id)
+        folder_out = run_folder(runs_dir, batch.batch_id)
+        write_run(folder_out, request, results, comparisons)
+        (folder_out / "run.log").write_text(
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} batch {batch.batch_id} state "
+            f"{assessment_pb2.BatchState.Name(final.state)} reason {final.state_reason!r}; uploaded {uploaded}\n"
+        )
+        out.print(results_table(results))
+        out.print(f"run folder: {folder_out}")
+        if timed_out:
+            raise RunnerError(f"watching timed out after {timeout:.0f} s; partial results in {folder_out}", 4)
+        if final.state != assessment_pb2.BATCH_STATE_COMPLETED:
+            raise RunnerError(
+                f"batch {batch.batch_id} ended {assessment_pb2.BatchState.Name(final.state)}: {final.state_reason}"
+            )
+    finally:
+        await mesh.close()
+
+
+async def watch(mesh: Mesh, batch: assessment_pb2.Batch, timeout: float) -> tuple[assessment_pb2.Batch, bool]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("judging", total=batch.progress.comparison_budget or None)
+        try:
+            async with asyncio.timeout(timeout):
+                async for update in mesh.assessment.WatchBatch(
+                    assessment_pb2.WatchBatchRequest(batch_id=batch.batch_id), metadata=mesh.metadata
+                ):
+                    batch = update.batch
+                    p = batch.progress
+                    state = assessment_pb2.BatchState.Name(batch.state).removeprefix("BATCH_STATE_").lower()
+                    bar.update(task, completed=p.comparisons_done + p.comparisons_failed,
+                               description=f"{state}, wave {p.wave}, SSR {p.current_ssr:.2f}")  # fmt: skip
+        except TimeoutError:
+            return batch, True
+    return batch, False
+
+
+async def all_comparisons(mesh: Mesh, batch_id: str) -> list:
+    rows, token = [], ""
+    while True:
+        page = await mesh.assessment.ListComparisons(
+            assessment_pb2.ListComparisonsRequest(batch_id=batch_id, page_size=1000, page_token=token),
+            metadata=mesh.metadata,
+        )
+        rows += list(page.comparisons)
+        token = page.next_page_token
+        if not token:
+            return rows
+
+
+def results_table(results: assessment_pb2.BatchResults) -> Table:
+    table = Table(title=f"{results.batch.batch_label}: SSR {results.scale_separation_reliability:.2f}")
+    for column in ("rank", "essay", "score", "SE", "grade", "P", "confidence"):
+        table.add_column(column)
+    for e in results.essays:
+        top = max((g.probability for g in e.projection.probabilities), default=0.0)
+        label = assessment_pb2.ConfidenceLabel.Name(e.projection.confidence_label).removeprefix("CONFIDENCE_LABEL_")
+        grade = f"{e.known_grade} (anchor)" if e.is_anchor else e.projection.grade or "-"
+        table.add_row(str(e.rank), e.essay_id, f"{e.score:.2f}", f"{e.standard_error:.2f}", grade,
+                      f"{top:.2f}" if top else "", label if e.projection.grade else "")  # fmt: skip
+    return table
+
+
+@app.command()
+@command
+async def status(batch_id: str) -> None:
+    """A batch's state and progress."""
+    mesh = await connect()
+    try:
+        batch = (
+            await mesh.assessment.GetBatch(assessment_pb2.GetBatchRequest(batch_id=batch_id), metadata=mesh.metadata)
+        ).batch
+        out.print_json(json.dumps(as_dict(batch)))
+    finally:
+        await mesh.close()
+
+
+@app.command()
+@command
+async def results(batch_id: str, format: Annotated[str, typer.Option(help="table, json or csv")] = "table") -> None:  # noqa: A002
+    """A batch's results."""
+    mesh = await connect()
+    try:
+        found = (
+            await mesh.assessment.GetBatchResults(
+                assessment_pb2.GetBatchResultsRequest(batch_id=batch_id), metadata=mesh.metadata
+            )
+        ).results
+    finally:
+        await mesh.close()
+    if format == "json":
+        out.print_json(json.dumps(as_dict(found)))
+    elif format == "csv":
+        print("rank,essay_id,score,standard_error,grade")
+        for e in found.essays:
+            print(
+                f"{e.rank},{e.essay_id},{e.score:.4f},{e.standard_error:.4f},{e.known_grade if e.is_anchor else e.projection.grade}"
+            )
+    elif format == "table":
+        out.print(results_table(found))
+    else:
+        raise RunnerError(f"unknown format {format!r}; use table, json or csv", 2)
+
+
+@app.command()
+@command
+async def cancel(batch_id: str, reason: Annotated[str, typer.Option()] = "cancelled from cj-runner") -> None:
+    """Stop a batch."""
+    mesh = await connect()
+    try:
+        batch = (
+            await mesh.assessment.CancelBatch(
+                assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=batch_id, reason=reason),
+                metadata=mesh.metadata,
+            )
+        ).batch
+        out.print(f"batch {batch.batch_id}: {assessment_pb2.BatchState.Name(batch.state)}")
+    finally:
+        await mesh.close()
+
+
+@admin.command("create-assignment")
+@command
+async def create_assignment(
+    assignment_id: Annotated[str, typer.Option()],
+    grade_scale: Annotated[str, typer.Option()],
+    course_code: Annotated[str, typer.Option()] = "",
+    instructions: Annotated[str, typer.Option()] = "",
+    prompt: Annotated[Path | None, typer.Option(help="student prompt file, uploaded and linked")] = None,
+    rubric: Annotated[Path | None, typer.Option(help="judge rubric file, uploaded and linked")] = None,
+    cache_dir: Annotated[Path, typer.Option()] = Path(".cj-cache"),
+) -> None:
+    """Create an assignment (assessment instructions) with its prompt and rubric."""
+    mesh = await connect()
+    try:
+        files = [(inv.read_item(path), KIND[kind]) for path, kind in ((prompt, "prompt"), (rubric, "rubric")) if path]
+        ids, _, failures = await storage_ids_for(mesh, files, cache_dir) if files else ({}, 0, {})
+        if failures:
+            raise RunnerError("; ".join(failures.values()))
+        request = admin_pb2.CreateAssignmentRequest(
+            request_id=str(uuid.uuid4()), assignment_id=assignment_id, grade_scale=grade_scale, course_code=course_code,
+            instructions=instructions,
+            student_prompt_storage_id=ids.get(inv.read_item(prompt).sha256, "") if prompt else "",
+            judge_rubric_storage_id=ids.get(inv.read_item(rubric).sha256, "") if rubric else "",
+        )  # fmt: skip
+        created = (await mesh.admin.CreateAssignment(request, metadata=mesh.metadata)).assignment
+        out.print_json(json.dumps(as_dict(created)))
+    finally:
+        await mesh.close()
+
+
+@admin.command("show-assignment")
+@command
+async def show_assignment(assignment_id: str) -> None:
+    mesh = await connect()
+    try:
+        found = await mesh.admin.GetAssignment(
+            admin_pb2.GetAssignmentRequest(assignment_id=assignment_id), metadata=mesh.metadata
+        )
+        out.print_json(json.dumps(as_dict(found.assignment)))
+    finally:
+        await mesh.close()
+
+
+@admin.command("list-assignments")
+@command
+async def list_assignments() -> None:
+    mesh = await connect()
+    try:
+        token, table = "", Table("assignment", "scale", "course")
+        while True:
+            page = await mesh.admin.ListAssignments(
+                admin_pb2.ListAssignmentsRequest(page_token=token), metadata=mesh.metadata
+            )
+            for a in page.assignments:
+                table.add_row(a.assignment_id, a.grade_scale, a.course_code)
+            token = page.next_page_token
+            if not token:
+                break
+        out.print(table)
+    finally:
+        await mesh.close()
+
+
+@admin.command("register-anchors")
+@command
+async def register_anchors(
+    folder: Path,
+    assignment_id: Annotated[str, typer.Option()],
+    cache_dir: Annotated[Path, typer.Option()] = Path(".cj-cache"),
+) -> None:
+    """Register the anchors of FOLDER/anchors (grades from anchors.csv or file names); idempotent."""
+    found = inv.take(folder)
+    if not found.anchors:
+        raise RunnerError(f"{folder}/anchors holds no anchor essays ({', '.join(inv.SUPPORTED_SUFFIXES)})", 2)
+    mesh = await connect()
+    try:
+        ids, uploaded, failures = await storage_ids_for(mesh, [(a, KIND["anchor"]) for a in found.anchors], cache_dir)
+        if failures:
+            raise RunnerError("; ".join(failures.values()))
+        for anchor in found.anchors:
+            response = await mesh.admin.RegisterAnchor(
+                admin_pb2.RegisterAnchorRequest(request_id=str(uuid.uuid4()), assignment_id=assignment_id,
+                                                label=anchor.essay_id, grade=anchor.grade, storage_id=ids[anchor.sha256]),
+                metadata=mesh.metadata,
+            )  # fmt: skip
+            out.print(f"{'registered' if response.created else 'updated'} {anchor.essay_id} ({anchor.grade})")
+    finally:
+        await mesh.close()
+
+
+@admin.command("list-anchors")
+@command
+async def list_anchors(assignment_id: str) -> None:
+    mesh = await connect()
+    try:
+        anchors = (
+            await mesh.admin.ListAnchors(
+                admin_pb2.ListAnchorsRequest(assignment_id=assignment_id), metadata=mesh.metadata
+            )
+        ).anchors
+        table = Table("label", "grade", "storage id")
+        for a in anchors:
+            table.add_row(a.label, a.grade, a.storage_id)
+        out.print(table)
+    finally:
+        await mesh.close()
+
+
+@admin.command("list-scales")
+@command
+async def list_scales() -> None:
+    mesh = await connect()
+    try:
+        scales = (
+            await mesh.admin.ListGradeScales(admin_pb2.ListGradeScalesRequest(), metadata=mesh.metadata)
+        ).grade_scales
+        table = Table("scale", "grades (low to high)", "below lowest")
+        for s in scales:
+            table.add_row(s.key, " ".join(g.label for g in s.grades), s.below_lowest_grade or "-")
+        out.print(table)
+    finally:
+        await mesh.close()

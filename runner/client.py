@@ -1,0 +1,210 @@
+"""Talking to the mesh: the generated stubs only (never the services' own code)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2_grpc
+from huleedu.common.v1 import common_pb2
+from huleedu.content.v1 import content_pb2, content_pb2_grpc
+from mesh_server.ids import STORAGE_ID_PATTERN
+from runner.inventory import Item
+
+CHUNK_BYTES = 256 * 1024
+UPLOAD_ATTEMPTS = 5
+CONTENT_TYPES = {
+    ".md": "text/markdown; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".docx": "text/plain; charset=utf-8",
+}
+OPTIONS = (("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.max_send_message_length", 8 * 1024 * 1024))
+
+
+class RunnerError(Exception):
+    """A failure with one clear message (what, why, how to fix) and the exit code it means."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def describe_rpc_error(error: grpc.aio.AioRpcError, what: str) -> str:
+    return f"{what} failed: {error.code().name}: {error.details()}"
+
+
+@dataclass
+class Mesh:
+    content_address: str
+    cj_address: str
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        self.content_channel = grpc.aio.insecure_channel(self.content_address, options=OPTIONS)
+        self.cj_channel = grpc.aio.insecure_channel(self.cj_address, options=OPTIONS)
+        self.content = content_pb2_grpc.ContentServiceStub(self.content_channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self.cj_channel)
+        self.assessment = assessment_pb2_grpc.AssessmentServiceStub(self.cj_channel)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    async def close(self) -> None:
+        await self.content_channel.close()
+        await self.cj_channel.close()
+
+    async def healthy(self) -> list[str]:
+        """Problems with either service; empty when both serve."""
+        problems = []
+        for name, channel, address in (
+            ("content-svc", self.content_channel, self.content_address),
+            ("cj-svc", self.cj_channel, self.cj_address),
+        ):
+            try:
+                status = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                if status.status != health_pb2.HealthCheckResponse.SERVING:
+                    problems.append(f"{name} at {address} is not serving (its database or storage is unavailable)")
+            except grpc.aio.AioRpcError as error:
+                problems.append(f"{name} at {address} does not answer ({error.code().name}); start it (make serve)")
+        return problems
+
+    async def preflight(self, assignment_id: str, expected_scale: str) -> admin_pb2.Assignment | None:
+        """Everything checked before any side effect; RunnerError(exit 3) saying how to fix it."""
+        problems = await self.healthy()
+        if problems:
+            raise RunnerError("preflight: " + "; ".join(problems), 3)
+        if not assignment_id:
+            return None
+        try:
+            assignment = (
+                await self.admin.GetAssignment(
+                    admin_pb2.GetAssignmentRequest(assignment_id=assignment_id), metadata=self.metadata
+                )
+            ).assignment
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise RunnerError(
+                    f"preflight: assignment {assignment_id!r} does not exist; create it with "
+                    f"`cj-runner admin create-assignment --assignment-id {assignment_id} --grade-scale <scale>`",
+                    3,
+                ) from None
+            raise RunnerError(describe_rpc_error(error, "preflight: GetAssignment"), 3) from None
+        if expected_scale and assignment.grade_scale != expected_scale:
+            raise RunnerError(
+                f"preflight: assignment {assignment_id!r} uses grade scale {assignment.grade_scale}, "
+                f"not the expected {expected_scale}; pick the right assignment or drop --expected-grade-scale",
+                3,
+            )
+        anchors = (
+            await self.admin.ListAnchors(
+                admin_pb2.ListAnchorsRequest(assignment_id=assignment_id), metadata=self.metadata
+            )
+        ).anchors
+        if len({a.grade for a in anchors}) < 2:
+            raise RunnerError(
+                f"preflight: assignment {assignment_id!r} has {len(anchors)} anchor(s) of "
+                f"{len({a.grade for a in anchors})} grade(s); grades need anchors of at least two grades. Register "
+                f"them with `cj-runner admin register-anchors DIR --assignment-id {assignment_id}`",
+                3,
+            )
+        return assignment
+
+
+def _cache_path(cache_dir: Path, address: str) -> Path:
+    return cache_dir / f"uploads-{re.sub(r'[^A-Za-z0-9]+', '_', address)}.json"
+
+
+async def storage_ids_for(
+    mesh: Mesh,
+    items: list[tuple[Item, int]],
+    cache_dir: Path,
+    concurrency: int = 8,
+    progress: Callable[[Item], None] | None = None,
+) -> tuple[dict[str, str], int, dict[str, str]]:
+    """sha256 -> storage id for every item, from the service's answers only.
+
+    The cache (per Content Service address) is checked with Stat before reuse; what the service
+    already holds is found with FindByChecksum; the rest is streamed up. Returns (map, uploaded
+    count, failures by file).
+    """
+    path = _cache_path(cache_dir, mesh.content_address)
+    cache: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {item.sha256: (item, kind) for item, kind in items}
+    known = {sha: cache[sha] for sha in wanted if sha in cache}
+    if known:
+        stat = await mesh.content.Stat(content_pb2.StatRequest(storage_ids=list(set(known.values()))))
+        missing = set(stat.missing_storage_ids)
+        known = {sha: sid for sha, sid in known.items() if sid not in missing}  # stale entries dropped
+    rest = [sha for sha in wanted if sha not in known]
+    if rest:
+        found = await mesh.content.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=rest))
+        known.update({m.sha256: m.storage_id for m in found.matches})
+    limit = asyncio.Semaphore(concurrency)
+    failures: dict[str, str] = {}
+    uploads = [wanted[sha] for sha in wanted if sha not in known]
+
+    async def one(item: Item, kind: int) -> None:
+        async with limit:
+            try:
+                response = await upload(mesh, item, kind)
+                known[item.sha256] = response.storage_id
+            except RunnerError as error:
+                failures[str(item.path)] = str(error)
+            if progress:
+                progress(item)
+
+    await asyncio.gather(*(one(item, kind) for item, kind in uploads))
+    for sha, storage_id in known.items():
+        if not STORAGE_ID_PATTERN.match(storage_id):
+            raise RunnerError(f"the Content Service returned {storage_id!r} for {sha}, which is no storage id")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**cache, **known}, indent=1))
+    return known, len(uploads) - len(failures), failures
+
+
+async def upload(mesh: Mesh, item: Item, kind: int) -> content_pb2.UploadResponse:
+    """Stream one file up, retrying with backoff while the Content Service is unavailable."""
+    data = item.content
+    for attempt in range(UPLOAD_ATTEMPTS):
+        call = mesh.content.Upload(metadata=mesh.metadata)
+        try:
+            await call.write(
+                content_pb2.UploadRequest(
+                    header=content_pb2.UploadHeader(
+                        kind=kind, content_type=CONTENT_TYPES.get(item.path.suffix.lower(), "text/plain; charset=utf-8"),
+                        filename=item.path.name[:255], declared_size=len(data), sha256=item.sha256,
+                    )
+                )
+            )  # fmt: skip
+            for start in range(0, len(data), CHUNK_BYTES):
+                if call.done():
+                    break
+                await call.write(content_pb2.UploadRequest(chunk=data[start : start + CHUNK_BYTES]))
+            if not call.done():
+                await call.done_writing()
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError):
+            pass  # the call's own status says what happened
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE and attempt < UPLOAD_ATTEMPTS - 1:
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            raise RunnerError(describe_rpc_error(error, f"upload of {item.path.name}")) from None
+    raise AssertionError("unreachable")
+
+
+KIND = {
+    "student": common_pb2.CONTENT_KIND_ESSAY_TEXT,
+    "prompt": common_pb2.CONTENT_KIND_STUDENT_PROMPT,
+    "anchor": common_pb2.CONTENT_KIND_ANCHOR_ESSAY,
+    "rubric": common_pb2.CONTENT_KIND_JUDGE_RUBRIC,
+}

@@ -1,0 +1,152 @@
+"""cj-runner driven as a user would, against real servers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from huleedu.cj.v1 import admin_pb2
+from runner.inventory import essay_id_for
+from tests.support.cj import create_assignment, register_anchor
+from tests.support.tools import run, tool
+
+LEGACY = ["F+", "E-", "E+", "D-", "D+", "C-", "C+", "B", "A"]
+
+
+def essays_folder(root: Path, n: int = 6) -> Path:
+    folder = root / "class-9b"
+    (folder / "students").mkdir(parents=True)
+    (folder / "prompt.md").write_text("# Task\nDescribe a journey that changed you.")
+    for i in range(n):
+        (folder / "students" / f"Student {i:02d} – essay.txt").write_text(f"My journey number {i}. " * (10 + 3 * i))
+    return folder
+
+
+async def runner(mesh, *args: str, cwd_env: dict | None = None):
+    return await run(
+        tool("cj-runner"), "--content-address", mesh.content_app.address, "--cj-address", mesh.cj_app.address, *args,
+        timeout=120,
+    )  # fmt: skip
+
+
+def test_essay_ids_sanitized_truncated_with_hash() -> None:
+    assert essay_id_for("Anna Svensson (1).docx") == "Anna_Svensson_1"
+    long = essay_id_for("x" * 80 + ".txt")
+    assert len(long) == 36 and long[-9] == "-" and all(c in "0123456789abcdef" for c in long[-8:])
+    assert essay_id_for("x" * 80 + "a.txt") != essay_id_for("x" * 80 + "b.txt")
+
+
+async def test_plan_and_dry_run_on_a_fixture_folder(tmp_path) -> None:
+    folder = essays_folder(tmp_path)
+    (folder / "students" / "notes.pdf").write_bytes(b"%PDF")
+    planned = await run(tool("cj-runner"), "plan", str(folder))
+    assert planned.code == 0, planned.output
+    assert "notes.pdf" in planned.stdout and "unsupported" in planned.stdout
+    assert "Student_00_essay" in planned.stdout
+    dry = await run(tool("cj-runner"), "dry-run", str(folder), "--assignment-id", "eng5")
+    assert dry.code == 0, dry.output
+    request = json.loads(dry.stdout)["request"]
+    assert len(request["essays"]) == 6 and request["student_prompt_ref"]["storage_id"] == "0" * 32
+    (folder / "students" / "Student 00_essay.md").write_text("same id after sanitizing")
+    clash = await run(tool("cj-runner"), "plan", str(folder))
+    assert clash.code == 2 and "collision" in clash.stdout
+    dry = await run(tool("cj-runner"), "dry-run", str(folder))
+    assert dry.code == 2 and "same essay id" in dry.stderr and "Traceback" not in dry.output
+
+
+async def test_run_end_to_end_prompt_id_cache_and_stale_cache(mesh, tmp_path) -> None:
+    await create_assignment(mesh, "eng5-r")
+    for i, grade in enumerate(["E-", "C-", "A"]):
+        await register_anchor(mesh, "eng5-r", f"anchor_{i}", grade, f"Anchor text {grade} " * (5 + 10 * i))
+    folder = essays_folder(tmp_path)
+    runs = tmp_path / "runs"
+    cache = tmp_path / "cache"
+    first = await runner(mesh, "run", str(folder), "--assignment-id", "eng5-r", "--budget", "30",
+                         "--runs-dir", str(runs), "--cache-dir", str(cache))  # fmt: skip
+    assert first.code == 0, first.output
+    assert "uploaded 7 file(s)" in first.stderr
+    (run_dir,) = runs.iterdir()
+    for name in ("request.json", "results.json", "essays.csv", "comparisons.csv", "report.md", "run.log"):
+        assert (run_dir / name).stat().st_size > 0, name
+    request = json.loads((run_dir / "request.json").read_text())
+    prompt_sha = __import__("hashlib").sha256((folder / "prompt.md").read_bytes()).hexdigest()
+    from huleedu.content.v1 import content_pb2
+
+    found = await mesh.content.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=[prompt_sha]))
+    assert (
+        request["student_prompt_ref"]["storage_id"] == found.matches[0].storage_id
+    )  # the service's id, not a checksum
+    second = await runner(mesh, "run", str(folder), "--assignment-id", "eng5-r", "--budget", "10",
+                          "--runs-dir", str(runs), "--cache-dir", str(cache))  # fmt: skip
+    assert second.code == 0, second.output and "uploaded 0 file(s)" in second.stderr
+    # wipe the Content Service's store and restart it: the stale cache is detected, files re-uploaded
+    storage = mesh.content_app.settings
+    await mesh.content_app.stop()
+    shutil.rmtree(storage.storage_dir)
+    from mesh_server import database
+
+    await __import__("asyncio").to_thread(database.downgrade, "content", storage.database_url)
+    from tests.conftest import start_content
+
+    mesh.content_app = await start_content(
+        storage.database_url,
+        storage.storage_dir,
+        listen=storage.listen.replace(":0", ":" + mesh.content_app.address.rsplit(":", 1)[1]),
+    )
+    plan_only = await runner(mesh, "admin", "list-scales")
+    assert plan_only.code == 0
+    # the CJ Service's anchors now point at deleted content, so a guest run shows the re-upload
+    third = await runner(mesh, "run", str(folder), "--budget", "10", "--runs-dir", str(runs), "--cache-dir", str(cache))
+    assert third.code == 0, third.output
+    assert "uploaded 7 file(s)" in third.stderr
+
+
+async def test_unknown_assignment_fails_preflight_without_uploading(mesh, tmp_path) -> None:
+    folder = essays_folder(tmp_path)
+    result = await runner(
+        mesh, "run", str(folder), "--assignment-id", "missing-one", "--cache-dir", str(tmp_path / "c")
+    )
+    assert result.code == 3, result.output
+    assert "create-assignment" in result.stderr and "Traceback" not in result.output
+    from huleedu.content.v1 import content_pb2
+
+    import hashlib
+
+    sha = hashlib.sha256((folder / "prompt.md").read_bytes()).hexdigest()
+    found = await mesh.content.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=[sha]))
+    assert list(found.matches) == []
+
+
+async def test_watch_timeout_exits_4_with_partial_results(mesh, tmp_path) -> None:
+    await mesh.restart_cj(judge_provider="simulated", simulated_latency_ms=300, batch_concurrency=1)
+    folder = essays_folder(tmp_path)
+    result = await runner(mesh, "run", str(folder), "--timeout", "2", "--runs-dir", str(tmp_path / "runs"),
+                          "--cache-dir", str(tmp_path / "c"))  # fmt: skip
+    assert result.code == 4, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "results.json").read_text())["batch"]["state"] == "BATCH_STATE_RUNNING"
+
+
+async def test_admin_commands(mesh, tmp_path) -> None:
+    folder = tmp_path / "anchors-set"
+    (folder / "anchors").mkdir(parents=True)
+    for grade in ("B", "E-"):
+        (folder / "anchors" / f"{grade}_sample.txt").write_text(f"anchor graded {grade}")
+    prompt = tmp_path / "prompt.md"
+    prompt.write_text("Write about winter.")
+    created = await runner(mesh, "admin", "create-assignment", "--assignment-id", "w1", "--grade-scale",
+                           "eng5_np_legacy_9_step", "--prompt", str(prompt), "--cache-dir", str(tmp_path / "c"))  # fmt: skip
+    assert created.code == 0, created.output
+    for _ in range(2):  # idempotent
+        registered = await runner(mesh, "admin", "register-anchors", str(folder), "--assignment-id", "w1",
+                                  "--cache-dir", str(tmp_path / "c"))  # fmt: skip
+        assert registered.code == 0, registered.output
+    anchors = (await mesh.admin.ListAnchors(admin_pb2.ListAnchorsRequest(assignment_id="w1"))).anchors
+    assert sorted((a.label, a.grade) for a in anchors) == [("B_sample", "B"), ("E-_sample", "E-")]
+    shown = await runner(mesh, "admin", "show-assignment", "w1")
+    assert json.loads(shown.stdout)["student_prompt_storage_id"]
+    bad = await runner(mesh, "admin", "create-assignment", "--assignment-id", "w2", "--grade-scale", "nope")
+    assert bad.code == 2 and "swedish_8_anchor" in bad.stderr and "Traceback" not in bad.output
