@@ -21,10 +21,11 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._servers import cj_service, content_service  # noqa: E402
 from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc  # noqa: E402
 from huleedu.common.v1 import common_pb2  # noqa: E402
 from huleedu.content.v1 import content_pb2, content_pb2_grpc  # noqa: E402
+
+from bench._servers import cj_service, content_service  # noqa: E402
 
 
 async def run_batch(content: str, cj: str, essays: int, budget: int) -> tuple[float, assessment_pb2.Batch]:

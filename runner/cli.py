@@ -18,12 +18,12 @@ from typing import Annotated, Any
 import grpc
 import protovalidate
 import typer
+from huleedu.cj.v1 import admin_pb2, assessment_pb2
+from huleedu.common.v1 import common_pb2
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from huleedu.cj.v1 import admin_pb2, assessment_pb2
-from huleedu.common.v1 import common_pb2
 from mesh_server.status import describe, violations_of
 from runner import inventory as inv
 from runner.client import KIND, Mesh, RunnerError, describe_rpc_error, storage_ids_for

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2_grpc
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
+
 from mesh_server.ids import STORAGE_ID_PATTERN
 from runner.inventory import Item
 
@@ -165,7 +165,7 @@ async def storage_ids_for(
     for sha, storage_id in known.items():
         if not STORAGE_ID_PATTERN.match(storage_id):
             raise RunnerError(f"the Content Service returned {storage_id!r} for {sha}, which is no storage id")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a small local cache file
     path.write_text(json.dumps({**cache, **known}, indent=1))
     return known, len(uploads) - len(failures), failures
 

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from google.protobuf import json_format
-
 from huleedu.cj.v1 import assessment_pb2
 
 

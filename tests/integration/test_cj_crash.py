@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from sqlalchemy import text
-
 from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc
 from huleedu.content.v1 import content_pb2_grpc
+from sqlalchemy import text
+
 from mesh_server import database
 from tests.support.cj import store_texts, submit_request
 from tests.support.processes import ServiceProcess
@@ -31,7 +31,7 @@ async def test_killed_mid_batch_resumes_without_losing_or_repeating(content_app,
             stub = assessment_pb2_grpc.AssessmentServiceStub(channel)
             batch = (await stub.SubmitBatch(submit_request(storage_ids, comparison_budget=80))).batch
             async with asyncio.timeout(30):
-                while (
+                while (  # noqa: ASYNC110 - polling another process
                     await stub.GetBatch(assessment_pb2.GetBatchRequest(batch_id=batch.batch_id))
                 ).batch.progress.comparisons_done < 20:
                     await asyncio.sleep(0.05)

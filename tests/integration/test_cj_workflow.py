@@ -8,10 +8,10 @@ import json
 import grpc
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
-
 from huleedu.cj.v1 import assessment_pb2
 from huleedu.common.v1 import common_pb2
+from scipy.stats import spearmanr
+
 from tests.support.cj import create_assignment, register_anchor, store_texts, submit_request, watch_to_end
 from tests.support.messages import SHA256
 

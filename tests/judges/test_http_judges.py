@@ -133,6 +133,7 @@ async def test_openai_judge_in_a_batch_retries_429_and_records_parse_errors(prov
     """Through the whole workflow: the OpenAI-compatible judge behind a local server."""
     from huleedu.cj.v1 import assessment_pb2
     from huleedu.common.v1 import common_pb2
+
     from tests.support.cj import store_texts, submit_request, watch_to_end
 
     state, url = provider

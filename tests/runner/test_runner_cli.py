@@ -6,9 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from huleedu.cj.v1 import admin_pb2
+
 from runner.inventory import essay_id_for
 from tests.support.cj import create_assignment, register_anchor
 from tests.support.tools import run, tool
@@ -81,7 +80,8 @@ async def test_run_end_to_end_prompt_id_cache_and_stale_cache(mesh, tmp_path) ->
     )  # the service's id, not a checksum
     second = await runner(mesh, "run", str(folder), "--assignment-id", "eng5-r", "--budget", "10",
                           "--runs-dir", str(runs), "--cache-dir", str(cache))  # fmt: skip
-    assert second.code == 0, second.output and "uploaded 0 file(s)" in second.stderr
+    assert second.code == 0, second.output
+    assert "uploaded 0 file(s)" in second.stderr
     # wipe the Content Service's store and restart it: the stale cache is detected, files re-uploaded
     storage = mesh.content_app.settings
     await mesh.content_app.stop()
@@ -91,17 +91,17 @@ async def test_run_end_to_end_prompt_id_cache_and_stale_cache(mesh, tmp_path) ->
     await __import__("asyncio").to_thread(database.downgrade, "content", storage.database_url)
     from tests.conftest import start_content
 
-    mesh.content_app = await start_content(
-        storage.database_url,
-        storage.storage_dir,
-        listen=storage.listen.replace(":0", ":" + mesh.content_app.address.rsplit(":", 1)[1]),
-    )
-    plan_only = await runner(mesh, "admin", "list-scales")
-    assert plan_only.code == 0
-    # the CJ Service's anchors now point at deleted content, so a guest run shows the re-upload
-    third = await runner(mesh, "run", str(folder), "--budget", "10", "--runs-dir", str(runs), "--cache-dir", str(cache))
-    assert third.code == 0, third.output
-    assert "uploaded 7 file(s)" in third.stderr
+    port = mesh.content_app.address.rsplit(":", 1)[1]
+    restarted = await start_content(storage.database_url, storage.storage_dir, listen=f"127.0.0.1:{port}")
+    try:
+        # a guest run: the CJ Service's anchors now point at content that was wiped
+        third = await runner(
+            mesh, "run", str(folder), "--budget", "10", "--runs-dir", str(runs), "--cache-dir", str(cache)
+        )
+        assert third.code == 0, third.output
+        assert "uploaded 7 file(s)" in third.stderr
+    finally:
+        await restarted.stop()
 
 
 async def test_unknown_assignment_fails_preflight_without_uploading(mesh, tmp_path) -> None:
@@ -111,9 +111,9 @@ async def test_unknown_assignment_fails_preflight_without_uploading(mesh, tmp_pa
     )
     assert result.code == 3, result.output
     assert "create-assignment" in result.stderr and "Traceback" not in result.output
-    from huleedu.content.v1 import content_pb2
-
     import hashlib
+
+    from huleedu.content.v1 import content_pb2
 
     sha = hashlib.sha256((folder / "prompt.md").read_bytes()).hexdigest()
     found = await mesh.content.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=[sha]))

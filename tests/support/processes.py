@@ -24,7 +24,7 @@ class ServiceProcess:
     async def start(self, timeout: float = 60) -> str:
         ready = self.workdir / f"{self.command}.ready.json"
         ready.unlink(missing_ok=True)
-        log = open(self.workdir / f"{self.command}.log", "ab")  # noqa: SIM115 - kept open for the process
+        log = open(self.workdir / f"{self.command}.log", "ab")  # noqa: ASYNC230, SIM115 - kept open for the process
         self.process = await asyncio.create_subprocess_exec(
             str(BIN / self.command), "serve", *self.args, "--ready-file", str(ready),
             cwd=self.workdir, stdout=log, stderr=log, env={**os.environ, **self.env},
