@@ -43,5 +43,11 @@ protoset: install
 	$(BUF) build -o cj-mesh.protoset
 	@echo "wrote cj-mesh.protoset (use: grpcurl -protoset cj-mesh.protoset ...)"
 
+demo: install
+	scripts/demo.sh
+
+serve: install
+	scripts/serve.sh
+
 clean:
 	rm -rf $(VENV) node_modules var .pytest_cache
