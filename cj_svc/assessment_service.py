@@ -18,7 +18,7 @@ from cj_svc.workflow import Workflow
 from mesh_server import correlation
 from mesh_server.convert import timestamp
 
-WATCH_POLL_SECONDS = 0.2
+WATCH_POLL_SECONDS = 0.1
 
 
 def state_value(state: str) -> int:

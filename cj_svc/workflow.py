@@ -58,36 +58,25 @@ ANSWER_COLUMNS = (
 
 
 class _Recorder:
-    """Writes judged comparisons in small groups (one transaction every few milliseconds).
+    """Writes judged comparisons in groups (one transaction each time the batch loop wakes).
 
     A row is updated only while still PENDING, and the batch's counters are recounted from the rows
     in the same transaction, so an answer is counted exactly once. Answers not yet written when the
     process dies leave their rows PENDING: they are asked again on resume.
     """
 
-    INTERVAL = 0.02
-
     def __init__(self, sessions: async_sessionmaker, batch_id: str) -> None:
         self.sessions = sessions
         self.batch_id = batch_id
         self.waiting: list[tuple[str, dict]] = []
-        self.closed = False
 
     def add(self, comparison_id: str, values: dict) -> None:
         self.waiting.append((comparison_id, values))
 
-    def close(self) -> None:
-        self.closed = True
-
-    async def run(self) -> None:
-        while not self.closed or self.waiting:
-            if self.waiting:
-                await self.flush()
-            else:
-                await asyncio.sleep(self.INTERVAL)
-
     async def flush(self) -> None:
         taken, self.waiting = self.waiting, []
+        if not taken:
+            return
         rows = [
             {"cid": comparison_id, **{f"new_{c}": values.get(c) for c in ANSWER_COLUMNS}}
             for comparison_id, values in taken
@@ -213,49 +202,89 @@ class Workflow:
         position = {e.essay_id: e.position for e in essays}
         is_anchor = np.array([e.is_anchor for e in essays])
         rng = np.random.default_rng(int(batch_id[:8], 16))
+        recorder = _Recorder(self.sessions, batch_id)
+        # Waves overlap: the next one starts once a quarter of this batch's judge slots are free, pairing
+        # only essays that are not being judged right now, so slow tails do not idle the judge.
+        inflight: dict[str, asyncio.Task[None]] = {}
+        limit = asyncio.Semaphore(self.settings.batch_concurrency)
+        refill_at = max(1, self.settings.batch_concurrency * 3 // 4)
         previous: np.ndarray | None = None
-        while True:
-            batch, rows = await self._batch_and_comparisons(batch_id)
-            if batch.state != "RUNNING":
-                return
-            pending = [r for r in rows if r.status == "PENDING"]
-            if pending:  # sent before a restart, never answered: ask again
-                await self._dispatch(batch, pending, texts)
-                continue
-            result = self._fit(len(essays), rows, position, previous)
-            change = None
-            if result is not None:
-                if previous is not None:
-                    change = float(np.max(np.abs(result.scores - previous)))
-                previous = result.scores
-                await self._record_fit(batch_id, essays, result, change)
-            attempted = sum(r.status in ("DONE", "FAILED") for r in rows)
-            succeeded = sum(r.status == "DONE" for r in rows)
-            reason = decide(
-                BatchProgress(
-                    essays=len(essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
-                    max_score_change=change,
-                    ssr=None if result is None else scale_separation_reliability(result.scores, result.standard_errors),
-                )
-            )  # fmt: skip
-            if reason == StopReason.CONTINUE:
-                wave = self._next_wave(
-                    len(essays), is_anchor, rows, position, result, rng, batch.comparison_budget - len(rows)
-                )
-                if not wave:
-                    reason = StopReason.EXHAUSTED
-            if reason == StopReason.TOO_MANY_FAILURES:
-                await self._fail(batch_id, await self._failure_reason(batch_id, attempted, succeeded))
-                return
-            if reason != StopReason.CONTINUE:
-                log.info("batch %s stops: %s", batch_id, reason.value)
-                if succeeded == 0:
-                    await self._fail(batch_id, "no comparison succeeded")
+        try:
+            while True:
+                batch, rows = await self._batch_and_comparisons(batch_id)
+                if batch.state != "RUNNING":
                     return
-                await self._finalize(batch_id, reason.value)
-                return
-            new_rows = await self._write_wave(batch, wave, essays)
-            await self._dispatch(batch, new_rows, texts)
+                orphans = [r for r in rows if r.status == "PENDING" and r.comparison_id not in inflight]
+                if orphans:  # sent before a restart, never answered: ask again
+                    self._start(batch, orphans, texts, essays, limit, recorder, inflight)
+                result = self._fit(len(essays), rows, position, previous)
+                change = None
+                if result is not None:
+                    if previous is not None:
+                        change = float(np.max(np.abs(result.scores - previous)))
+                    previous = result.scores
+                    await self._record_fit(batch_id, essays, result, change)
+                attempted = sum(r.status in ("DONE", "FAILED") for r in rows)
+                succeeded = sum(r.status == "DONE" for r in rows)
+                reason = decide(
+                    BatchProgress(
+                        essays=len(essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
+                        max_score_change=change,
+                        ssr=None if result is None else scale_separation_reliability(result.scores, result.standard_errors),
+                    )
+                )  # fmt: skip
+                if reason == StopReason.CONTINUE and len(inflight) <= refill_at:
+                    busy = {position[r.essay_a_id] for r in rows if r.comparison_id in inflight}
+                    busy |= {position[r.essay_b_id] for r in rows if r.comparison_id in inflight}
+                    wave = self._next_wave(
+                        len(essays), is_anchor, rows, position, result, rng, batch.comparison_budget - len(rows), busy
+                    )
+                    if wave:
+                        new_rows = await self._write_wave(batch, wave, essays)
+                        self._start(batch, new_rows, texts, essays, limit, recorder, inflight)
+                    elif not inflight:
+                        reason = StopReason.EXHAUSTED
+                if reason != StopReason.CONTINUE and not inflight:
+                    if reason == StopReason.TOO_MANY_FAILURES:
+                        await self._fail(batch_id, await self._failure_reason(batch_id, attempted, succeeded))
+                    elif succeeded == 0:
+                        await self._fail(batch_id, "no comparison succeeded")
+                    else:
+                        log.info("batch %s stops: %s", batch_id, reason.value)
+                        await self._finalize(batch_id, reason.value)
+                    return
+                # Wait for at least one answer; for more while the judge slots are still mostly busy,
+                # or for all of them once the batch is stopping.
+                goal = min(refill_at, len(inflight) - 1) if reason == StopReason.CONTINUE else 0
+                while inflight and len(inflight) > goal:
+                    await asyncio.wait(list(inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+                    for task in [t for t in inflight.values() if t.done()]:
+                        task.result()  # a judging task that crashed fails the batch
+                    inflight = {cid: t for cid, t in inflight.items() if not t.done()}
+                await recorder.flush()
+        finally:
+            for task in inflight.values():
+                task.cancel()
+            await asyncio.gather(*inflight.values(), return_exceptions=True)
+
+    def _start(self, batch, rows, texts, essays, limit, recorder, inflight) -> None:  # type: ignore[no-untyped-def]
+        """Judge rows in background tasks; their answers go to the recorder."""
+        storage = {e.essay_id: e.text_storage_id for e in essays}
+
+        async def one(row: Comparison) -> None:
+            async with limit, self.service_limit:
+                temperature = batch.judge_temperature
+                request = JudgeRequest(
+                    essay_a=texts[storage[row.essay_a_id]], essay_b=texts[storage[row.essay_b_id]],
+                    prompt=batch.prompt_text, instructions=batch.instructions, model=batch.judge_model,
+                    temperature=self.settings.judge_temperature if temperature is None else temperature,
+                    max_tokens=batch.judge_max_tokens or self.settings.judge_max_tokens,
+                    system_prompt=batch.judge_system_prompt,
+                )  # fmt: skip
+                recorder.add(row.comparison_id, await self._judge(batch, row, request))
+
+        for row in rows:
+            inflight[row.comparison_id] = asyncio.create_task(one(row))
 
     async def _load(self, batch_id: str) -> tuple[Batch, list[BatchEssay]]:
         async with self.sessions() as session:
@@ -270,8 +299,8 @@ class Workflow:
         return batch, rows
 
     async def _texts(self, essays: list[BatchEssay]) -> dict[str, str]:
-        """Every essay's text (16 fetches in flight), retrying while the Content Service is unavailable."""
-        limit = asyncio.Semaphore(16)
+        """Every essay's text (64 fetches in flight), retrying while the Content Service is unavailable."""
+        limit = asyncio.Semaphore(64)
 
         async def fetch(storage_id: str) -> tuple[str, str]:
             async with limit:
@@ -299,7 +328,7 @@ class Workflow:
         data = self._comparisons(rows, position)
         return fit(n, data, start=start) if len(data) else None
 
-    def _next_wave(self, n, is_anchor, rows, position, result, rng, remaining):  # type: ignore[no-untyped-def]
+    def _next_wave(self, n, is_anchor, rows, position, result, rng, remaining, busy):  # type: ignore[no-untyped-def]
         if remaining <= 0:
             return []
         state = PairingState.new(n, is_anchor)
@@ -308,7 +337,7 @@ class Workflow:
                 state.record(position[row.essay_a_id], position[row.essay_b_id])
         if result is not None:
             state.scores, state.standard_errors = result.scores, result.standard_errors
-        return next_wave(state, rng, max_pairs=remaining)
+        return next_wave(state, rng, max_pairs=remaining, busy=busy)
 
     async def _record_fit(self, batch_id: str, essays: list[BatchEssay], result: Fit, change: float | None) -> None:
         ssr = scale_separation_reliability(result.scores, result.standard_errors)
@@ -347,32 +376,6 @@ class Workflow:
                 update(Batch).where(Batch.batch_id == batch.batch_id).values(wave=number, updated_at=now)
             )
         return rows
-
-    async def _dispatch(self, batch: Batch, rows: list[Comparison], texts: dict[str, str]) -> None:
-        limit = asyncio.Semaphore(self.settings.batch_concurrency)
-        async with self.sessions() as session:
-            query = select(BatchEssay.essay_id, BatchEssay.text_storage_id).where(BatchEssay.batch_id == batch.batch_id)
-            storage = dict((await session.execute(query)).all())
-        recorder = _Recorder(self.sessions, batch.batch_id)
-
-        async def one(row: Comparison) -> None:
-            async with limit, self.service_limit:
-                temperature = batch.judge_temperature
-                request = JudgeRequest(
-                    essay_a=texts[storage[row.essay_a_id]], essay_b=texts[storage[row.essay_b_id]],
-                    prompt=batch.prompt_text, instructions=batch.instructions, model=batch.judge_model,
-                    temperature=self.settings.judge_temperature if temperature is None else temperature,
-                    max_tokens=batch.judge_max_tokens or self.settings.judge_max_tokens,
-                    system_prompt=batch.judge_system_prompt,
-                )  # fmt: skip
-                recorder.add(row.comparison_id, await self._judge(batch, row, request))
-
-        flushing = asyncio.create_task(recorder.run())
-        try:
-            await asyncio.gather(*(one(row) for row in rows))
-        finally:
-            recorder.close()
-            await flushing
 
     async def _judge(self, batch: Batch, row: Comparison, request: JudgeRequest) -> dict:
         """Ask the judge, retrying retryable failures with backoff; the row's new values."""

@@ -105,16 +105,22 @@ def _information(state: PairingState, pairs: NDArray[np.int64]) -> NDArray[np.fl
 
 
 def next_wave(
-    state: PairingState, rng: np.random.Generator, max_pairs: int | None = None, informative: bool = True
+    state: PairingState,
+    rng: np.random.Generator,
+    max_pairs: int | None = None,
+    informative: bool = True,
+    busy: set[int] | None = None,
 ) -> list[tuple[int, int]]:
     """The next wave: (first, second) index pairs, at most n // 2 and at most `max_pairs`.
 
-    `informative=False` picks uniformly among allowed pairs (random pairing, for comparison)."""
+    `informative=False` picks uniformly among allowed pairs (random pairing, for comparison);
+    `busy` essays (being judged right now) are left out of this wave."""
     limit = state.n // 2 if max_pairs is None else min(state.n // 2, max_pairs)
     if limit <= 0:
         return []
     skew = state.skew.copy()
     used = np.zeros(state.n, bool)
+    used[list(busy or ())] = True
     wave: list[tuple[int, int]] = []
 
     def take(i: int, j: int, forced: tuple[int, int] | None = None) -> None:
