@@ -140,3 +140,38 @@ async def test_admin_needs_a_token_with_the_admin_role_when_tokens_are_configure
     assert role.value.code() == grpc.StatusCode.PERMISSION_DENIED and "admin" in role.value.details()
     ok = await mesh.admin.ListGradeScales(request, metadata=(("authorization", "Bearer admin-secret"),))
     assert len(ok.grade_scales) == 3
+
+
+async def test_correlation_id_passed_on_to_the_content_service(mesh) -> None:
+    import logging
+
+    from mesh_server import correlation
+
+    seen: list[tuple[str, str]] = []
+
+    class Capture(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append((record.getMessage(), correlation.current.get()))  # runs in the handler's context
+            return True
+
+    logger = logging.getLogger("mesh.rpc")
+    capture = Capture()
+    logger.addFilter(capture)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        (prompt_id,) = await store_texts(mesh.content, ["a prompt"])
+        await mesh.admin.CreateAssignment(
+            admin_pb2.CreateAssignmentRequest(
+                request_id=rid(),
+                assignment_id="traced",
+                grade_scale="swedish_8_anchor",
+                student_prompt_storage_id=prompt_id,
+            ),
+            metadata=(("x-correlation-id", "trace-abc-123"),),
+        )
+    finally:
+        logger.removeFilter(capture)
+        logger.setLevel(level)
+    content_calls = [cid for message, cid in seen if "ContentService/Stat" in message]
+    assert content_calls == ["trace-abc-123"]
