@@ -109,6 +109,35 @@ class _Recorder:
             )
 
 
+class _Texts:
+    """Essay texts fetched in the background (64 at a time) and awaited by the comparisons that need
+    them, so judging starts before every text has arrived. Retries while the Content Service is
+    unavailable."""
+
+    def __init__(self, content: ContentClient) -> None:
+        self.content = content
+        self.limit = asyncio.Semaphore(64)
+        self.fetches: dict[str, asyncio.Future[str]] = {}
+
+    def get(self, storage_id: str) -> asyncio.Future[str]:
+        if storage_id not in self.fetches:
+            self.fetches[storage_id] = asyncio.ensure_future(self._fetch(storage_id))
+        return self.fetches[storage_id]
+
+    async def _fetch(self, storage_id: str) -> str:
+        async with self.limit:
+            for attempt in range(CONTENT_ATTEMPTS - 1):
+                try:
+                    return await self.content.text(storage_id)
+                except errors.Unavailable:
+                    await asyncio.sleep(0.5 * 2**attempt)
+            return await self.content.text(storage_id)
+
+    def close(self) -> None:
+        for fetch in self.fetches.values():
+            fetch.cancel()
+
+
 class Workflow:
     def __init__(self, settings: CJSettings, sessions: async_sessionmaker, content: ContentClient) -> None:
         self.settings = settings
@@ -198,16 +227,18 @@ class Workflow:
             return
         if batch.state != "RUNNING":
             return
-        texts = await self._texts(essays)
+        texts = _Texts(self.content)
+        for essay in essays:
+            texts.get(essay.text_storage_id)
         position = {e.essay_id: e.position for e in essays}
         is_anchor = np.array([e.is_anchor for e in essays])
         rng = np.random.default_rng(int(batch_id[:8], 16))
         recorder = _Recorder(self.sessions, batch_id)
-        # Waves overlap: the next one starts once a quarter of this batch's judge slots are free, pairing
+        # Waves overlap: the next one is queued as soon as the judge slots can take more, pairing
         # only essays that are not being judged right now, so slow tails do not idle the judge.
         inflight: dict[str, asyncio.Task[None]] = {}
         limit = asyncio.Semaphore(self.settings.batch_concurrency)
-        refill_at = max(1, self.settings.batch_concurrency * 3 // 4)
+        refill_at = max(1, self.settings.batch_concurrency)
         previous: np.ndarray | None = None
         try:
             while True:
@@ -266,6 +297,7 @@ class Workflow:
             for task in inflight.values():
                 task.cancel()
             await asyncio.gather(*inflight.values(), return_exceptions=True)
+            texts.close()
 
     def _start(self, batch, rows, texts, essays, limit, recorder, inflight) -> None:  # type: ignore[no-untyped-def]
         """Judge rows in background tasks; their answers go to the recorder."""
@@ -275,7 +307,7 @@ class Workflow:
             async with limit, self.service_limit:
                 temperature = batch.judge_temperature
                 request = JudgeRequest(
-                    essay_a=texts[storage[row.essay_a_id]], essay_b=texts[storage[row.essay_b_id]],
+                    essay_a=await texts.get(storage[row.essay_a_id]), essay_b=await texts.get(storage[row.essay_b_id]),
                     prompt=batch.prompt_text, instructions=batch.instructions, model=batch.judge_model,
                     temperature=self.settings.judge_temperature if temperature is None else temperature,
                     max_tokens=batch.judge_max_tokens or self.settings.judge_max_tokens,
@@ -297,23 +329,6 @@ class Workflow:
             batch = await session.get(Batch, batch_id)
             rows = list((await session.execute(select(Comparison).where(Comparison.batch_id == batch_id))).scalars())
         return batch, rows
-
-    async def _texts(self, essays: list[BatchEssay]) -> dict[str, str]:
-        """Every essay's text (64 fetches in flight), retrying while the Content Service is unavailable."""
-        limit = asyncio.Semaphore(64)
-
-        async def fetch(storage_id: str) -> tuple[str, str]:
-            async with limit:
-                for attempt in range(CONTENT_ATTEMPTS):
-                    try:
-                        return storage_id, await self.content.text(storage_id)
-                    except errors.Unavailable:
-                        if attempt == CONTENT_ATTEMPTS - 1:
-                            raise
-                        await asyncio.sleep(0.5 * 2**attempt)
-            raise AssertionError("unreachable")
-
-        return dict(await asyncio.gather(*(fetch(i) for i in {e.text_storage_id for e in essays})))
 
     @staticmethod
     def _comparisons(rows: list[Comparison], position: dict[str, int]) -> Comparisons:
