@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,10 +31,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database on each backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'test.db'}"
-    cluster: postgres.Cluster = request.getfixturevalue("pg_cluster")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    cluster.psql(f"CREATE DATABASE {name}")
-    return cluster.url(name)
+    return request.getfixturevalue("pg_cluster").new_database("t")
 
 
 @pytest.fixture
@@ -45,9 +41,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def pg_url(pg_cluster: postgres.Cluster) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    pg_cluster.psql(f"CREATE DATABASE {name}")
-    return pg_cluster.url(name)
+    return pg_cluster.new_database("t")
 
 
 async def start_content(database_url: str, storage_dir: Path, **overrides):
@@ -97,10 +91,7 @@ def cj_database_url(database_url: str, tmp_path: Path, request: pytest.FixtureRe
     """A second database on the same backend as `database_url`, for the CJ Service."""
     if database_url.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'cj.db'}"
-    cluster: postgres.Cluster = request.getfixturevalue("pg_cluster")
-    name = f"cj_{uuid.uuid4().hex[:12]}"
-    cluster.psql(f"CREATE DATABASE {name}")
-    return cluster.url(name)
+    return request.getfixturevalue("pg_cluster").new_database("cj")
 
 
 @pytest_asyncio.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import uuid
 
 from tests.support.tools import ROOT, run
 
@@ -30,11 +29,7 @@ def readme_script() -> str:
 
 
 async def test_readme_commands_work(pg_cluster, tmp_path) -> None:
-    databases = {}
-    for name in ("content", "cj"):
-        database = f"readme_{name}_{uuid.uuid4().hex[:6]}"
-        pg_cluster.psql(f"CREATE DATABASE {database}")
-        databases[name] = pg_cluster.url(database)
+    databases = {name: pg_cluster.new_database(f"readme_{name}") for name in ("content", "cj")}
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     (tmp_path / "var").mkdir()

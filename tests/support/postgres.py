@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,12 @@ class Cluster:
             [*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.root / "data"), "-m", mode, "-w", "stop"],
             capture_output=True,
         )
+
+    def new_database(self, prefix: str) -> str:
+        """Create an empty database; returns its URL."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        self.psql(f"CREATE DATABASE {name}")
+        return self.url(name)
 
     def psql(self, sql: str) -> None:
         self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-qc", sql)
