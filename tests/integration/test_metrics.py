@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
-
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
+
 from tests.conftest import start_content
 from tests.support.content import upload
 from tests.support.grpc_client import channel

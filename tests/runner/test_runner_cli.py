@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from huleedu.cj.v1 import admin_pb2
 
 from runner.inventory import essay_id_for
@@ -71,7 +74,7 @@ async def test_run_end_to_end_prompt_id_cache_and_stale_cache(mesh, tmp_path) ->
     for name in ("request.json", "results.json", "essays.csv", "comparisons.csv", "report.md", "run.log"):
         assert (run_dir / name).stat().st_size > 0, name
     request = json.loads((run_dir / "request.json").read_text())
-    prompt_sha = __import__("hashlib").sha256((folder / "prompt.md").read_bytes()).hexdigest()
+    prompt_sha = hashlib.sha256((folder / "prompt.md").read_bytes()).hexdigest()
     from huleedu.content.v1 import content_pb2
 
     found = await mesh.content.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=[prompt_sha]))
@@ -88,12 +91,19 @@ async def test_run_end_to_end_prompt_id_cache_and_stale_cache(mesh, tmp_path) ->
     shutil.rmtree(storage.storage_dir)
     from mesh_server import database
 
-    await __import__("asyncio").to_thread(database.downgrade, "content", storage.database_url)
+    await asyncio.to_thread(database.downgrade, "content", storage.database_url)
     from tests.conftest import start_content
 
     port = mesh.content_app.address.rsplit(":", 1)[1]
     restarted = await start_content(storage.database_url, storage.storage_dir, listen=f"127.0.0.1:{port}")
     try:
+        # the CJ Service reports NOT_SERVING while its Content Service is away; wait until it sees it again
+        health = health_pb2_grpc.HealthStub(mesh.channels[0])
+        async with asyncio.timeout(15):
+            while (  # noqa: ASYNC110 - polling a server
+                await health.Check(health_pb2.HealthCheckRequest())
+            ).status != health_pb2.HealthCheckResponse.SERVING:
+                await asyncio.sleep(0.2)
         # a guest run: the CJ Service's anchors now point at content that was wiped
         third = await runner(
             mesh, "run", str(folder), "--budget", "10", "--runs-dir", str(runs), "--cache-dir", str(cache)
