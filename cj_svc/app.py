@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2, assessment_pb2_grpc
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from cj_svc.admin import AdminStore
 from cj_svc.admin_service import AdminService
+from cj_svc.assessment_service import AssessmentService
 from cj_svc.content_client import ContentClient
 from cj_svc.settings import CJSettings
+from cj_svc.workflow import Workflow
 from mesh_server import database
 from mesh_server.auth import Authorizer
 from mesh_server.metrics import serve_metrics
@@ -29,8 +30,8 @@ class CJApp:
     settings: CJSettings
     server: MeshServer
     content: ContentClient
-    engine: object
-    workflow: object | None = None
+    engine: AsyncEngine
+    workflow: Workflow
     metrics_port: int = 0
 
     @property
@@ -39,24 +40,13 @@ class CJApp:
 
     async def stop(self) -> None:
         await self.server.stop()
-        if self.workflow is not None:
-            await self.workflow.stop()
+        await self.workflow.stop()
         await self.content.close()
         await self.engine.dispose()
 
 
 async def start(settings: CJSettings) -> CJApp:
-    from cj_svc.assessment_service import AssessmentService
-    from cj_svc.workflow import Workflow
-
-    if settings.migrate:
-        await asyncio.to_thread(database.upgrade, "cj", settings.database_url)
-    engine = database.create_engine(settings.database_url)
-    try:
-        await database.ensure_migrated(engine, "cj", settings.database_url)
-    except BaseException:
-        await engine.dispose()
-        raise
+    engine = await database.open_migrated("cj", settings.database_url, settings.migrate)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     content = ContentClient(settings.content_address)
     authorizer = Authorizer.parse(settings.tokens, {ADMIN_SERVICE: "admin"})

@@ -84,10 +84,10 @@ def results_message(results: Results) -> assessment_pb2.BatchResults:
     actual: dict[str, int] = {}
     if anchors and batch.grade_scale:
         scale = get_scale(batch.grade_scale)
-        by_grade = sorted(anchors, key=lambda e: -scale.index(e.known_grade or scale.grades[0]))
+        # An anchor's expected rank: 1 + how many anchors have a higher grade (ties share a rank).
         expected = {
             e.essay_id: 1 + sum(scale.index(o.known_grade) > scale.index(e.known_grade) for o in anchors)
-            for e in by_grade
+            for e in anchors
         }
         actual = {e.essay_id: i + 1 for i, e in enumerate(sorted(anchors, key=lambda e: -(e.score or 0.0)))}
     for essay in sorted(results.essays, key=lambda e: (e.rank or 10**9, -(e.score or 0.0))):

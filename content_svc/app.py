@@ -39,14 +39,7 @@ class ContentApp:
 
 
 async def start(settings: ContentSettings) -> ContentApp:
-    if settings.migrate:
-        await asyncio.to_thread(database.upgrade, "content", settings.database_url)
-    engine = database.create_engine(settings.database_url)
-    try:
-        await database.ensure_migrated(engine, "content", settings.database_url)
-    except BaseException:
-        await engine.dispose()
-        raise
+    engine = await database.open_migrated("content", settings.database_url, settings.migrate)
     # Blob I/O (aiofiles) runs in the loop's default executor; fsyncs overlap well with more threads.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="blob-io"))
     blobs = BlobDirectory(settings.storage_dir)

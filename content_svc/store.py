@@ -126,7 +126,6 @@ class ContentStore:
         fresh: dict[str, list[int]] = {}
         for index, ((description, content), digest) in enumerate(zip(items, digests, strict=True)):
             try:
-                self.check_declared_size(description, f"items[{index}].declared_size")
                 if len(content) > self.max_object_bytes:
                     raise errors.InvalidArgument(
                         f"content exceeds this service's maximum of {self.max_object_bytes} bytes",

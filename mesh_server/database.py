@@ -5,13 +5,14 @@ PostgreSQL via asyncpg in production; SQLite via aiosqlite as the embedded defau
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -91,6 +92,39 @@ async def ensure_migrated(engine: AsyncEngine, service: str, url: str) -> None:
             f"the {service} database is at revision {revision or 'none (empty)'}, not at {head}; "
             f"run `{service}-svc migrate --database-url <url>` first, or serve with --migrate"
         )
+
+
+async def open_migrated(service: str, url: str, migrate: bool) -> AsyncEngine:
+    """An engine on a database at the migrations' head (migrating first when asked); NotMigrated
+    otherwise."""
+    if migrate:
+        await asyncio.to_thread(upgrade, service, url)
+    engine = create_engine(url)
+    try:
+        await ensure_migrated(engine, service, url)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
+
+
+def run_migrations(metadata: MetaData) -> None:
+    """The body of every service's alembic env.py: run the migrations on an async engine."""
+    from alembic import context
+
+    def run(connection: Connection) -> None:
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def main() -> None:
+        engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+        async with engine.connect() as connection:
+            await connection.run_sync(run)
+            await connection.commit()
+        await engine.dispose()
+
+    asyncio.run(main())
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -82,10 +82,8 @@ class _Call:
         await context.abort_with_status(status.internal_status(correlation.current.get()))
 
     def end(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode | None) -> None:
-        if code is None:
-            code = context.code() if hasattr(context, "code") else None
-        if code is None or isinstance(code, int):
-            code = grpc.StatusCode.OK if code in (None, 0) else grpc.StatusCode.UNKNOWN
+        if code is None:  # the call was aborted: the context holds the status it was given
+            code = context.code() or grpc.StatusCode.UNKNOWN
         elapsed = time.perf_counter() - self.started
         metrics.HANDLED.labels(self.type, self.service, self.method, code.name).inc()
         metrics.HANDLING_SECONDS.labels(self.type, self.service, self.method).observe(elapsed)

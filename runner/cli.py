@@ -351,15 +351,16 @@ async def create_assignment(
     """Create an assignment (assessment instructions) with its prompt and rubric."""
     mesh = await connect()
     try:
-        files = [(inv.read_item(path), KIND[kind]) for path, kind in ((prompt, "prompt"), (rubric, "rubric")) if path]
+        items = {kind: inv.read_item(path) for kind, path in (("prompt", prompt), ("rubric", rubric)) if path}
+        files = [(item, KIND[kind]) for kind, item in items.items()]
         ids, _, failures = await storage_ids_for(mesh, files, cache_dir) if files else ({}, 0, {})
         if failures:
             raise RunnerError("; ".join(failures.values()))
         request = admin_pb2.CreateAssignmentRequest(
             request_id=str(uuid.uuid4()), assignment_id=assignment_id, grade_scale=grade_scale, course_code=course_code,
             instructions=instructions,
-            student_prompt_storage_id=ids.get(inv.read_item(prompt).sha256, "") if prompt else "",
-            judge_rubric_storage_id=ids.get(inv.read_item(rubric).sha256, "") if rubric else "",
+            student_prompt_storage_id=ids[items["prompt"].sha256] if "prompt" in items else "",
+            judge_rubric_storage_id=ids[items["rubric"].sha256] if "rubric" in items else "",
         )  # fmt: skip
         created = (await mesh.admin.CreateAssignment(request, metadata=mesh.metadata)).assignment
         out.print_json(json.dumps(as_dict(created)))

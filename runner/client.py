@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,28 +170,43 @@ async def storage_ids_for(
     return known, len(uploads) - len(failures), failures
 
 
+# What writing to a client stream raises once the server has ended the call (early refusals).
+STREAM_ENDED = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
+
+
+async def write_all(call, messages: Iterable) -> None:  # type: ignore[no-untyped-def]
+    """Write a client stream and half-close it, stopping as soon as the server has ended the call.
+
+    The call's own status (await it) then says what happened: a grpc.aio client whose write fails
+    after the server refused would otherwise see a client-side error instead (grpc/grpc#36066).
+    """
+    try:
+        for message in messages:
+            if call.done():
+                return
+            await call.write(message)
+        await call.done_writing()
+    except STREAM_ENDED:
+        pass
+
+
+def upload_messages(item: Item, kind: int) -> Iterator[content_pb2.UploadRequest]:
+    data = item.content
+    yield content_pb2.UploadRequest(
+        header=content_pb2.UploadHeader(
+            kind=kind, content_type=CONTENT_TYPES.get(item.path.suffix.lower(), "text/plain; charset=utf-8"),
+            filename=item.path.name[:255], declared_size=len(data), sha256=item.sha256,
+        )
+    )  # fmt: skip
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield content_pb2.UploadRequest(chunk=data[start : start + CHUNK_BYTES])
+
+
 async def upload(mesh: Mesh, item: Item, kind: int) -> content_pb2.UploadResponse:
     """Stream one file up, retrying with backoff while the Content Service is unavailable."""
-    data = item.content
     for attempt in range(UPLOAD_ATTEMPTS):
         call = mesh.content.Upload(metadata=mesh.metadata)
-        try:
-            await call.write(
-                content_pb2.UploadRequest(
-                    header=content_pb2.UploadHeader(
-                        kind=kind, content_type=CONTENT_TYPES.get(item.path.suffix.lower(), "text/plain; charset=utf-8"),
-                        filename=item.path.name[:255], declared_size=len(data), sha256=item.sha256,
-                    )
-                )
-            )  # fmt: skip
-            for start in range(0, len(data), CHUNK_BYTES):
-                if call.done():
-                    break
-                await call.write(content_pb2.UploadRequest(chunk=data[start : start + CHUNK_BYTES]))
-            if not call.done():
-                await call.done_writing()
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError):
-            pass  # the call's own status says what happened
+        await write_all(call, upload_messages(item, kind))
         try:
             return await call
         except grpc.aio.AioRpcError as error:

@@ -12,6 +12,7 @@ from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
 from content_svc.store import MiB
+from runner.client import write_all
 from tests.conftest import start_content
 from tests.support.content import download, upload
 from tests.support.grpc_client import channel, error_reason, field_violations
@@ -24,7 +25,6 @@ def blob_files(app) -> list[str]:
 
 
 async def row_count(app) -> int:
-    stored, _ = await app.store.stat([])
     async with app.store.engine.connect() as connection:
         return (await connection.exec_driver_sql("SELECT count(*) FROM content_objects")).scalar_one()
 
@@ -124,17 +124,19 @@ async def test_oversize_refused_as_soon_as_exceeded(database_url, tmp_path) -> N
                 await upload(stub, b"z" * (2 * MiB))
             assert declared.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "maximum" in declared.value.details()
+
             # no declared size: refused at the first chunk past the maximum, not at the end
-            call = stub.Upload()
-            await call.write(
-                content_pb2.UploadRequest(header=content_pb2.UploadHeader(kind=1, content_type="a/b", declared_size=0))
-            )
-            try:
+            def endless():
+                nonlocal sent
+                yield content_pb2.UploadRequest(
+                    header=content_pb2.UploadHeader(kind=1, content_type="a/b", declared_size=0)
+                )
                 while sent < 100 * MiB:
-                    await call.write(content_pb2.UploadRequest(chunk=b"z" * 256 * 1024))
+                    yield content_pb2.UploadRequest(chunk=b"z" * 256 * 1024)
                     sent += 256 * 1024
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError):
-                pass
+
+            call = stub.Upload()
+            await write_all(call, endless())
             with pytest.raises(grpc.aio.AioRpcError):
                 await call
         # The server stops reading soon after the maximum (it drains at most 16 MiB so that
@@ -246,11 +248,8 @@ async def test_health_not_serving_while_storage_unusable(sqlite_url, tmp_path) -
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     app = await start_content(sqlite_url, tmp_path / "blobs")
-    app.server.readiness_interval = 0.1
+    app.server.readiness_interval = 0.1  # read by the watcher before its first sleep
     try:
-        await app.server.stop()  # restart the watcher with the short interval
-        app = await start_content(sqlite_url, tmp_path / "blobs")
-        app.server.readiness_interval = 0.1
         async with channel(app.address) as ch:
             health = health_pb2_grpc.HealthStub(ch)
             name = "huleedu.content.v1.ContentService"

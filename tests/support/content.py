@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
-import grpc
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2
+
+from runner.client import write_all
 
 CHUNK = 64 * 1024
 
@@ -14,34 +15,23 @@ CHUNK = 64 * 1024
 def upload_requests(data: bytes, chunk: int = CHUNK, *, declared_size: int | None = None, sha256: str | None = None,
                     kind: int = common_pb2.CONTENT_KIND_ESSAY_TEXT, content_type: str = "text/plain; charset=utf-8",
                     filename: str = "essay.txt"):  # fmt: skip
-    async def requests():
-        yield content_pb2.UploadRequest(
-            header=content_pb2.UploadHeader(
-                kind=kind,
-                content_type=content_type,
-                filename=filename,
-                declared_size=len(data) if declared_size is None else declared_size,
-                sha256=hashlib.sha256(data).hexdigest() if sha256 is None else sha256,
-            )
+    yield content_pb2.UploadRequest(
+        header=content_pb2.UploadHeader(
+            kind=kind,
+            content_type=content_type,
+            filename=filename,
+            declared_size=len(data) if declared_size is None else declared_size,
+            sha256=hashlib.sha256(data).hexdigest() if sha256 is None else sha256,
         )
-        for start in range(0, len(data), chunk):
-            yield content_pb2.UploadRequest(chunk=data[start : start + chunk])
-
-    return requests()
+    )
+    for start in range(0, len(data), chunk):
+        yield content_pb2.UploadRequest(chunk=data[start : start + chunk])
 
 
 async def upload(stub, data: bytes, **header) -> content_pb2.UploadResponse:
-    """Upload with call.write(): when the server ends the call early (a refusal), stop writing and
-    read its status. (An async-iterator request stream would surface a client-side INTERNAL instead.)"""
+    """Upload; when the server refuses early, its status is what the returned call raises."""
     call = stub.Upload()
-    try:
-        async for request in upload_requests(data, **header):
-            if call.done():
-                break
-            await call.write(request)
-        await call.done_writing()
-    except (grpc.aio.AioRpcError, grpc.aio.UsageError):
-        pass
+    await write_all(call, upload_requests(data, **header))
     return await call
 
 
