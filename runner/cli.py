@@ -21,11 +21,13 @@ import typer
 from huleedu.cj.v1 import admin_pb2, assessment_pb2
 from huleedu.common.v1 import common_pb2
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mesh_server.status import describe, violations_of
 from runner import inventory as inv
+from runner import report as run_report
 from runner.client import KIND, Mesh, RunnerError, describe_rpc_error, storage_ids_for
 from runner.results import as_dict, run_folder, write_run
 
@@ -217,7 +219,7 @@ async def run(
         ).results
         comparisons = await all_comparisons(mesh, batch.batch_id)
         folder_out = run_folder(runs_dir, batch.batch_id)
-        write_run(folder_out, request, results, comparisons)
+        write_run(folder_out, request, results, comparisons, found.known_grades)
         (folder_out / "run.log").write_text(
             f"{time.strftime('%Y-%m-%dT%H:%M:%S')} batch {batch.batch_id} state "
             f"{assessment_pb2.BatchState.Name(final.state)} reason {final.state_reason!r}; uploaded {uploaded}\n"
@@ -318,6 +320,23 @@ async def results(batch_id: str, format: Annotated[str, typer.Option(help="table
         out.print(results_table(found))
     else:
         raise RunnerError(f"unknown format {format!r}; use table, json or csv", 2)
+
+
+@app.command()
+def report(
+    run_dir: Path,
+    known_grades: Annotated[
+        Path | None, typer.Option(help="CSV of essay_id (or file) and grade; default: known_grades.csv in RUN_DIR")
+    ] = None,
+) -> None:
+    """Agreement of a finished run with its anchors and known grades: writes report.md and plot.png."""
+    try:
+        made = run_report.write(run_dir, known_grades)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        console.print(f"[red]error:[/red] cannot report on {run_dir}: {error}")
+        raise typer.Exit(2) from None
+    out.print(Markdown(run_report.render(made)))
+    out.print(f"wrote {run_dir / 'report.md'} and {run_dir / 'plot.png'}")
 
 
 @app.command()

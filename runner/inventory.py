@@ -2,7 +2,8 @@
 
 Layout: `DIR/prompt.md` or `DIR/prompt.txt` (optional), student essays in `DIR/students/` (or
 directly in DIR), anchors in `DIR/anchors/` (optional; grades from `anchors.csv` or file names like
-`B_anchor-3.txt`).
+`B_anchor-3.txt`), known grades of students for the report in `DIR/known_grades.csv` or
+`DIR/intended_grades.csv` (optional).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from xml.etree import ElementTree
 SUPPORTED_SUFFIXES = (".txt", ".md", ".docx")
 ESSAY_ID_MAX = 36
 PROMPT_NAMES = ("prompt.md", "prompt.txt")
+KNOWN_GRADES_NAMES = ("known_grades.csv", "intended_grades.csv")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -64,6 +66,7 @@ class Inventory:
     students: list[Item] = field(default_factory=list)
     anchors: list[Item] = field(default_factory=list)
     prompt: Item | None = None
+    known_grades: Path | None = None
     unsupported: list[Path] = field(default_factory=list)
     collisions: dict[str, list[Path]] = field(default_factory=dict)
 
@@ -76,7 +79,7 @@ def read_item(path: Path, grade: str = "") -> Item:
 def _files(folder: Path, inventory: Inventory) -> list[Path]:
     found = []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if path.name in PROMPT_NAMES or path.name == "anchors.csv":
+        if path.name in PROMPT_NAMES or path.name in KNOWN_GRADES_NAMES or path.name == "anchors.csv":
             continue
         if path.suffix.lower() in SUPPORTED_SUFFIXES:
             found.append(path)
@@ -99,6 +102,7 @@ def take(root: Path) -> Inventory:
         if (root / name).exists():
             inventory.prompt = read_item(root / name)
             break
+    inventory.known_grades = next((root / n for n in KNOWN_GRADES_NAMES if (root / n).exists()), None)
     students_dir = root / "students" if (root / "students").is_dir() else root
     inventory.students = [read_item(p) for p in _files(students_dir, inventory)]
     anchors_dir = root / "anchors"

@@ -1,14 +1,23 @@
-"""The per-run folder: request, results, CSVs, a report and a log."""
+"""The per-run folder: request, results (checked against a JSON Schema), CSVs, report, plot, log."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import time
+from functools import cache
 from pathlib import Path
 
+import jsonschema
 from google.protobuf import json_format
 from huleedu.cj.v1 import assessment_pb2
+
+from runner import report
+from runner.client import RunnerError
+
+RESULTS_SCHEMA = Path(__file__).parent / "schemas" / "results.schema.json"
 
 
 def as_dict(message) -> dict:  # type: ignore[no-untyped-def]
@@ -24,10 +33,16 @@ def run_folder(base: Path, batch_id: str) -> Path:
 
 
 def write_run(
-    folder: Path, request: assessment_pb2.SubmitBatchRequest, results: assessment_pb2.BatchResults, comparisons: list
+    folder: Path,
+    request: assessment_pb2.SubmitBatchRequest,
+    results: assessment_pb2.BatchResults,
+    comparisons: list,
+    known_grades: Path | None = None,
 ) -> None:
+    """Everything a run leaves behind; known grades (if the essay folder had them) go with it so
+    `report` can be run again on the folder alone."""
     (folder / "request.json").write_text(json.dumps(as_dict(request), indent=2, ensure_ascii=False))
-    (folder / "results.json").write_text(json.dumps(as_dict(results), indent=2, ensure_ascii=False))
+    write_results(folder, as_dict(results))
     with (folder / "essays.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["rank", "essay_id", "display_name", "is_anchor", "score", "standard_error", "wins", "losses",
@@ -47,27 +62,26 @@ def write_run(
             writer.writerow([c.comparison_id, c.wave, c.essay_a_id, c.essay_b_id,
                              assessment_pb2.Winner.Name(c.winner).removeprefix("WINNER_"), c.confidence,
                              c.error_code, c.attempts])  # fmt: skip
-    (folder / "report.md").write_text(report(results))
+    if known_grades is not None:
+        shutil.copyfile(known_grades, folder / report.KNOWN_GRADES)
+    report.write(folder)
 
 
-def report(results: assessment_pb2.BatchResults) -> str:
-    batch = results.batch
-    lines = [
-        f"# CJ run {batch.batch_label}",
-        "",
-        f"- batch: `{batch.batch_id}`, state {assessment_pb2.BatchState.Name(batch.state).removeprefix('BATCH_STATE_')}",
-        f"- essays: {batch.essay_count} students, {batch.anchor_count} anchors; comparisons: "
-        f"{batch.progress.comparisons_done} done, {batch.progress.comparisons_failed} failed",
-        f"- scale separation reliability: {results.scale_separation_reliability:.3f}",
-        f"- position bias: {results.position_bias:+.2f} logits (SE {results.position_bias_standard_error:.2f})",
-        f"- grades: {'projected on ' + results.grade_scale if results.grades_projected else 'not projected'}"
-        + (f" ({results.projection_note})" if results.projection_note else ""),
-        "",
-        "| rank | essay | score | SE | grade | P(grade) |",
-        "|---:|---|---:|---:|---|---:|",
-    ]
-    for e in results.essays:
-        top = max((g.probability for g in e.projection.probabilities), default=0.0)
-        grade = e.known_grade + " (anchor)" if e.is_anchor else e.projection.grade
-        lines.append(f"| {e.rank} | {e.essay_id} | {e.score:.2f} | {e.standard_error:.2f} | {grade} | {top:.2f} |")
-    return "\n".join(lines) + "\n"
+@cache
+def _results_validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(RESULTS_SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)
+    validator.check_schema(schema)
+    return validator(schema, format_checker=validator.FORMAT_CHECKER)
+
+
+def write_results(folder: Path, results: dict) -> None:
+    """Write results.json only if it matches the schema, and atomically, so a reader never sees a
+    file that breaks its own contract."""
+    errors = sorted(_results_validator().iter_errors(results), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        raise RunnerError(f"results.json would not match {RESULTS_SCHEMA.name} at {where}: {errors[0].message}")
+    temporary = folder / ".results.json.tmp"
+    temporary.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(temporary, folder / "results.json")

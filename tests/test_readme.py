@@ -46,5 +46,6 @@ async def test_readme_commands_work(pg_cluster, tmp_path) -> None:
     assert '"status": "SERVING"' in result.stdout
     assert "swedish_8_anchor" in result.stdout  # list-scales, also through the token-protected server
     assert "rank,essay_id" in result.stdout  # results --format csv
+    assert "Kendall tau-b" in result.stdout and "plot.png" in result.stdout  # report
     assert "BATCH_STATE_COMPLETED" in result.stdout  # WatchBatch through grpcurl
     assert '"batch_label": "by hand"' in result.stdout  # SubmitBatch through grpcurl

@@ -1,0 +1,273 @@
+"""`report RUN_DIR`: how far a finished run agrees with what is known about its essays.
+
+Reads only the run folder (`results.json`, `comparisons.csv`, optional `known_grades.csv`) and writes
+`report.md` and `plot.png` beside them. The statistics are small pure functions over plain lists.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from cj_svc.engine import projection
+from cj_svc.engine.scales import SCALES
+from runner.inventory import essay_id_for
+
+KNOWN_GRADES = "known_grades.csv"
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+def kendall_tau_b(expected: list[float], actual: list[float]) -> float:
+    """Kendall's tau-b: rank agreement that does not reward ties in `expected` (equal grades) by
+    ordering them after the fact; nan with fewer than two distinct values on either side."""
+    if len(set(expected)) < 2 or len(set(actual)) < 2:
+        return math.nan
+    return float(stats.kendalltau(expected, actual, variant="b").statistic)
+
+
+def spearman(expected: list[float], actual: list[float]) -> float:
+    """Spearman's rank correlation with average ranks for ties; nan when either side is constant."""
+    if len(set(expected)) < 2 or len(set(actual)) < 2:
+        return math.nan
+    return float(stats.spearmanr(expected, actual).statistic)
+
+
+def quadratic_weighted_kappa(rater_a: list[int], rater_b: list[int], categories: int) -> float:
+    """Cohen's kappa with quadratic weights over grade indices 0..categories-1: 1 is perfect
+    agreement, 0 what chance gives with the same marginals; nan when chance already agrees fully."""
+    observed = np.zeros((categories, categories))
+    for a, b in zip(rater_a, rater_b, strict=True):
+        observed[a, b] += 1
+    index = np.arange(categories)
+    weights = (index[:, None] - index[None, :]) ** 2 / max(categories - 1, 1) ** 2
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / max(observed.sum(), 1)
+    disagreement = (weights * expected).sum()
+    return math.nan if disagreement == 0 else float(1 - (weights * observed).sum() / disagreement)
+
+
+def inversions(anchors: list[tuple[str, int, float]]) -> list[tuple[str, str]]:
+    """Pairs (higher grade, lower grade) of anchors whose scores came out the other way round;
+    anchors are (essay id, grade index, score)."""
+    found = []
+    for (id_a, grade_a, score_a), (id_b, grade_b, score_b) in combinations(anchors, 2):
+        if grade_a != grade_b and (grade_a - grade_b) * (score_a - score_b) < 0:
+            found.append((id_a, id_b) if grade_a > grade_b else (id_b, id_a))
+    return found
+
+
+def grade_bands(report: Report) -> list[tuple[str, float, float]]:
+    """Each grade's score interval as the service's projection drew it from this run's anchors
+    (none when grades cannot be projected)."""
+    scale = SCALES.get(report.results.get("grade_scale", ""))
+    anchors = [projection.Anchor(a["score"], a["known_grade"], a["standard_error"]) for a in report.anchors]
+    try:
+        calibration = projection.calibrate(scale, anchors) if scale else None
+    except projection.NoProjection:
+        return []
+    if calibration is None:
+        return []
+    edges = [-math.inf, *calibration.boundaries.tolist(), math.inf]
+    return [(grade, edges[i], edges[i + 1]) for i, grade in enumerate(calibration.ladder)]
+
+
+# --- the run folder ----------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    results: dict
+    comparisons: list[dict]
+    known_grades: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ladder(self) -> tuple[str, ...]:
+        scale = SCALES.get(self.results.get("grade_scale", ""))
+        return scale.ladder if scale else ()
+
+    @property
+    def essays(self) -> list[dict]:
+        return sorted(self.results["essays"], key=lambda e: e["rank"])
+
+    @property
+    def anchors(self) -> list[dict]:
+        return [e for e in self.essays if e["is_anchor"]]
+
+
+def read_known_grades(path: Path) -> dict[str, str]:
+    """essay id -> grade from a CSV with a `file` or `essay_id` column and a `grade` or
+    `intended_grade` column; file names go through the same essay id function as the upload."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    known = {}
+    for number, row in enumerate(rows, start=2):
+        name = row.get("essay_id") or (essay_id_for(row["file"]) if row.get("file") else "")
+        grade = (row.get("grade") or row.get("intended_grade") or "").strip()
+        if not name or not grade:
+            raise ValueError(f"{path}: line {number} needs an essay_id (or file) and a grade (or intended_grade)")
+        known[name] = grade
+    return known
+
+
+def load(folder: Path, known_grades: Path | None = None) -> Report:
+    results_path = folder / "results.json"
+    if not results_path.exists():
+        raise FileNotFoundError(f"{folder} is not a run folder: results.json is missing")
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    comparisons_path = folder / "comparisons.csv"
+    comparisons = []
+    if comparisons_path.exists():
+        with comparisons_path.open(newline="", encoding="utf-8") as handle:
+            comparisons = list(csv.DictReader(handle))
+    known_path = known_grades or folder / KNOWN_GRADES
+    known = read_known_grades(known_path) if known_path.exists() else {}
+    return Report(results, comparisons, known)
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def anchor_section(report: Report) -> list[str]:
+    anchors, ladder = report.anchors, report.ladder
+    if not anchors:
+        return ["## Anchors", "", "No anchors in this run.", ""]
+    rankable = [(a["essay_id"], ladder.index(a["known_grade"]), a["score"]) for a in anchors
+                if a["known_grade"] in ladder]  # fmt: skip
+    unknown = [a["essay_id"] for a in anchors if a["known_grade"] not in ladder]
+    tau = kendall_tau_b([g for _, g, _ in rankable], [s for _, _, s in rankable])
+    lines = ["## Anchors: expected vs CJ order", "",
+             f"- Kendall tau-b (anchor grade vs CJ score): {_fmt(tau)} over {len(rankable)} anchors"]  # fmt: skip
+    wrong = inversions(rankable)
+    lines.append(f"- inversions ({len(wrong)}): " + (", ".join(f"{hi} above {lo} by grade, below by score"
+                                                             for hi, lo in wrong) or "none"))  # fmt: skip
+    zero = [a["essay_id"] for a in anchors if a["wins"] == 0]
+    lines.append(f"- anchors with no wins: {', '.join(zero) or 'none'}")
+    if unknown:
+        lines.append(f"- anchors whose grade is not on the scale (left out above): {', '.join(unknown)}")
+    lines += ["", "| CJ rank | anchor | grade | expected anchor rank | actual anchor rank | score | wins | losses |",
+              "|---:|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for a in anchors:
+        lines.append(f"| {a['rank']} | {a['essay_id']} | {a['known_grade']} | {a['expected_anchor_rank']} | "
+                     f"{a['actual_anchor_rank']} | {a['score']:.2f} | {a['wins']} | {a['losses']} |")  # fmt: skip
+    return lines + [""]
+
+
+def agreement_section(report: Report) -> list[str]:
+    if not report.known_grades:
+        return ["## Agreement with known grades", "", f"No {KNOWN_GRADES} in the run folder.", ""]
+    ladder = report.ladder
+    pairs = [(report.known_grades[e["essay_id"]], e) for e in report.essays
+             if not e["is_anchor"] and e["essay_id"] in report.known_grades]  # fmt: skip
+    off_scale = sorted({grade for grade, _ in pairs if grade not in ladder})
+    scored = [(ladder.index(grade), e) for grade, e in pairs if grade in ladder]
+    lines = ["## Agreement with known grades", "", f"- essays with a known grade: {len(pairs)}"]
+    if off_scale:
+        lines.append(f"- known grades not on the scale {report.results.get('grade_scale') or '(none)'}, "
+                     f"left out: {', '.join(off_scale)}")  # fmt: skip
+    lines.append(f"- Spearman (known grade vs CJ score): "
+                 f"{_fmt(spearman([g for g, _ in scored], [e['score'] for _, e in scored]))}")  # fmt: skip
+    projected = [(g, ladder.index(e["projection"]["grade"])) for g, e in scored
+                 if e.get("projection", {}).get("grade") in ladder]  # fmt: skip
+    if projected:
+        exact = sum(a == b for a, b in projected) / len(projected)
+        adjacent = sum(abs(a - b) <= 1 for a, b in projected) / len(projected)
+        kappa = quadratic_weighted_kappa([a for a, _ in projected], [b for _, b in projected], len(ladder))
+        lines += [f"- projected grade: exact {exact:.0%}, adjacent (within one grade) {adjacent:.0%}, "
+                  f"quadratic weighted kappa {_fmt(kappa)} over {len(projected)} essays"]  # fmt: skip
+    else:
+        lines.append("- no projected grades to compare (guest run, or grades not projected)")
+    return lines + [""]
+
+
+def render(report: Report) -> str:
+    r, batch = report.results, report.results["batch"]
+    per_essay = [e["comparisons"] for e in r["essays"]]
+    usage = r.get("judge_usage") or {"provider": "", "model": "", "calls": 0, "tokens_in": 0, "tokens_out": 0,
+                                     "mean_latency_ms": 0.0}  # fmt: skip
+    progress = batch.get("progress") or {"comparisons_done": 0, "comparisons_failed": 0}
+    lines = [
+        f"# CJ run {batch['batch_label']}",
+        "",
+        f"- batch `{batch['batch_id']}`, {batch['state'].removeprefix('BATCH_STATE_').lower()}"
+        + (f": {batch['state_reason']}" if batch["state_reason"] else ""),
+        f"- essays: {batch['essay_count']} students, {batch['anchor_count']} anchors; comparisons "
+        f"{progress['comparisons_done']} done, {progress['comparisons_failed']} failed",
+        f"- comparisons per essay: min {min(per_essay, default=0)}, median "
+        f"{statistics.median(per_essay) if per_essay else 0:g}, max {max(per_essay, default=0)}",
+        f"- scale separation reliability (SSR): {_fmt(r['scale_separation_reliability'])}",
+        f"- position bias: {r['position_bias']:+.2f} logits (SE {r['position_bias_standard_error']:.2f}); "
+        f"self-consistency: {'n/a' if r['self_consistency'] < 0 else format(r['self_consistency'], '.2f')}",
+        f"- judge: {usage['provider'] or 'n/a'} {usage['model']}, {usage['calls']} calls, "
+        f"{usage['tokens_in']} tokens in, {usage['tokens_out']} out, mean latency {usage['mean_latency_ms']:.0f} ms",
+        f"- grades: {'projected on ' + r['grade_scale'] if r['grades_projected'] else 'not projected'}"
+        + (f" ({r['projection_note']})" if r["projection_note"] else ""),
+        "",
+        *anchor_section(report),
+        *agreement_section(report),
+        "## Essays",
+        "",
+        "| rank | essay | score | SE | comparisons | wins | losses | known grade | projected | P(projected) |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for e in report.essays:
+        projection = e.get("projection", {})
+        top = max((p["probability"] for p in projection.get("probabilities", [])), default=0.0)
+        known = e["known_grade"] + " (anchor)" if e["is_anchor"] else report.known_grades.get(e["essay_id"], "")
+        lines.append(f"| {e['rank']} | {e['essay_id']} | {e['score']:.2f} | {e['standard_error']:.2f} | "
+                     f"{e['comparisons']} | {e['wins']} | {e['losses']} | {known} | {projection.get('grade', '')} | "
+                     f"{top:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Report, path: Path) -> None:
+    """Essays by score with ±1.96 SE bars, anchors marked with their grade, the projection's grade bands shaded."""
+    essays = sorted(report.results["essays"], key=lambda e: e["score"])
+    figure = Figure(figsize=(10, 5.5), dpi=100)
+    axes = figure.add_subplot()
+    bottom = min((e["score"] - 2 * e["standard_error"] for e in essays), default=-1.0)
+    top = max((e["score"] + 2 * e["standard_error"] for e in essays), default=1.0)
+    margin = 0.05 * (top - bottom)
+    for i, (grade, low, high) in enumerate(grade_bands(report)):
+        if high < bottom or low > top:
+            continue
+        axes.axhspan(max(low, bottom - margin), min(high, top + margin), color="tab:blue" if i % 2 else "tab:gray",
+                     alpha=0.1, lw=0)  # fmt: skip
+        axes.text(1.01, (max(low, bottom) + min(high, top)) / 2, grade, transform=axes.get_yaxis_transform(),
+                  ha="left", va="center", fontsize=9, color="dimgray")  # fmt: skip
+    for is_anchor, colour, marker, name in ((False, "tab:blue", "o", "students"), (True, "tab:red", "D", "anchors")):
+        xs = [i for i, e in enumerate(essays) if e["is_anchor"] == is_anchor]
+        if xs:
+            axes.errorbar(xs, [essays[i]["score"] for i in xs], yerr=[1.96 * essays[i]["standard_error"] for i in xs],
+                          fmt=marker, color=colour, ecolor=colour, elinewidth=0.8, capsize=2, ms=4, label=name)  # fmt: skip
+    for i, e in enumerate(essays):
+        if e["is_anchor"]:
+            axes.annotate(e["known_grade"], (i, e["score"]), textcoords="offset points", xytext=(0, 7),
+                          ha="center", fontsize=8, color="tab:red")  # fmt: skip
+    axes.set_ylim(bottom - margin, top + margin)
+    axes.set_xlabel("essays, lowest score first")
+    axes.set_ylabel("Bradley-Terry score (logits) ± 1.96 SE")
+    batch = report.results["batch"]
+    axes.set_title(f"{batch['batch_label']}: SSR {report.results['scale_separation_reliability']:.2f}")
+    axes.legend(loc="upper left")
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def write(folder: Path, known_grades: Path | None = None) -> Report:
+    """Write `report.md` and `plot.png` into a run folder; returns what they were made from."""
+    report = load(folder, known_grades)
+    (folder / "report.md").write_text(render(report), encoding="utf-8")
+    plot(report, folder / "plot.png")
+    return report

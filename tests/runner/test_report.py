@@ -1,0 +1,100 @@
+"""`cj-runner report` and the results.json schema: the statistics, and the command on a real finished run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from huleedu.cj.v1 import assessment_pb2
+from PIL import Image
+
+from runner import report
+from runner.client import RunnerError
+from runner.results import as_dict, write_results
+from tests.runner.test_runner_cli import essays_folder, runner
+from tests.support.cj import create_assignment, register_anchor
+from tests.support.tools import run, tool
+
+
+def test_kendall_tau_b_does_not_reward_tied_grades() -> None:
+    # two anchors share a grade: tau-b is below 1 whichever way the tie comes out (tau-a would give 1)
+    assert report.kendall_tau_b([1, 2, 2, 3], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(math.sqrt(5 / 6))
+    assert report.kendall_tau_b([1, 2, 3], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert math.isnan(report.kendall_tau_b([1, 1, 1], [1.0, 2.0, 3.0]))
+
+
+def test_quadratic_weighted_kappa() -> None:
+    assert report.quadratic_weighted_kappa([0, 1, 2, 3], [0, 1, 2, 3], 4) == pytest.approx(1.0)
+    # with two grades every weight is 0 or 1: Cohen's kappa, (0.75 - 0.5) / (1 - 0.5) here
+    assert report.quadratic_weighted_kappa([0, 0, 1, 1], [0, 1, 1, 1], 2) == pytest.approx(0.5)
+    near = report.quadratic_weighted_kappa([0, 1, 2, 3], [0, 1, 3, 3], 4)
+    far = report.quadratic_weighted_kappa([0, 1, 2, 3], [3, 1, 2, 0], 4)
+    assert 0.8 < near < 1.0 and far < 0
+
+
+def test_inversions_name_the_anchor_pairs_out_of_grade_order() -> None:
+    anchors = [("a_low", 0, -1.0), ("a_mid", 1, 2.0), ("a_high", 2, 1.0), ("a_mid2", 1, 1.5)]
+    assert sorted(report.inversions(anchors)) == [("a_high", "a_mid"), ("a_high", "a_mid2")]
+
+
+def test_known_grades_csv_by_file_name_or_essay_id(tmp_path) -> None:
+    by_file = tmp_path / "intended_grades.csv"
+    by_file.write_text("file,intended_grade\nStudent 01 – essay.txt,B\n")
+    assert report.read_known_grades(by_file) == {"Student_01_essay": "B"}
+    broken = tmp_path / "known_grades.csv"
+    broken.write_text("essay_id,grade\ns1,\n")
+    with pytest.raises(ValueError, match="line 2 needs"):
+        report.read_known_grades(broken)
+
+
+def test_results_json_is_refused_when_it_breaks_its_schema(tmp_path) -> None:
+    results = assessment_pb2.BatchResults(
+        batch=assessment_pb2.Batch(
+            batch_id="a" * 32, batch_label="class 9b", state=assessment_pb2.BATCH_STATE_COMPLETED
+        )
+    )
+    results.essays.add(essay_id="s1", score=0.5, standard_error=0.3, comparisons=4)
+    write_results(tmp_path, as_dict(results))
+    assert json.loads((tmp_path / "results.json").read_text())["essays"][0]["essay_id"] == "s1"
+    (tmp_path / "results.json").unlink()
+    results.batch.batch_id = "a" * 64  # the contract analysis' checksum-for-an-id mistake
+    with pytest.raises(RunnerError, match="results.schema.json at batch/batch_id: 'a{64}' does not match"):
+        write_results(tmp_path, as_dict(results))
+    assert not (tmp_path / "results.json").exists()
+
+
+async def test_report_on_a_finished_run(mesh, tmp_path) -> None:
+    await create_assignment(mesh, "eng5-report")
+    for i, grade in enumerate(["E-", "C-", "A"]):
+        await register_anchor(mesh, "eng5-report", f"anchor_{i}", grade, f"Anchor text {grade} " * (5 + 10 * i))
+    folder = essays_folder(tmp_path)
+    (folder / "known_grades.csv").write_text(
+        "file,grade\n" + "".join(f"Student {i:02d} – essay.txt,{'E-' if i < 3 else 'C-'}\n" for i in range(6))
+    )
+    runs = tmp_path / "runs"
+    done = await runner(mesh, "run", str(folder), "--assignment-id", "eng5-report", "--budget", "30",
+                        "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
+    assert done.code == 0, done.output
+    (run_dir,) = runs.iterdir()
+    assert (run_dir / "known_grades.csv").exists() and (run_dir / "plot.png").exists()
+    results = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "report.md").unlink()
+    (run_dir / "plot.png").unlink()
+
+    made = await run(tool("cj-runner"), "report", str(run_dir))
+    assert made.code == 0, made.output
+    text = (run_dir / "report.md").read_text()
+    assert "Kendall tau-b" in text and "anchors with no wins" in text and "quadratic weighted kappa" in text
+    assert "essays with a known grade: 6" in text and "comparisons per essay" in text
+    ssr = results["scale_separation_reliability"]
+    assert f"scale separation reliability (SSR): {ssr:.3f}" in text
+    for essay in results["essays"]:
+        if essay["is_anchor"]:
+            assert f"| {essay['essay_id']} | {essay['known_grade']} |" in text
+    with Image.open(run_dir / "plot.png") as picture:
+        assert picture.format == "PNG" and picture.size == (1000, 550)
+        assert len(picture.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 20  # a drawing, not a blank page
+
+    missing = await run(tool("cj-runner"), "report", str(tmp_path))
+    assert missing.code == 2 and "results.json is missing" in missing.stderr and "Traceback" not in missing.output
