@@ -48,7 +48,7 @@ class CJApp:
 async def start(settings: CJSettings) -> CJApp:
     engine = await database.open_migrated("cj", settings.database_url, settings.migrate)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    content = ContentClient(settings.content_address)
+    content = ContentClient(settings.content_address, settings.content_tls, settings.content_token)
     authorizer = Authorizer.parse(settings.tokens, {ADMIN_SERVICE: "admin"})
     if authorizer is None:
         log.warning("no tokens configured: every RPC is open to anyone who reaches %s", settings.listen)
@@ -75,6 +75,7 @@ async def start(settings: CJSettings) -> CJApp:
         grace_seconds=settings.grace_seconds,
         readiness=readiness,
         authorizer=authorizer,
+        tls=settings.tls,
     )
     await server.start()
     await workflow.start()

@@ -15,7 +15,7 @@ from cj_svc.batches import FINAL_STATES, BatchRequest, BatchView, EssayInput, Re
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Comparison
 from cj_svc.workflow import Workflow
-from mesh_server import correlation
+from mesh_server import correlation, interceptor
 from mesh_server.convert import timestamp
 
 WATCH_POLL_SECONDS = 0.1
@@ -164,7 +164,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 assignment_id=request.assignment_id,
                 language=request.language,
                 course_code=request.course_code,
-                user_id=request.user_id,
+                user_id=caller.user_id if (caller := interceptor.principal.get()) else request.user_id,
                 org_id=request.org_id,
                 judge_provider=judge.provider,
                 judge_model=judge.model,

@@ -129,6 +129,9 @@ class Batches:
         wanted = [e.text_storage_id for e in request.essays] + [a.storage_id for a in anchors]
         wanted += [i for i in (prompt_id, rubric_id) if i]
         missing = await self.content.missing(wanted)
+        for storage_id in (prompt_id, rubric_id):
+            if storage_id and storage_id in missing:
+                PROMPT_FETCH_FAILURES.labels("not_found").inc()
         if missing:
             raise errors.FailedPrecondition(
                 f"{len(missing)} storage id(s) are not in the Content Service: {', '.join(missing[:20])}"

@@ -38,7 +38,16 @@ def serve(
     ] = False,
     log_json: Annotated[bool, typer.Option("--log-json", envvar="CJ_SVC_LOG_JSON")] = False,
     log_level: Annotated[str, _opt("log_level")] = _d.log_level,
-    tokens: Annotated[str, _opt("tokens", "'<sha256>:admin+user,...' (see hash-token); empty: open")] = _d.tokens,
+    tokens: Annotated[
+        str, _opt("tokens", "'<sha256>:admin+user[:user id],...' (see hash-token); empty: open")
+    ] = _d.tokens,
+    tls_cert: Annotated[str, _opt("tls_cert", "PEM certificate: serve TLS")] = "",
+    tls_key: Annotated[str, _opt("tls_key", "PEM key of --tls-cert")] = "",
+    tls_client_ca: Annotated[str, _opt("tls_client_ca", "PEM CA: require client certificates it signed")] = "",
+    content_tls_ca: Annotated[str, _opt("content_tls_ca", "PEM CA of the Content Service's certificate")] = "",
+    content_tls_cert: Annotated[str, _opt("content_tls_cert", "PEM client certificate for the Content Service")] = "",
+    content_tls_key: Annotated[str, _opt("content_tls_key", "PEM key of --content-tls-cert")] = "",
+    content_token: Annotated[str, _opt("content_token", "bearer token for the Content Service")] = "",
     judge_provider: Annotated[
         str, _opt("judge_provider", "heuristic, simulated, openai or anthropic")
     ] = _d.judge_provider,

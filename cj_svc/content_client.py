@@ -7,18 +7,16 @@ from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
 from mesh_server import errors
 from mesh_server.correlation import PropagatingClientInterceptor
-from mesh_server.server import CLIENT_OPTIONS
+from mesh_server.tls import TlsFiles, open_channel
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 class ContentClient:
-    def __init__(self, address: str, timeout: float = 10.0) -> None:
+    def __init__(self, address: str, tls: TlsFiles | None = None, token: str = "", timeout: float = 10.0) -> None:
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(
-            address, options=CLIENT_OPTIONS, interceptors=[PropagatingClientInterceptor()]
-        )
+        self.channel = open_channel(address, tls, interceptors=[PropagatingClientInterceptor(token)])
         self.stub = content_pb2_grpc.ContentServiceStub(self.channel)
 
     def _unavailable(self, error: grpc.aio.AioRpcError) -> errors.DomainError:

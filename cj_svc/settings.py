@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mesh_server.tls import TlsFiles
+
 
 @dataclass(frozen=True)
 class CJSettings:
@@ -15,8 +17,18 @@ class CJSettings:
     log_json: bool = False
     log_level: str = "INFO"
     grace_seconds: float = 5.0
-    # `<sha256>:role+role,...`; empty: no authentication (say so at start; bind to loopback).
+    # `<sha256>:role+role[:user],...`; empty: no authentication (say so at start; bind to loopback).
     tokens: str = ""
+    # TLS: this server's certificate and key (PEM); a client CA makes it mutual TLS.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # How this service reaches the Content Service: the CA it trusts, its own certificate and key
+    # (mutual TLS), and its bearer token.
+    content_tls_ca: str = ""
+    content_tls_cert: str = ""
+    content_tls_key: str = ""
+    content_token: str = ""
     # Judge defaults; a batch's request may override provider, model, temperature, max tokens, prompt.
     judge_provider: str = "heuristic"
     judge_model: str = ""
@@ -41,3 +53,11 @@ class CJSettings:
     retry_base_seconds: float = 0.5
     replica_id: str = ""
     lease_seconds: float = 30.0
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+    @property
+    def content_tls(self) -> TlsFiles:
+        return TlsFiles(self.content_tls_cert, self.content_tls_key, self.content_tls_ca)

@@ -14,6 +14,7 @@ from content_svc.service import ContentService
 from content_svc.settings import ContentSettings
 from content_svc.store import ContentStore
 from mesh_server import database
+from mesh_server.auth import Authorizer
 from mesh_server.metrics import serve_metrics
 from mesh_server.server import MeshServer, Registration
 
@@ -52,6 +53,8 @@ async def start(settings: ContentSettings) -> ContentApp:
         listen=settings.listen,
         grace_seconds=settings.grace_seconds,
         readiness=store.problem,
+        authorizer=Authorizer.parse(settings.tokens),
+        tls=settings.tls,
     )
     await server.start()
     app = ContentApp(settings, server, store)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mesh_server.tls import TlsFiles
+
 MiB = 1024 * 1024
 
 
@@ -20,3 +22,13 @@ class ContentSettings:
     log_json: bool = False
     log_level: str = "INFO"
     grace_seconds: float = 5.0
+    # `<sha256>:role+role[:user],...` (see `cj-svc hash-token`); empty: no authentication.
+    tokens: str = ""
+    # TLS: this server's certificate and key (PEM); a client CA makes it mutual TLS.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_client_ca)

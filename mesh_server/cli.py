@@ -18,7 +18,7 @@ def run_service(start: Callable[[], Awaitable[Any]], ready_file: Path | None, na
     async def main() -> None:
         try:
             app = await start()
-        except NotMigrated as error:
+        except (NotMigrated, ValueError) as error:  # ValueError: unusable settings (TLS files, tokens)
             print(f"{name}: {error}", file=sys.stderr)
             raise SystemExit(2) from None
         addresses = {"address": app.address, "metrics_port": app.metrics_port}

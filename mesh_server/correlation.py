@@ -36,15 +36,21 @@ class PropagatingClientInterceptor(
     grpc.aio.StreamUnaryClientInterceptor,
     grpc.aio.StreamStreamClientInterceptor,
 ):
-    """Adds the current correlation id to every call a service makes to another."""
+    """Adds the current correlation id, and the service's own bearer token when it has one, to every
+    call a service makes to another."""
+
+    def __init__(self, token: str = "") -> None:
+        self.authorization = ("authorization", f"Bearer {token}") if token else None
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         extra = outgoing_metadata()
-        if not extra:
+        if not extra and self.authorization is None:
             return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if METADATA_KEY not in metadata:
+        if extra and METADATA_KEY not in metadata:
             metadata.add(*extra[0])
+        if self.authorization is not None and "authorization" not in metadata:
+            metadata.add(*self.authorization)
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )

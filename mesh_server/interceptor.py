@@ -17,8 +17,9 @@ import grpc
 import protovalidate
 
 from mesh_server import correlation, metrics, status
-from mesh_server.auth import Authorizer, Principal
+from mesh_server.auth import Authorizer, Principal, identify
 from mesh_server.errors import DomainError, InvalidArgument
+from mesh_server.tls import peer_subject
 
 log = logging.getLogger("mesh.rpc")
 
@@ -67,7 +68,7 @@ class _Call:
         cid = correlation.from_metadata(metadata)
         correlation.current.set(cid)
         await context.send_initial_metadata(((correlation.METADATA_KEY, cid),))
-        principal.set(authorizer.authorize(self.service, metadata) if authorizer else None)
+        principal.set(identify(authorizer, self.service, metadata, peer_subject(context)))
 
     async def fail(self, context: grpc.aio.ServicerContext, error: BaseException) -> None:
         """Map an exception to a status and abort with it (raises AbortError)."""

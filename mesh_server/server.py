@@ -17,16 +17,11 @@ from grpc_reflection.v1alpha import reflection
 
 from mesh_server.auth import Authorizer
 from mesh_server.interceptor import ServerInterceptor
+from mesh_server.tls import MESSAGE_SIZE_OPTIONS, TlsFiles
 
 log = logging.getLogger("mesh.server")
 
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-SERVER_OPTIONS = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
-)
-CLIENT_OPTIONS = SERVER_OPTIONS[:2]
+SERVER_OPTIONS = (*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0))
 
 
 @dataclass
@@ -47,6 +42,7 @@ class MeshServer:
     readiness: Callable[[], Awaitable[str | None]] | None = None
     readiness_interval: float = 2.0
     authorizer: Authorizer | None = None
+    tls: TlsFiles = field(default_factory=TlsFiles)
     server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer = field(default_factory=lambda: health.aio.HealthServicer())
     port: int = 0
@@ -67,14 +63,19 @@ class MeshServer:
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self.server,
         )
-        self.port = self.server.add_insecure_port(self.listen)
+        credentials = self.tls.server_credentials()
+        if credentials is None:
+            self.port = self.server.add_insecure_port(self.listen)
+        else:
+            self.port = self.server.add_secure_port(self.listen, credentials)
         if self.port == 0:
             raise RuntimeError(f"could not listen on {self.listen}")
         await self.server.start()
         await self._set_serving(names, await self._check())
         if self.readiness is not None:
             self._watch = asyncio.create_task(self._watch_readiness(names))
-        log.info("listening on %s", self.address)
+        security = "plaintext" if credentials is None else ("mutual TLS" if self.tls.ca else "TLS")
+        log.info("listening on %s (%s)", self.address, security)
         return self.port
 
     async def _check(self) -> str | None:

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mesh_server.status import describe, violations_of
+from mesh_server.tls import TlsFiles
 from runner import inventory as inv
 from runner import report as run_report
 from runner.client import KIND, Mesh, RunnerError, describe_rpc_error, storage_ids_for
@@ -43,6 +44,7 @@ class Options:
     content_address = "127.0.0.1:50051"
     cj_address = "127.0.0.1:50052"
     token = ""
+    tls = TlsFiles()
 
 
 @app.callback()
@@ -50,8 +52,12 @@ def main(
     content_address: Annotated[str, typer.Option(envvar="CJ_RUNNER_CONTENT_ADDRESS")] = Options.content_address,
     cj_address: Annotated[str, typer.Option(envvar="CJ_RUNNER_CJ_ADDRESS")] = Options.cj_address,
     token: Annotated[str, typer.Option(envvar="CJ_RUNNER_TOKEN", help="bearer token, when the services need one")] = "",
+    tls_ca: Annotated[str, typer.Option(envvar="CJ_RUNNER_TLS_CA", help="PEM CA of the services' certificates")] = "",
+    tls_cert: Annotated[str, typer.Option(envvar="CJ_RUNNER_TLS_CERT", help="PEM client certificate (mutual TLS)")] = "",
+    tls_key: Annotated[str, typer.Option(envvar="CJ_RUNNER_TLS_KEY", help="PEM key of --tls-cert")] = "",
 ) -> None:
     Options.content_address, Options.cj_address, Options.token = content_address, cj_address, token
+    Options.tls = TlsFiles(tls_cert, tls_key, tls_ca)
 
 
 def command(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,7 +81,10 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 async def connect() -> Mesh:
-    return Mesh(Options.content_address, Options.cj_address, Options.token)
+    try:
+        return Mesh(Options.content_address, Options.cj_address, Options.token, Options.tls)
+    except ValueError as error:  # unreadable or incomplete TLS files
+        raise RunnerError(f"{error}; check --tls-ca, --tls-cert and --tls-key", 2) from None
 
 
 def take_inventory(folder: Path) -> inv.Inventory:

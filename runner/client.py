@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -16,6 +16,7 @@ from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
 from mesh_server.ids import STORAGE_ID_PATTERN
+from mesh_server.tls import TlsFiles, open_channel
 from runner.inventory import Item
 
 CHUNK_BYTES = 256 * 1024
@@ -25,7 +26,6 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".docx": "text/plain; charset=utf-8",
 }
-OPTIONS = (("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.max_send_message_length", 8 * 1024 * 1024))
 
 
 class RunnerError(Exception):
@@ -45,10 +45,11 @@ class Mesh:
     content_address: str
     cj_address: str
     token: str = ""
+    tls: TlsFiles = field(default_factory=TlsFiles)
 
     def __post_init__(self) -> None:
-        self.content_channel = grpc.aio.insecure_channel(self.content_address, options=OPTIONS)
-        self.cj_channel = grpc.aio.insecure_channel(self.cj_address, options=OPTIONS)
+        self.content_channel = open_channel(self.content_address, self.tls)
+        self.cj_channel = open_channel(self.cj_address, self.tls)
         self.content = content_pb2_grpc.ContentServiceStub(self.content_channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.cj_channel)
         self.assessment = assessment_pb2_grpc.AssessmentServiceStub(self.cj_channel)
