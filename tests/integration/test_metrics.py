@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
 import httpx
+import pytest
+from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc
+from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
-from tests.conftest import start_content
+from tests.conftest import start_cj, start_content
+from tests.support.cj import store_texts, submit_request
 from tests.support.content import upload
 from tests.support.grpc_client import channel
 
@@ -29,3 +36,41 @@ async def test_content_metrics_scraped(sqlite_url, tmp_path) -> None:
     assert 'grpc_server_started_total{grpc_method="Stat"' in text
     assert "grpc_server_handling_seconds_bucket" in text
     assert "huleedu_content_deduplicated_uploads_total" in text and "huleedu_content_bytes_stored_total" in text
+
+
+async def test_cj_metrics_scraped(sqlite_content_app, tmp_path) -> None:
+    """gRPC server metrics (a server stream included) and the CJ domain metrics: comparisons by
+    outcome and error code, judge latency, batch duration, prompt fetch failures."""
+    cj = await start_cj(
+        f"sqlite:///{tmp_path}/cj.db", sqlite_content_app.address, metrics_listen="127.0.0.1:0",
+        judge_provider="simulated", simulated_failure_rate=0.5, simulated_failure_code="AUTHENTICATION_ERROR",
+    )  # fmt: skip
+    try:
+        async with channel(sqlite_content_app.address) as c_channel, channel(cj.address) as j_channel:
+            ids = await store_texts(
+                content_pb2_grpc.ContentServiceStub(c_channel), [f"essay {i} " * (5 + i) for i in range(5)]
+            )
+            assessment = assessment_pb2_grpc.AssessmentServiceStub(j_channel)
+            with pytest.raises(grpc.aio.AioRpcError) as missing_prompt:
+                await assessment.SubmitBatch(
+                    submit_request(ids, student_prompt_ref=common_pb2.StorageReference(
+                        kind=common_pb2.CONTENT_KIND_STUDENT_PROMPT, storage_id="f" * 32))
+                )  # fmt: skip
+            assert missing_prompt.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            batch = (await assessment.SubmitBatch(submit_request(ids, comparison_budget=12))).batch
+            async with asyncio.timeout(60):
+                async for update in assessment.WatchBatch(assessment_pb2.WatchBatchRequest(batch_id=batch.batch_id)):
+                    final = update.batch
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{cj.metrics_port}/metrics")).text
+    finally:
+        await cj.stop()
+    state = assessment_pb2.BatchState.Name(final.state).removeprefix("BATCH_STATE_")
+    assert 'huleedu_cj_comparisons_total{error_code="",outcome="done"}' in text
+    assert 'huleedu_cj_comparisons_total{error_code="AUTHENTICATION_ERROR",outcome="failed"}' in text
+    assert 'huleedu_cj_judge_seconds_bucket{le="0.005",provider="simulated"}' in text
+    assert f'huleedu_cj_batch_duration_seconds_count{{state="{state}"}} 1.0' in text
+    assert 'huleedu_cj_prompt_fetch_failures_total{reason="not_found"}' in text
+    watch = 'grpc_method="WatchBatch",grpc_service="huleedu.cj.v1.AssessmentService",grpc_type="server_stream"'
+    assert f'grpc_server_handled_total{{grpc_code="OK",{watch}}} 1.0' in text
+    assert f"grpc_server_handling_seconds_count{{{watch}}} 1.0" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -65,13 +66,24 @@ def test_results_json_is_refused_when_it_breaks_its_schema(tmp_path) -> None:
 
 
 async def test_report_on_a_finished_run(mesh, tmp_path) -> None:
-    await create_assignment(mesh, "eng5-report")
-    for i, grade in enumerate(["E-", "C-", "A"]):
-        await register_anchor(mesh, "eng5-report", f"anchor_{i}", grade, f"Anchor text {grade} " * (5 + 10 * i))
     folder = essays_folder(tmp_path)
     (folder / "known_grades.csv").write_text(
         "file,grade\n" + "".join(f"Student {i:02d} – essay.txt,{'E-' if i < 3 else 'C-'}\n" for i in range(6))
     )
+    anchors = {
+        "E-": ("Anchor text E- " * 5, -2.0),
+        "C-": ("Anchor text C- " * 15, 0.5),
+        "A": ("Anchor text A " * 25, 4.0),
+    }
+    # a simulated judge with known true scores (text sha256 -> score): anchors in grade order, students spread
+    truth = {hashlib.sha256(text.encode()).hexdigest(): score for text, score in anchors.values()}
+    for i, path in enumerate(sorted((folder / "students").iterdir())):
+        truth[hashlib.sha256(path.read_bytes()).hexdigest()] = -3.0 + 1.2 * i
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    await mesh.restart_cj(judge_provider="simulated", simulated_scores_file=str(tmp_path / "truth.json"))
+    await create_assignment(mesh, "eng5-report")
+    for i, (grade, (text, _)) in enumerate(anchors.items()):
+        await register_anchor(mesh, "eng5-report", f"anchor_{i}", grade, text)
     runs = tmp_path / "runs"
     done = await runner(mesh, "run", str(folder), "--assignment-id", "eng5-report", "--budget", "30",
                         "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
