@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+from tests.support.cj import store_texts, submit_request
 from tests.support.messages import SHA256
-from tests.support.tools import grpcurl
+from tests.support.tools import ROOT, grpcurl, run
 
 
 async def test_list_shows_services_health_and_reflection(sqlite_content_app) -> None:
@@ -45,3 +46,20 @@ async def test_bad_storage_id_prints_decoded_violation(sqlite_content_app) -> No
     assert "google.rpc.BadRequest" in result.output
     assert '"field": "storage_id"' in result.output or '"field":"storage_id"' in result.output
     assert "buf.validate.Violations" in result.output
+
+
+async def test_protoset_describes_single_methods_and_drives_a_stream_without_reflection(mesh, tmp_path) -> None:
+    """`make protoset` (buf build with imports) gives grpcurl what reflection on a Python server
+    cannot: single methods described (grpc/grpc#34743); and calls work from the descriptor set alone."""
+    protoset = tmp_path / "cj-mesh.protoset"
+    built = await run(str(ROOT / "node_modules" / ".bin" / "buf"), "build", "-o", str(protoset))
+    assert built.code == 0, built.output
+    method = await grpcurl("-protoset", str(protoset), "describe", "huleedu.cj.v1.AssessmentService.SubmitBatch")
+    assert method.code == 0, method.output
+    assert "rpc SubmitBatch ( .huleedu.cj.v1.SubmitBatchRequest )" in method.stdout
+    ids = await store_texts(mesh.content, ["first protoset essay", "second protoset essay, longer"])
+    batch = (await mesh.assessment.SubmitBatch(submit_request(ids, comparison_budget=2))).batch
+    watched = await grpcurl("-plaintext", "-protoset", str(protoset), "-d", json.dumps({"batch_id": batch.batch_id}),
+                            mesh.cj_app.address, "huleedu.cj.v1.AssessmentService/WatchBatch")  # fmt: skip
+    assert watched.code == 0, watched.output
+    assert '"state": "BATCH_STATE_COMPLETED"' in watched.stdout

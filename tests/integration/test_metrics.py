@@ -1,8 +1,10 @@
-"""Prometheus metrics on a separate listen address: standard gRPC server metrics and domain counters."""
+"""Observability: Prometheus metrics on a separate listen address (standard gRPC server metrics and
+domain counters), and JSON logs."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import httpx
@@ -15,6 +17,7 @@ from tests.conftest import start_cj, start_content
 from tests.support.cj import store_texts, submit_request
 from tests.support.content import upload
 from tests.support.grpc_client import channel
+from tests.support.processes import ServiceProcess
 
 
 async def test_content_metrics_scraped(sqlite_url, tmp_path) -> None:
@@ -74,3 +77,26 @@ async def test_cj_metrics_scraped(sqlite_content_app, tmp_path) -> None:
     watch = 'grpc_method="WatchBatch",grpc_service="huleedu.cj.v1.AssessmentService",grpc_type="server_stream"'
     assert f'grpc_server_handled_total{{grpc_code="OK",{watch}}} 1.0' in text
     assert f"grpc_server_handling_seconds_count{{{watch}}} 1.0" in text
+
+
+async def test_json_logs_carry_correlation_id_rpc_code_and_duration(tmp_path) -> None:
+    service = ServiceProcess(
+        "content-svc", ["--listen", "127.0.0.1:0", "--database-url", f"sqlite:///{tmp_path}/c.db",
+                        "--storage-dir", str(tmp_path / "blobs"), "--migrate", "--log-json"], tmp_path,
+    )  # fmt: skip
+    await service.start()
+    try:
+        async with channel(service.address) as ch:
+            stub = content_pb2_grpc.ContentServiceStub(ch)
+            await stub.Stat(content_pb2.StatRequest(storage_ids=["0" * 32]), metadata=(("x-correlation-id", "log-me"),))
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Get(content_pb2.GetRequest(storage_id="1" * 32), metadata=(("x-correlation-id", "log-me"),))
+    finally:
+        await service.stop()
+    entries = [
+        json.loads(line) for line in (tmp_path / "content-svc.log").read_text().splitlines() if line.startswith("{")
+    ]
+    calls = {e["rpc"]: e for e in entries if e.get("correlation_id") == "log-me" and "rpc" in e}
+    assert calls["huleedu.content.v1.ContentService/Stat"]["code"] == "OK"
+    assert calls["huleedu.content.v1.ContentService/Get"]["code"] == "NOT_FOUND"
+    assert all(isinstance(e["duration_ms"], float) and e["level"] for e in calls.values())
