@@ -26,7 +26,7 @@ from huleedu.common.v1 import common_pb2  # noqa: E402
 from huleedu.content.v1 import content_pb2, content_pb2_grpc  # noqa: E402
 
 from bench._servers import content_service, process  # noqa: E402
-from mesh_server.server import CLIENT_OPTIONS  # noqa: E402
+from mesh_server.tls import MESSAGE_SIZE_OPTIONS  # noqa: E402
 
 MiB = 1024 * 1024
 ESSAYS = 1000
@@ -49,7 +49,7 @@ class DiscardingContentService(content_pb2_grpc.ContentServiceServicer):
 
 
 async def serve_raw(ready: Path) -> None:
-    server = grpc.aio.server(options=CLIENT_OPTIONS)
+    server = grpc.aio.server(options=MESSAGE_SIZE_OPTIONS)
     content_pb2_grpc.add_ContentServiceServicer_to_server(DiscardingContentService(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -77,7 +77,7 @@ async def upload(stub, data: bytes, chunk: int) -> content_pb2.UploadResponse:
 
 
 async def measure(address: str) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS) as channel:
+    async with grpc.aio.insecure_channel(address, options=MESSAGE_SIZE_OPTIONS) as channel:
         stub = content_pb2_grpc.ContentServiceStub(channel)
         big = os.urandom(50 * MiB)
         started = time.perf_counter()

@@ -25,6 +25,9 @@ class BlobWriter:
     """
 
     QUEUE_CHUNKS = 8
+    # Start writing back to disk every this many bytes while the stream goes on, so the fsync at
+    # the end only waits for the tail.
+    WRITEBACK_BYTES = 8 * 1024 * 1024
     # Hash large chunks in a worker thread (hashlib releases the GIL); small ones inline.
     THREAD_HASH_BYTES = 256 * 1024
 
@@ -37,10 +40,13 @@ class BlobWriter:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.QUEUE_CHUNKS)
         self._worker: asyncio.Task[None] | None = None
         self._failure: Exception | None = None
+        self._unsynced = 0
+        self._writeback: asyncio.Future[None] | None = None
 
     async def open(self, expected_size: int | None = None) -> None:
         await aiofiles.os.makedirs(self.final_path.parent, exist_ok=True)
-        self._file = await aiofiles.open(self.temp_path, "wb")
+        # Unbuffered: each chunk goes to the kernel in one write from a worker thread.
+        self._file = await aiofiles.os.wrap(open)(self.temp_path, "wb", buffering=0)
         if expected_size:
             # Reserving the blocks up front makes the writes that follow cheaper.
             await aiofiles.os.wrap(os.posix_fallocate)(self._file.fileno(), 0, expected_size)
@@ -52,12 +58,22 @@ class BlobWriter:
                 continue  # keep taking chunks so that a writer never blocks on a full queue
             try:
                 if len(chunk) >= self.THREAD_HASH_BYTES:
-                    await asyncio.gather(asyncio.to_thread(self._hash.update, chunk), self._file.write(chunk))
+                    # one hop to a worker thread: hashing and writing both release the GIL
+                    await asyncio.to_thread(self._store, chunk)
                 else:
-                    self._hash.update(chunk)
-                    await self._file.write(chunk)
+                    self._store(chunk)
+                self._unsynced += len(chunk)
+                if self._unsynced >= self.WRITEBACK_BYTES and (self._writeback is None or self._writeback.done()):
+                    self._unsynced = 0
+                    self._writeback = asyncio.ensure_future(asyncio.to_thread(os.fdatasync, self._file.fileno()))
             except Exception as error:  # noqa: BLE001 - reported by write() and finish()
                 self._failure = error
+
+    def _store(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        view = memoryview(chunk)
+        while view:  # an unbuffered write may take fewer bytes than offered
+            view = view[self._file.write(view) :]
 
     async def write(self, chunk: bytes) -> None:
         if self._failure is not None:
@@ -70,15 +86,16 @@ class BlobWriter:
         await self._queue.put(None)
         if self._worker is not None:
             await self._worker
+        if self._writeback is not None:
+            await asyncio.wait([self._writeback])
         if self._failure is not None:
             raise self._failure
         return self._hash.hexdigest()
 
     async def commit(self) -> None:
         """Make the blob durable under its final name (call finish() first)."""
-        await self._file.flush()
         await aiofiles.os.wrap(_fsync_and_release)(self._file.fileno())
-        await self._file.close()
+        self._file.close()
         self._file = None
         await aiofiles.os.replace(self.temp_path, self.final_path)
         await aiofiles.os.wrap(_fsync_directory)(self.final_path.parent)
@@ -92,7 +109,7 @@ class BlobWriter:
             self._worker.cancel()
             await asyncio.wait([self._worker])
         if self._file is not None:
-            await self._file.close()
+            self._file.close()
             self._file = None
         try:
             await aiofiles.os.remove(self.temp_path)
