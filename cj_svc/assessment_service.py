@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -18,7 +17,8 @@ from cj_svc.workflow import Workflow
 from mesh_server import correlation, interceptor
 from mesh_server.convert import timestamp
 
-WATCH_POLL_SECONDS = 0.1
+# Looking again at least this often sees changes made by another replica.
+WATCH_POLL_SECONDS = 0.5
 
 
 def state_value(state: str) -> int:
@@ -198,7 +198,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 last = snapshot
             if message.state in {state_value(s) for s in FINAL_STATES}:
                 return
-            await asyncio.sleep(WATCH_POLL_SECONDS)
+            await self.workflow.wait_for_change(request.batch_id, WATCH_POLL_SECONDS)
 
     async def GetBatchResults(self, request: assessment_pb2.GetBatchResultsRequest, context: grpc.aio.ServicerContext):
         return assessment_pb2.GetBatchResultsResponse(

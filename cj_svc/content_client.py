@@ -50,6 +50,30 @@ class ContentClient:
             raise self._unavailable(error) from None
         return response.content.decode("utf-8", errors="replace")
 
+    async def texts(self, storage_ids: list[str]) -> dict[str, str]:
+        """Many texts by BatchGet (storage id -> text), asking again for what did not fit in one
+        response; FailedPrecondition naming the ids the Content Service does not hold."""
+        wanted, found = list(dict.fromkeys(storage_ids)), {}
+        while wanted:
+            try:
+                response = await self.stub.BatchGet(
+                    content_pb2.BatchGetRequest(storage_ids=wanted[:1000]), timeout=self.timeout
+                )
+            except grpc.aio.AioRpcError as error:
+                raise self._unavailable(error) from None
+            if response.missing_storage_ids:
+                raise errors.FailedPrecondition(
+                    f"content {', '.join(response.missing_storage_ids[:20])} is not in the Content Service",
+                    error_code="RESOURCE_NOT_FOUND",
+                )
+            for item in response.items:
+                found[item.metadata.storage_id] = item.content.decode("utf-8", errors="replace")
+            if not response.items and response.deferred_storage_ids:  # one text larger than a response
+                too_big = response.deferred_storage_ids[0]
+                found[too_big] = await self.text(too_big)
+            wanted = [i for i in wanted if i not in found]
+        return found
+
     async def ready(self) -> str | None:
         """None when the Content Service answers."""
         try:

@@ -110,31 +110,47 @@ class _Recorder:
 
 
 class _Texts:
-    """Essay texts fetched in the background (64 at a time) and awaited by the comparisons that need
-    them, so judging starts before every text has arrived. Retries while the Content Service is
-    unavailable."""
+    """Essay texts fetched in the background, a group per BatchGet, and awaited by the comparisons
+    that need them, so judging starts as soon as the first group has arrived. Retries while the
+    Content Service is unavailable."""
 
-    def __init__(self, content: ContentClient) -> None:
+    GROUP = 100
+
+    def __init__(self, content: ContentClient, storage_ids: list[str]) -> None:
         self.content = content
-        self.limit = asyncio.Semaphore(64)
-        self.fetches: dict[str, asyncio.Future[str]] = {}
+        loop = asyncio.get_running_loop()
+        self.fetches: dict[str, asyncio.Future[str]] = {i: loop.create_future() for i in storage_ids}
+        wanted = list(self.fetches)
+        self.task = asyncio.ensure_future(
+            self._fetch_all([wanted[start : start + self.GROUP] for start in range(0, len(wanted), self.GROUP)])
+        )
 
     def get(self, storage_id: str) -> asyncio.Future[str]:
-        if storage_id not in self.fetches:
-            self.fetches[storage_id] = asyncio.ensure_future(self._fetch(storage_id))
         return self.fetches[storage_id]
 
-    async def _fetch(self, storage_id: str) -> str:
-        async with self.limit:
-            for attempt in range(CONTENT_ATTEMPTS - 1):
-                try:
-                    return await self.content.text(storage_id)
-                except errors.Unavailable:
-                    await asyncio.sleep(0.5 * 2**attempt)
-            return await self.content.text(storage_id)
+    async def _fetch_all(self, groups: list[list[str]]) -> None:
+        for group in groups:
+            try:
+                for attempt in range(CONTENT_ATTEMPTS):
+                    try:
+                        found = await self.content.texts(group)
+                        break
+                    except errors.Unavailable:
+                        if attempt == CONTENT_ATTEMPTS - 1:
+                            raise
+                        await asyncio.sleep(0.5 * 2**attempt)
+            except errors.DomainError as error:
+                for storage_id in group:
+                    self.fetches[storage_id].set_exception(error)
+                continue
+            for storage_id in group:
+                self.fetches[storage_id].set_result(found[storage_id])
 
     def close(self) -> None:
+        self.task.cancel()
         for fetch in self.fetches.values():
+            if fetch.done() and not fetch.cancelled():
+                fetch.exception()  # retrieved: no "never retrieved" warning for texts nobody awaited
             fetch.cancel()
 
 
@@ -147,6 +163,7 @@ class Workflow:
         self.judges = Judges(settings)
         self.service_limit = asyncio.Semaphore(settings.service_concurrency)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._changes: dict[str, asyncio.Event] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -180,6 +197,20 @@ class Workflow:
             await asyncio.gather(task, return_exceptions=True)
         return view
 
+    async def wait_for_change(self, batch_id: str, timeout: float) -> None:
+        """Return when this process has changed the batch (progress or state), or after `timeout`
+        (changes made by another replica are seen by looking again)."""
+        change = self._changes.setdefault(batch_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(change.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def _changed(self, batch_id: str) -> None:
+        change = self._changes.pop(batch_id, None)
+        if change is not None:
+            change.set()
+
     # -- one batch ---------------------------------------------------------------------------
 
     async def _run(self, batch_id: str) -> None:
@@ -195,6 +226,8 @@ class Workflow:
         except Exception as error:  # noqa: BLE001 - a batch that cannot go on fails with a reason
             log.exception("batch %s failed", batch_id)
             await self._fail(batch_id, f"{type(error).__name__}: {error}")
+        finally:
+            self._changed(batch_id)
 
     async def _fail(self, batch_id: str, reason: str) -> None:
         async with self.sessions.begin() as session:
@@ -227,9 +260,7 @@ class Workflow:
             return
         if batch.state != "RUNNING":
             return
-        texts = _Texts(self.content)
-        for essay in essays:
-            texts.get(essay.text_storage_id)
+        texts = _Texts(self.content, [e.text_storage_id for e in essays])
         position = {e.essay_id: e.position for e in essays}
         is_anchor = np.array([e.is_anchor for e in essays])
         rng = np.random.default_rng(int(batch_id[:8], 16))
@@ -238,7 +269,9 @@ class Workflow:
         # only essays that are not being judged right now, so slow tails do not idle the judge.
         inflight: dict[str, asyncio.Task[None]] = {}
         limit = asyncio.Semaphore(self.settings.batch_concurrency)
-        refill_at = max(1, self.settings.batch_concurrency)
+        # Keep a backlog of comparisons queued behind the judge slots, so that a slot that frees up
+        # is refilled at once while this loop records, fits and plans the next wave.
+        refill_at = max(1, self.settings.batch_concurrency + self.settings.batch_concurrency // 2)
         previous: np.ndarray | None = None
         try:
             while True:
@@ -284,8 +317,7 @@ class Workflow:
                         log.info("batch %s stops: %s", batch_id, reason.value)
                         await self._finalize(batch_id, reason.value)
                     return
-                # Wait for at least one answer; for more while the judge slots are still mostly busy,
-                # or for all of them once the batch is stopping.
+                # Wait for at least one answer (for all of them once the batch is stopping).
                 goal = min(refill_at, len(inflight) - 1) if reason == StopReason.CONTINUE else 0
                 while inflight and len(inflight) > goal:
                     await asyncio.wait(list(inflight.values()), return_when=asyncio.FIRST_COMPLETED)
@@ -293,6 +325,7 @@ class Workflow:
                         task.result()  # a judging task that crashed fails the batch
                     inflight = {cid: t for cid, t in inflight.items() if not t.done()}
                 await recorder.flush()
+                self._changed(batch_id)
         finally:
             for task in inflight.values():
                 task.cancel()
@@ -450,14 +483,15 @@ class Workflow:
         async with self.sessions.begin() as session:
             await session.execute(delete(GradeProjection).where(GradeProjection.batch_id == batch_id))
             await session.execute(delete(BatchResult).where(BatchResult.batch_id == batch_id))
-            for essay in essays:
-                i = essay.position
-                await session.execute(
-                    update(BatchEssay).where(BatchEssay.id == essay.id).values(
-                        score=float(result.scores[i]), standard_error=float(result.standard_errors[i]),
-                        rank=int(rank[i]), wins=int(wins[i]), losses=int(losses[i]),
-                    )
-                )  # fmt: skip
+            await session.execute(  # one executemany by primary key
+                update(BatchEssay),
+                [
+                    {"id": e.id, "score": float(result.scores[e.position]),
+                     "standard_error": float(result.standard_errors[e.position]), "rank": int(rank[e.position]),
+                     "wins": int(wins[e.position]), "losses": int(losses[e.position])}
+                    for e in essays
+                ],
+            )  # fmt: skip
             session.add(
                 BatchResult(
                     batch_id=batch_id,

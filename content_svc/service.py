@@ -118,6 +118,16 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
         stored, content = await self.store.read(request.storage_id, GET_MAX_BYTES)
         return content_pb2.GetResponse(metadata=metadata_message(stored), content=content)
 
+    async def BatchGet(
+        self, request: content_pb2.BatchGetRequest, context: grpc.aio.ServicerContext
+    ) -> content_pb2.BatchGetResponse:
+        found, missing, deferred = await self.store.read_many(list(request.storage_ids), GET_MAX_BYTES)
+        return content_pb2.BatchGetResponse(
+            items=[content_pb2.GetResponse(metadata=metadata_message(meta), content=data) for meta, data in found],
+            missing_storage_ids=missing,
+            deferred_storage_ids=deferred,
+        )
+
     async def Download(
         self, request: content_pb2.DownloadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[content_pb2.DownloadResponse]:

@@ -6,6 +6,7 @@ failed, refused or cancelled upload leaves neither behind.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -284,6 +285,22 @@ class ContentStore:
                 field="storage_id",
             )
         return meta, await self._read_blob(meta)
+
+    async def read_many(
+        self, storage_ids: Sequence[str], max_total_bytes: int
+    ) -> tuple[list[tuple[Stored, bytes]], list[str], list[str]]:
+        """Contents in request order up to `max_total_bytes` in all; also the missing ids and the
+        stored ids that did not fit (deferred)."""
+        found, missing = await self.stat(storage_ids)
+        chosen, deferred, total = [], [], 0
+        for meta in found:
+            if total + meta.size > max_total_bytes:
+                deferred.append(meta.storage_id)
+            else:
+                chosen.append(meta)
+                total += meta.size
+        contents = await asyncio.gather(*(self._read_blob(meta) for meta in chosen))
+        return list(zip(chosen, contents, strict=True)), missing, deferred
 
     async def _read_blob(self, meta: Stored) -> bytes:
         try:

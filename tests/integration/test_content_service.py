@@ -215,6 +215,34 @@ async def test_stat_find_by_checksum_and_not_found(content_app) -> None:
         assert error_reason(caught.value) == "RESOURCE_NOT_FOUND"
 
 
+async def test_batch_get_in_order_with_missing_and_deferred(content_app) -> None:
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        small = await upload(stub, ESSAY_5K)
+        big_bytes = os.urandom(3 * MiB)
+        big = await upload(stub, big_bytes)
+        second_big = await upload(stub, os.urandom(2 * MiB))
+        missing_id = "f" * 32
+        response = await stub.BatchGet(
+            content_pb2.BatchGetRequest(
+                storage_ids=[big.storage_id, missing_id, small.storage_id, second_big.storage_id, small.storage_id]
+            )
+        )
+        # request order, each id once; 3 MiB + 5 KiB fit in 4 MiB, the 2 MiB one is deferred
+        assert [(i.metadata.storage_id, len(i.content)) for i in response.items] == [
+            (big.storage_id, len(big_bytes)), (small.storage_id, len(ESSAY_5K))
+        ]  # fmt: skip
+        assert response.items[0].content == big_bytes and response.items[1].metadata.sha256 == small.sha256
+        assert list(response.missing_storage_ids) == [missing_id]
+        assert list(response.deferred_storage_ids) == [second_big.storage_id]
+        again = await stub.BatchGet(content_pb2.BatchGetRequest(storage_ids=list(response.deferred_storage_ids)))
+        assert [i.metadata.storage_id for i in again.items] == [second_big.storage_id]
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await stub.BatchGet(content_pb2.BatchGetRequest(storage_ids=["a" * 64]))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "storage_ids[0]" in field_violations(bad.value)
+
+
 async def test_everything_still_there_after_restart(database_url, tmp_path) -> None:
     app = await start_content(database_url, tmp_path / "blobs")
     async with channel(app.address) as ch:

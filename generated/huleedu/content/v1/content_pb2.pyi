@@ -299,6 +299,60 @@ class GetResponse(_message.Message):
 Global___GetResponse: _TypeAlias = GetResponse  # noqa: Y015
 
 @_typing.final
+class BatchGetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORAGE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        storage_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["storage_ids", b"storage_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetRequest: _TypeAlias = BatchGetRequest  # noqa: Y015
+
+@_typing.final
+class BatchGetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    MISSING_STORAGE_IDS_FIELD_NUMBER: _builtins.int
+    DEFERRED_STORAGE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___GetResponse]:
+        """In request order, each id once."""
+
+    @_builtins.property
+    def missing_storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def deferred_storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Stored, but left out to keep this response within 4 MiB of content; ask again (larger than
+        4 MiB on its own: use Download).
+        """
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___GetResponse] | None = ...,
+        missing_storage_ids: _abc.Iterable[_builtins.str] | None = ...,
+        deferred_storage_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deferred_storage_ids", b"deferred_storage_ids", "items", b"items", "missing_storage_ids", b"missing_storage_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetResponse: _TypeAlias = BatchGetResponse  # noqa: Y015
+
+@_typing.final
 class DownloadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -51,6 +51,11 @@ class ContentServiceStub:
                 request_serializer=huleedu_dot_content_dot_v1_dot_content__pb2.GetRequest.SerializeToString,
                 response_deserializer=huleedu_dot_content_dot_v1_dot_content__pb2.GetResponse.FromString,
                 _registered_method=True)
+        self.BatchGet = channel.unary_unary(
+                '/huleedu.content.v1.ContentService/BatchGet',
+                request_serializer=huleedu_dot_content_dot_v1_dot_content__pb2.BatchGetRequest.SerializeToString,
+                response_deserializer=huleedu_dot_content_dot_v1_dot_content__pb2.BatchGetResponse.FromString,
+                _registered_method=True)
         self.Download = channel.unary_stream(
                 '/huleedu.content.v1.ContentService/Download',
                 request_serializer=huleedu_dot_content_dot_v1_dot_content__pb2.DownloadRequest.SerializeToString,
@@ -94,6 +99,14 @@ class ContentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGet(self, request, context):
+        """Many small texts in one call (like Bazel's BatchReadBlobs): at most 4 MiB of content per
+        response; ids left over are listed as deferred, to be asked for again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Download(self, request, context):
         """Server stream: metadata first, then 64 KiB chunks.
         """
@@ -132,6 +145,11 @@ def add_ContentServiceServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=huleedu_dot_content_dot_v1_dot_content__pb2.GetRequest.FromString,
                     response_serializer=huleedu_dot_content_dot_v1_dot_content__pb2.GetResponse.SerializeToString,
+            ),
+            'BatchGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGet,
+                    request_deserializer=huleedu_dot_content_dot_v1_dot_content__pb2.BatchGetRequest.FromString,
+                    response_serializer=huleedu_dot_content_dot_v1_dot_content__pb2.BatchGetResponse.SerializeToString,
             ),
             'Download': grpc.unary_stream_rpc_method_handler(
                     servicer.Download,
@@ -232,6 +250,33 @@ class ContentService:
             '/huleedu.content.v1.ContentService/Get',
             huleedu_dot_content_dot_v1_dot_content__pb2.GetRequest.SerializeToString,
             huleedu_dot_content_dot_v1_dot_content__pb2.GetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huleedu.content.v1.ContentService/BatchGet',
+            huleedu_dot_content_dot_v1_dot_content__pb2.BatchGetRequest.SerializeToString,
+            huleedu_dot_content_dot_v1_dot_content__pb2.BatchGetResponse.FromString,
             options,
             channel_credentials,
             insecure,

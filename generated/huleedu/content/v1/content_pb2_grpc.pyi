@@ -41,6 +41,10 @@ class ContentServiceStub:
     """Many small texts in one call, with a status per item."""
     Get: _grpc.UnaryUnaryMultiCallable[_content_pb2.GetRequest, _content_pb2.GetResponse]
     """Content up to 4 MiB in one message; larger content needs Download."""
+    BatchGet: _grpc.UnaryUnaryMultiCallable[_content_pb2.BatchGetRequest, _content_pb2.BatchGetResponse]
+    """Many small texts in one call (like Bazel's BatchReadBlobs): at most 4 MiB of content per
+    response; ids left over are listed as deferred, to be asked for again.
+    """
     Download: _grpc.UnaryStreamMultiCallable[_content_pb2.DownloadRequest, _content_pb2.DownloadResponse]
     """Server stream: metadata first, then 64 KiB chunks."""
     Stat: _grpc.UnaryUnaryMultiCallable[_content_pb2.StatRequest, _content_pb2.StatResponse]
@@ -61,6 +65,10 @@ class ContentServiceAsyncStub(ContentServiceStub):
     """Many small texts in one call, with a status per item."""
     Get: _aio.UnaryUnaryMultiCallable[_content_pb2.GetRequest, _content_pb2.GetResponse]  # type: ignore[assignment]
     """Content up to 4 MiB in one message; larger content needs Download."""
+    BatchGet: _aio.UnaryUnaryMultiCallable[_content_pb2.BatchGetRequest, _content_pb2.BatchGetResponse]  # type: ignore[assignment]
+    """Many small texts in one call (like Bazel's BatchReadBlobs): at most 4 MiB of content per
+    response; ids left over are listed as deferred, to be asked for again.
+    """
     Download: _aio.UnaryStreamMultiCallable[_content_pb2.DownloadRequest, _content_pb2.DownloadResponse]  # type: ignore[assignment]
     """Server stream: metadata first, then 64 KiB chunks."""
     Stat: _aio.UnaryUnaryMultiCallable[_content_pb2.StatRequest, _content_pb2.StatResponse]  # type: ignore[assignment]
@@ -96,6 +104,16 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_content_pb2.GetResponse, _abc.Awaitable[_content_pb2.GetResponse]]:
         """Content up to 4 MiB in one message; larger content needs Download."""
+
+    @_abc_1.abstractmethod
+    def BatchGet(
+        self,
+        request: _content_pb2.BatchGetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_content_pb2.BatchGetResponse, _abc.Awaitable[_content_pb2.BatchGetResponse]]:
+        """Many small texts in one call (like Bazel's BatchReadBlobs): at most 4 MiB of content per
+        response; ids left over are listed as deferred, to be asked for again.
+        """
 
     @_abc_1.abstractmethod
     def Download(
