@@ -68,6 +68,12 @@ def serve(
     service_concurrency: Annotated[
         int, _opt("service_concurrency", "judge calls in flight in all")
     ] = _d.service_concurrency,
+    replica_id: Annotated[
+        str, _opt("replica_id", "this replica's id, distinct per replica on one database; default: host name")
+    ] = _d.replica_id,
+    lease_seconds: Annotated[
+        float, _opt("lease_seconds", "a batch whose replica stops renewing is taken over after this")
+    ] = _d.lease_seconds,
     ready_file: Annotated[Path | None, typer.Option(help="write the bound addresses here as JSON once serving")] = None,
 ) -> None:
     """Serve huleedu.cj.v1.AdminService and AssessmentService until SIGTERM or SIGINT."""

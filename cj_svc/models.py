@@ -152,6 +152,8 @@ class Comparison(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
     completed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
+    # The replica that wrote the row and sent it to the judge.
+    replica_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class BatchResult(Base):

@@ -14,12 +14,14 @@ import asyncio
 import json
 import logging
 import random
+import socket
 import time
 from datetime import UTC, datetime
 
 import numpy as np
 from prometheus_client import Counter, Histogram
 from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from cj_svc.batches import Batches, transition
@@ -31,6 +33,7 @@ from cj_svc.engine.scales import get_scale
 from cj_svc.engine.stopping import BatchProgress, StopReason, decide
 from cj_svc.judges.base import JudgeError, JudgeRequest
 from cj_svc.judges.factory import Judges
+from cj_svc.leases import LeaseLost, Leases
 from cj_svc.models import Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.settings import CJSettings
 from mesh_server import correlation, errors
@@ -164,26 +167,42 @@ class Workflow:
         self.service_limit = asyncio.Semaphore(settings.service_concurrency)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._changes: dict[str, asyncio.Event] = {}
+        # Replicas sharing a database must have distinct ids; a restarted process with the same id
+        # takes its own leases back at once.
+        self.replica_id = settings.replica_id or socket.gethostname()
+        self.leases = Leases(sessions, self.replica_id, settings.lease_seconds)
+        self._claimer: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Resume every batch that has not ended."""
-        async with self.sessions() as session:
-            unfinished = (
-                await session.execute(
-                    select(Batch.batch_id).where(Batch.state.in_(("PENDING", "RUNNING", "FINALIZING")))
-                )
-            ).scalars()
-            for batch_id in list(unfinished):
-                log.info("resuming batch %s", batch_id)
-                self.launch(batch_id)
+        """Resume every unfinished batch that no other replica holds; from then on, look for batches
+        whose lease expired (their replica died) a few times per lease period."""
+        for batch_id in await self.leases.claim_free(limit=10_000):
+            log.info("resuming batch %s", batch_id)
+            self.launch(batch_id)
+        self._claimer = asyncio.create_task(self._claim_expired(), name="claim-expired-batches")
+
+    async def _claim_expired(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                claimed = await self.leases.claim_free()
+            except (SQLAlchemyError, OSError) as error:
+                log.warning("could not look for batches to take over: %s", error)
+                continue
+            for batch_id in claimed:
+                if batch_id not in self.tasks or self.tasks[batch_id].done():
+                    log.info("taking over batch %s", batch_id)
+                    self.launch(batch_id)
 
     def launch(self, batch_id: str) -> None:
         if batch_id not in self.tasks or self.tasks[batch_id].done():
             self.tasks[batch_id] = asyncio.create_task(self._run(batch_id), name=f"batch-{batch_id}")
 
     async def stop(self) -> None:
+        if self._claimer is not None:
+            self._claimer.cancel()
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
@@ -214,6 +233,9 @@ class Workflow:
     # -- one batch ---------------------------------------------------------------------------
 
     async def _run(self, batch_id: str) -> None:
+        if not await self.leases.claim(batch_id):
+            return  # another replica works it
+        renewing = asyncio.create_task(self._renew(batch_id, asyncio.current_task()))
         try:
             async with self.sessions() as session:
                 batch = await session.get(Batch, batch_id)
@@ -223,11 +245,32 @@ class Workflow:
         except asyncio.CancelledError:
             await self._settle_cancelled(batch_id)
             raise
+        except LeaseLost as lost:
+            log.warning("stopped working on batch %s: %s", batch_id, lost)
         except Exception as error:  # noqa: BLE001 - a batch that cannot go on fails with a reason
             log.exception("batch %s failed", batch_id)
             await self._fail(batch_id, f"{type(error).__name__}: {error}")
         finally:
+            renewing.cancel()
             self._changed(batch_id)
+            try:
+                await self.leases.release(batch_id)
+            except (SQLAlchemyError, OSError):
+                pass  # the lease expires on its own
+
+    async def _renew(self, batch_id: str, worker: asyncio.Task[None] | None) -> None:
+        """Keep the lease while the batch is worked; stop the work when another replica has it."""
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                await self.leases.renew(batch_id)
+            except LeaseLost as lost:
+                log.warning("%s; stopping here", lost)
+                if worker is not None:
+                    worker.cancel()
+                return
+            except (SQLAlchemyError, OSError) as error:
+                log.warning("could not renew the lease of batch %s: %s", batch_id, error)
 
     async def _fail(self, batch_id: str, reason: str) -> None:
         async with self.sessions.begin() as session:
@@ -414,15 +457,20 @@ class Workflow:
             Comparison(
                 comparison_id=new_id(), batch_id=batch.batch_id, wave=number, essay_a_id=essays[a].essay_id,
                 essay_b_id=essays[b].essay_id, status="PENDING", attempts=0, request_correlation_id=batch.correlation_id,
-                provider=batch.judge_provider, model=batch.judge_model, created_at=now,
+                provider=batch.judge_provider, model=batch.judge_model, created_at=now, replica_id=self.replica_id,
             )
             for a, b in wave
         ]  # fmt: skip
         async with self.sessions.begin() as session:
             session.add_all(rows)
-            await session.execute(
-                update(Batch).where(Batch.batch_id == batch.batch_id).values(wave=number, updated_at=now)
+            # Fenced by the lease: a replica that lost the batch writes no new comparisons.
+            owned = await session.execute(
+                update(Batch)
+                .where(Batch.batch_id == batch.batch_id, Batch.lease_owner == self.replica_id)
+                .values(wave=number, updated_at=now)
             )
+            if owned.rowcount != 1:
+                raise LeaseLost(f"batch {batch.batch_id} is no longer leased to {self.replica_id}")  # rolls back
         return rows
 
     async def _judge(self, batch: Batch, row: Comparison, request: JudgeRequest) -> dict:
