@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 BUF := node_modules/.bin/buf
 
-.PHONY: install test lint generate vendor-protos bench protoset demo serve clean
+.PHONY: install test lint generate vendor-protos bench fuzz protoset demo serve clean
 
 install: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -38,6 +38,9 @@ vendor-protos: $(INSTALLED)
 
 bench: install
 	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-20000} $(PY) -m pytest -q tests/reliability/test_fuzz.py
 
 protoset: install
 	$(BUF) build -o cj-mesh.protoset

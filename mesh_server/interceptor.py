@@ -37,7 +37,33 @@ class RequestInvalid(Exception):
         self.error = error
 
 
+class Undecodable:
+    """Bytes that are not a message of the method's request type (grpc would answer UNKNOWN)."""
+
+    def __init__(self, type_name: str, error: Exception) -> None:
+        self.type_name = type_name
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    type_name = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = type_name.full_name if type_name is not None else "request"
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # noqa: BLE001 - refused in the handler with INVALID_ARGUMENT
+            return Undecodable(name, error)
+
+    return deserialize
+
+
 def validate(message: Any) -> None:
+    if isinstance(message, Undecodable):
+        raise InvalidArgument(
+            f"the request is not a valid {message.type_name} message ({message.error}); "
+            f"send a serialized {message.type_name}"
+        )
     try:
         _validator.validate(message)
     except protovalidate.ValidationError as error:
@@ -199,7 +225,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
-        io = (handler.request_deserializer, handler.response_serializer)
+        io = (_tolerant(handler.request_deserializer), handler.response_serializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _unary_response(self.authorizer, method, "unary", handler.unary_unary, False), *io

@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -53,3 +55,15 @@ class ServiceProcess:
                     await self.process.wait()
             except TimeoutError:
                 await self.kill()
+
+
+def wait_for_ready_file(ready: Path, process: subprocess.Popen, timeout: float = 60) -> dict:
+    """The addresses a service wrote to its --ready-file (for tests that drive it synchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready.exists():
+            return json.loads(ready.read_text())
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{process.args[0]} did not write {ready} within {timeout} s")
