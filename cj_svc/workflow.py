@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import numpy as np
 from prometheus_client import Counter, Histogram
 from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from cj_svc.batches import Batches, transition
@@ -241,7 +241,7 @@ class Workflow:
                 batch = await session.get(Batch, batch_id)
             if batch is not None:
                 correlation.current.set(batch.correlation_id)
-            await self._work(batch_id)
+            await self._work_through_outages(batch_id)
         except asyncio.CancelledError:
             await self._settle_cancelled(batch_id)
             raise
@@ -257,6 +257,23 @@ class Workflow:
                 await self.leases.release(batch_id)
             except (SQLAlchemyError, OSError):
                 pass  # the lease expires on its own
+
+    async def _work_through_outages(self, batch_id: str) -> None:
+        """Work the batch; when the database goes away, wait and resume (answers not yet written are
+        asked again), instead of failing a batch that did nothing wrong."""
+        delay = 0.5
+        while True:
+            try:
+                await self._work(batch_id)
+                return
+            except (OperationalError, InterfaceError, OSError) as error:
+                log.warning("batch %s: database unavailable (%s); resuming in %.1f s", batch_id, error, delay)
+            except DBAPIError as error:
+                if not error.connection_invalidated:
+                    raise
+                log.warning("batch %s: database connection lost; resuming in %.1f s", batch_id, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def _renew(self, batch_id: str, worker: asyncio.Task[None] | None) -> None:
         """Keep the lease while the batch is worked; stop the work when another replica has it."""

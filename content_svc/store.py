@@ -7,6 +7,7 @@ failed, refused or cancelled upload leaves neither behind.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -147,7 +148,11 @@ class ContentStore:
             try:
                 await self.blobs.write_small({storage_ids[d]: items[fresh[d][0]][1] for d in fresh})
             except OSError as error:
-                failure = errors.Unavailable(f"could not write the blobs: {error.strerror}; retry later")
+                failure = (
+                    errors.storage_full()
+                    if error.errno == errno.ENOSPC
+                    else errors.Unavailable(f"could not write the blobs: {error.strerror}; retry later")
+                )
                 for indexes in fresh.values():
                     for index in indexes:
                         results[index] = failure

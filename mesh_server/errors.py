@@ -87,3 +87,8 @@ class Unauthenticated(DomainError):
 class PermissionDenied(DomainError):
     kind = Kind.PERMISSION_DENIED
     default_error_code = "AUTHORIZATION_ERROR"
+
+
+def storage_full() -> ResourceExhausted:
+    """The one message for a full disk, whichever layer notices it."""
+    return ResourceExhausted("the storage is full; free space and retry", error_code="PROCESSING_ERROR")

@@ -96,7 +96,7 @@ def as_domain_error(error: BaseException) -> BaseException:
     if isinstance(error, DomainError):
         return error
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return errors.ResourceExhausted("the storage is full; free space and retry", error_code="PROCESSING_ERROR")
+        return errors.storage_full()
     if isinstance(
         error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError, TimeoutError)
     ):
