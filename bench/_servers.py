@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+PIDS: dict[str, int] = {}  # address -> process id of the services started here
 
 
 def wait_for(ready: Path, process: subprocess.Popen, what: str, timeout: float = 60) -> dict:
@@ -36,7 +37,9 @@ def process(args: list[str], what: str, env: dict[str, str] | None = None):
             stderr=subprocess.DEVNULL,
         )
         try:
-            yield wait_for(ready, proc, what), Path(tmp)
+            announced = wait_for(ready, proc, what)
+            PIDS[announced["address"]] = proc.pid
+            yield announced, Path(tmp)
         finally:
             proc.terminate()
             proc.wait(30)

@@ -28,7 +28,6 @@ from rich.table import Table
 from mesh_server.status import describe, violations_of
 from mesh_server.tls import TlsFiles
 from runner import inventory as inv
-from runner import report as run_report
 from runner.client import KIND, Mesh, RunnerError, describe_rpc_error, storage_ids_for
 from runner.results import as_dict, run_folder, write_run
 
@@ -339,6 +338,8 @@ def report(
     ] = None,
 ) -> None:
     """Agreement of a finished run with its anchors and known grades: writes report.md and plot.png."""
+    from runner import report as run_report  # scipy and matplotlib: loaded only for this command
+
     try:
         made = run_report.write(run_dir, known_grades)
     except (FileNotFoundError, ValueError, KeyError) as error:

@@ -14,7 +14,6 @@ import jsonschema
 from google.protobuf import json_format
 from huleedu.cj.v1 import assessment_pb2
 
-from runner import report
 from runner.client import RunnerError
 
 RESULTS_SCHEMA = Path(__file__).parent / "schemas" / "results.schema.json"
@@ -62,6 +61,8 @@ def write_run(
             writer.writerow([c.comparison_id, c.wave, c.essay_a_id, c.essay_b_id,
                              assessment_pb2.Winner.Name(c.winner).removeprefix("WINNER_"), c.confidence,
                              c.error_code, c.attempts])  # fmt: skip
+    from runner import report  # numpy, scipy and matplotlib: loaded only when a report is written
+
     if known_grades is not None:
         shutil.copyfile(known_grades, folder / report.KNOWN_GRADES)
     report.write(folder)
