@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.processes import wait_for_ready_file  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PIDS: dict[str, int] = {}  # address -> process id of the services started here
 
 
-def wait_for(ready: Path, process: subprocess.Popen, what: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready.exists():
-            return json.loads(ready.read_text())
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start within {timeout} s")
-
-
 @contextmanager
-def process(args: list[str], what: str, env: dict[str, str] | None = None):
+def process(args: list[str], env: dict[str, str] | None = None):
     with tempfile.TemporaryDirectory(prefix="cjmesh-bench-") as tmp:
         ready = Path(tmp) / "ready.json"
         proc = subprocess.Popen(
@@ -37,7 +27,7 @@ def process(args: list[str], what: str, env: dict[str, str] | None = None):
             stderr=subprocess.DEVNULL,
         )
         try:
-            announced = wait_for(ready, proc, what)
+            announced = wait_for_ready_file(ready, proc)
             PIDS[announced["address"]] = proc.pid
             yield announced, Path(tmp)
         finally:
@@ -51,7 +41,7 @@ def content_service(database_url: str | None = None):
         url = database_url or f"sqlite:///{data}/content.db"
         args = [str(BIN / "content-svc"), "serve", "--listen", "127.0.0.1:0", "--migrate",
                 "--database-url", url, "--storage-dir", f"{data}/blobs", "--log-level", "WARNING"]  # fmt: skip
-        with process(args, "content-svc") as (ready, _):
+        with process(args) as (ready, _):
             yield ready["address"]
 
 
@@ -61,5 +51,5 @@ def cj_service(content_address: str, database_url: str | None = None, extra: lis
         url = database_url or f"sqlite:///{data}/cj.db"
         args = [str(BIN / "cj-svc"), "serve", "--listen", "127.0.0.1:0", "--migrate", "--database-url", url,
                 "--content-address", content_address, "--log-level", "WARNING", *(extra or [])]  # fmt: skip
-        with process(args, "cj-svc") as (ready, _):
+        with process(args) as (ready, _):
             yield ready["address"]

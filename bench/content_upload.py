@@ -121,7 +121,7 @@ def main() -> None:
     if args.serve_raw:
         asyncio.run(serve_raw(args.ready_file))
         return
-    with process([sys.executable, __file__, "--serve-raw"], "raw server") as (raw, _):
+    with process([sys.executable, __file__, "--serve-raw"]) as (raw, _):
         with content_service(args.database_url) as address:
             raw_address = raw["address"]
             ceiling = best([asyncio.run(measure(raw_address)) for _ in range(args.repeat)])

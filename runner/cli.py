@@ -52,7 +52,9 @@ def main(
     cj_address: Annotated[str, typer.Option(envvar="CJ_RUNNER_CJ_ADDRESS")] = Options.cj_address,
     token: Annotated[str, typer.Option(envvar="CJ_RUNNER_TOKEN", help="bearer token, when the services need one")] = "",
     tls_ca: Annotated[str, typer.Option(envvar="CJ_RUNNER_TLS_CA", help="PEM CA of the services' certificates")] = "",
-    tls_cert: Annotated[str, typer.Option(envvar="CJ_RUNNER_TLS_CERT", help="PEM client certificate (mutual TLS)")] = "",
+    tls_cert: Annotated[
+        str, typer.Option(envvar="CJ_RUNNER_TLS_CERT", help="PEM client certificate (mutual TLS)")
+    ] = "",
     tls_key: Annotated[str, typer.Option(envvar="CJ_RUNNER_TLS_KEY", help="PEM key of --tls-cert")] = "",
 ) -> None:
     Options.content_address, Options.cj_address, Options.token = content_address, cj_address, token

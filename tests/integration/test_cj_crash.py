@@ -10,7 +10,7 @@ from huleedu.content.v1 import content_pb2_grpc
 from sqlalchemy import text
 
 from mesh_server import database
-from tests.support.cj import store_texts, submit_request
+from tests.support.cj import store_texts, submit_request, wait_until_done
 from tests.support.processes import ServiceProcess
 
 
@@ -30,11 +30,7 @@ async def test_killed_mid_batch_resumes_without_losing_or_repeating(content_app,
         async with grpc.aio.insecure_channel(address) as channel:
             stub = assessment_pb2_grpc.AssessmentServiceStub(channel)
             batch = (await stub.SubmitBatch(submit_request(storage_ids, comparison_budget=80))).batch
-            async with asyncio.timeout(30):
-                while (  # noqa: ASYNC110 - polling another process
-                    await stub.GetBatch(assessment_pb2.GetBatchRequest(batch_id=batch.batch_id))
-                ).batch.progress.comparisons_done < 20:
-                    await asyncio.sleep(0.05)
+            await wait_until_done(stub, batch.batch_id, 20)
         engine = database.create_engine(cj_database_url)
         async with asyncio.timeout(30):  # kill while comparisons are in flight
             while True:

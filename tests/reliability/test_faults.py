@@ -17,7 +17,7 @@ from sqlalchemy import text
 from mesh_server import database
 from runner.client import write_all
 from tests.conftest import start_content
-from tests.support.cj import store_texts, submit_request
+from tests.support.cj import store_texts, submit_request, wait_until_done
 from tests.support.content import upload, upload_requests
 from tests.support.processes import ServiceProcess
 from tests.support.tools import run
@@ -104,11 +104,7 @@ async def test_postgresql_restarted_mid_batch(pg_cluster, sqlite_content_app, tm
         async with grpc.aio.insecure_channel(address) as channel:
             stub = assessment_pb2_grpc.AssessmentServiceStub(channel)
             batch = (await stub.SubmitBatch(submit_request(ids, comparison_budget=120))).batch
-            async with asyncio.timeout(30):
-                while (  # noqa: ASYNC110 - polling another process
-                    await stub.GetBatch(assessment_pb2.GetBatchRequest(batch_id=batch.batch_id))
-                ).batch.progress.comparisons_done < 20:
-                    await asyncio.sleep(0.05)
+            await wait_until_done(stub, batch.batch_id, 20)
         await asyncio.to_thread(pg_cluster.stop)
         await asyncio.sleep(1.0)
         await asyncio.to_thread(pg_cluster.start)

@@ -60,3 +60,14 @@ async def watch_to_end(mesh, batch_id: str, timeout: float = 120):
         async for update in mesh.assessment.WatchBatch(assessment_pb2.WatchBatchRequest(batch_id=batch_id)):
             last = update.batch
     return last
+
+
+async def wait_until_done(stub, batch_id: str, comparisons: int, timeout: float = 30) -> None:
+    """Poll a batch (possibly served by another process) until that many comparisons are answered."""
+    import asyncio
+
+    async with asyncio.timeout(timeout):
+        while (  # noqa: ASYNC110 - polling another process
+            await stub.GetBatch(assessment_pb2.GetBatchRequest(batch_id=batch_id))
+        ).batch.progress.comparisons_done < comparisons:
+            await asyncio.sleep(0.05)
