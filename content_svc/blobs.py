@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import os
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,49 @@ def _write_atomically(final_path: Path, content: bytes) -> None:
         raise
 
 
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    return function
+
+
+_SYNCFS = _load_syncfs()
+# Below this many blobs, one fsync each costs less than flushing the whole file system.
+SYNCFS_MIN_BLOBS = 32
+
+
+def _syncfs(root: Path) -> None:
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:  # type: ignore[misc]
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+    finally:
+        os.close(fd)
+
+
+def _write_many_with_syncfs(root: Path, contents: dict[Path, bytes]) -> None:
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for final_path, content in contents.items():
+            final_path.parent.mkdir(exist_ok=True)
+            temp_path = final_path.with_name(f".{final_path.name}.{new_id()[:8]}{TEMP_SUFFIX}")
+            temps.append((temp_path, final_path))
+            with open(temp_path, "wb") as blob:
+                blob.write(content)
+        _syncfs(root)  # every byte on disk before any name points at it
+        for temp_path, final_path in temps:
+            os.replace(temp_path, final_path)
+        _syncfs(root)  # and the names too
+    except BaseException:
+        for temp_path, _ in temps:
+            temp_path.unlink(missing_ok=True)
+        raise
+
+
 def _fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -186,8 +230,18 @@ class BlobDirectory:
         return None
 
     async def write_small(self, contents: dict[str, bytes]) -> None:
-        """Write many small blobs atomically: each temp file fsynced and renamed in one worker
-        call, then each touched directory fsynced once."""
+        """Write many small blobs atomically. Where the kernel offers syncfs (Linux), all temp files
+        are written, made durable with one syncfs, renamed, and the names made durable with another:
+        two flushes instead of one fsync per blob. Elsewhere each temp file is fsynced and renamed,
+        then each touched directory fsynced once."""
+        if _SYNCFS is not None and len(contents) >= SYNCFS_MIN_BLOBS:
+            paths = {self.path(storage_id): content for storage_id, content in contents.items()}
+            try:
+                await aiofiles.os.wrap(_write_many_with_syncfs)(self.root, paths)
+            except BaseException:
+                await asyncio.gather(*(self.remove(storage_id) for storage_id in contents))
+                raise
+            return
 
         async def one(storage_id: str, content: bytes) -> None:
             await aiofiles.os.wrap(_write_atomically)(self.path(storage_id), content)

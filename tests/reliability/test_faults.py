@@ -188,8 +188,8 @@ async def test_full_disk_gives_resource_exhausted_and_recovers(sqlite_url, tmp_p
             many = await stub.BatchUpload(
                 content_pb2.BatchUploadRequest(
                     items=[
-                        content_pb2.BatchUploadItem(kind=1, content_type="text/plain", content=os.urandom(600_000))
-                        for _ in range(3)
+                        content_pb2.BatchUploadItem(kind=1, content_type="text/plain", content=os.urandom(40_000))
+                        for _ in range(40)
                     ]  # fmt: skip
                 )
             )
@@ -199,6 +199,14 @@ async def test_full_disk_gives_resource_exhausted_and_recovers(sqlite_url, tmp_p
             assert (await run("mount", "-o", "remount,size=8m", str(storage))).code == 0  # space returns
             again = await upload(stub, os.urandom(1536 * 1024))
             assert len(again.storage_id) == 32
+            texts = [os.urandom(40_000) for _ in range(40)]  # enough blobs for the one-flush path
+            stored = await stub.BatchUpload(
+                content_pb2.BatchUploadRequest(
+                    items=[content_pb2.BatchUploadItem(kind=1, content_type="text/plain", content=t) for t in texts]
+                )
+            )
+            got = await stub.BatchGet(content_pb2.BatchGetRequest(storage_ids=[r.storage_id for r in stored.results]))
+            assert [i.content for i in got.items] == texts
     finally:
         await app.stop()
         await run("umount", "-l", str(storage))
