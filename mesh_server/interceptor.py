@@ -147,6 +147,7 @@ async def _drain(requests: AsyncIterator[Any]) -> None:
 
 
 def _unary_response(
+    running: set[asyncio.Task[Any]],
     authorizer: Authorizer | None,
     method: str,
     rpc_type: str,
@@ -157,6 +158,8 @@ def _unary_response(
         call = _Call(method, rpc_type)
         code: grpc.StatusCode | None = grpc.StatusCode.OK
         raw = request
+        task = asyncio.current_task()
+        running.add(task)  # type: ignore[arg-type]
         try:
             await call.begin(context, authorizer)
             if streamed_in:
@@ -177,11 +180,13 @@ def _unary_response(
             await call.fail(context, error)
         finally:
             call.end(context, code)
+            running.discard(task)  # type: ignore[arg-type]
 
     return handler
 
 
 def _stream_response(
+    running: set[asyncio.Task[Any]],
     authorizer: Authorizer | None,
     method: str,
     rpc_type: str,
@@ -191,6 +196,8 @@ def _stream_response(
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _Call(method, rpc_type)
         code: grpc.StatusCode | None = grpc.StatusCode.OK
+        task = asyncio.current_task()
+        running.add(task)  # type: ignore[arg-type]
         try:
             await call.begin(context, authorizer)
             if streamed_in:
@@ -210,6 +217,7 @@ def _stream_response(
             await call.fail(context, error)
         finally:
             call.end(context, code)
+            running.discard(task)  # type: ignore[arg-type]
 
     return handler
 
@@ -217,6 +225,19 @@ def _stream_response(
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authorizer: Authorizer | None = None) -> None:
         self.authorizer = authorizer
+        # Handlers still running: grpc's Server.stop() returns once the core is done with a call,
+        # which can be before the handler's coroutine ends (grpc/grpc#37239); stop() awaits these.
+        self.running: set[asyncio.Task[Any]] = set()
+
+    async def settle(self, timeout: float) -> None:
+        """Wait for running handlers to end; cancel those that do not within `timeout`."""
+        if not self.running:
+            return
+        _, late = await asyncio.wait(set(self.running), timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1.0)
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
@@ -228,16 +249,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         io = (_tolerant(handler.request_deserializer), handler.response_serializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _unary_response(self.authorizer, method, "unary", handler.unary_unary, False), *io
+                _unary_response(self.running, self.authorizer, method, "unary", handler.unary_unary, False), *io
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _unary_response(self.authorizer, method, "client_stream", handler.stream_unary, True), *io
+                _unary_response(self.running, self.authorizer, method, "client_stream", handler.stream_unary, True), *io
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _stream_response(self.authorizer, method, "server_stream", handler.unary_stream, False), *io
+                _stream_response(self.running, self.authorizer, method, "server_stream", handler.unary_stream, False),
+                *io,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _stream_response(self.authorizer, method, "bidi_stream", handler.stream_stream, True), *io
+            _stream_response(self.running, self.authorizer, method, "bidi_stream", handler.stream_stream, True), *io
         )

@@ -46,6 +46,7 @@ class MeshServer:
     server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer = field(default_factory=lambda: health.aio.HealthServicer())
     port: int = 0
+    interceptor: ServerInterceptor | None = None
     _watch: asyncio.Task[None] | None = None
 
     @property
@@ -54,7 +55,8 @@ class MeshServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> int:
-        self.server = grpc.aio.server(interceptors=[ServerInterceptor(self.authorizer)], options=SERVER_OPTIONS)
+        self.interceptor = ServerInterceptor(self.authorizer)
+        self.server = grpc.aio.server(interceptors=[self.interceptor], options=SERVER_OPTIONS)
         for registration in self.registrations:
             registration.add(registration.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -107,6 +109,8 @@ class MeshServer:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.grace_seconds)
+        if self.interceptor is not None:
+            await self.interceptor.settle(self.grace_seconds)
 
     async def run_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT, then go NOT_SERVING and stop with grace."""
