@@ -192,13 +192,15 @@ class Workflow:
                 log.warning("could not look for batches to take over: %s", error)
                 continue
             for batch_id in claimed:
-                if batch_id not in self.tasks or self.tasks[batch_id].done():
+                if self.launch(batch_id):
                     log.info("taking over batch %s", batch_id)
-                    self.launch(batch_id)
 
-    def launch(self, batch_id: str) -> None:
-        if batch_id not in self.tasks or self.tasks[batch_id].done():
-            self.tasks[batch_id] = asyncio.create_task(self._run(batch_id), name=f"batch-{batch_id}")
+    def launch(self, batch_id: str) -> bool:
+        """Start working a batch unless this process already does; True when started."""
+        if batch_id in self.tasks and not self.tasks[batch_id].done():
+            return False
+        self.tasks[batch_id] = asyncio.create_task(self._run(batch_id), name=f"batch-{batch_id}")
+        return True
 
     async def stop(self) -> None:
         if self._claimer is not None:

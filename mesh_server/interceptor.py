@@ -82,12 +82,16 @@ async def _validated(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 class _Call:
     """Bookkeeping of one RPC: metrics labels, timing, and how it ended."""
 
-    def __init__(self, method: str, rpc_type: str) -> None:
+    def __init__(self, method: str, rpc_type: str, running: set[asyncio.Task[Any]]) -> None:
         _, _, path = method.partition("/")
         self.service, _, self.method = path.partition("/")
         self.type = rpc_type
         self.started = time.perf_counter()
         metrics.STARTED.labels(rpc_type, self.service, self.method).inc()
+        # The handler's task, known to the interceptor until the call ends (see ServerInterceptor.settle).
+        self.running, self.task = running, asyncio.current_task()
+        if self.task is not None:
+            running.add(self.task)
 
     async def begin(self, context: grpc.aio.ServicerContext, authorizer: Authorizer | None) -> None:
         metadata = context.invocation_metadata()
@@ -109,6 +113,7 @@ class _Call:
         await context.abort_with_status(status.internal_status(correlation.current.get()))
 
     def end(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode | None) -> None:
+        self.running.discard(self.task)  # type: ignore[arg-type]
         if code is None:  # the call was aborted: the context holds the status it was given
             code = context.code() or grpc.StatusCode.UNKNOWN
         elapsed = time.perf_counter() - self.started
@@ -155,11 +160,9 @@ def _unary_response(
     streamed_in: bool,
 ):
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, rpc_type)
+        call = _Call(method, rpc_type, running)
         code: grpc.StatusCode | None = grpc.StatusCode.OK
         raw = request
-        task = asyncio.current_task()
-        running.add(task)  # type: ignore[arg-type]
         try:
             await call.begin(context, authorizer)
             if streamed_in:
@@ -180,7 +183,6 @@ def _unary_response(
             await call.fail(context, error)
         finally:
             call.end(context, code)
-            running.discard(task)  # type: ignore[arg-type]
 
     return handler
 
@@ -194,10 +196,8 @@ def _stream_response(
     streamed_in: bool,
 ):
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, rpc_type)
+        call = _Call(method, rpc_type, running)
         code: grpc.StatusCode | None = grpc.StatusCode.OK
-        task = asyncio.current_task()
-        running.add(task)  # type: ignore[arg-type]
         try:
             await call.begin(context, authorizer)
             if streamed_in:
@@ -217,7 +217,6 @@ def _stream_response(
             await call.fail(context, error)
         finally:
             call.end(context, code)
-            running.discard(task)  # type: ignore[arg-type]
 
     return handler
 
