@@ -8,7 +8,8 @@ For adaptive and random pairing, medians over the seeds of:
   reliability corr(estimate, truth)^2; grade exact/adjacent agreement, Brier score and top-label
   expected calibration error (all seeds' essays pooled) of our grade probabilities there,
   beside the reference's one-hot
-  projection on the same fits; and the estimated position bias after 20 comparisons per essay.
+  projection on the same fits; the estimated position bias after 20 comparisons per essay; and
+  the prior width (alpha) the engine chose (cj_svc/engine/prior.py).
 Run: .venv/bin/python bench/cj_efficiency.py [--seeds 20] [--sizes 30 100 300]
 """
 
@@ -24,8 +25,9 @@ from scipy.stats import norm, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cj_svc.engine.bradley_terry import Comparisons, fit, scale_separation_reliability  # noqa: E402
+from cj_svc.engine.bradley_terry import Comparisons, scale_separation_reliability  # noqa: E402
 from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
+from cj_svc.engine.prior import PriorChoice  # noqa: E402
 from cj_svc.engine.projection import Anchor, calibrate, probabilities  # noqa: E402
 from cj_svc.engine.scales import get_scale  # noqa: E402
 
@@ -51,26 +53,35 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
     second: list[int] = []
     won: list[bool] = []
     result: dict[str, float] = {}
-    current = None
+    prior = PriorChoice(total)
     pick = np.random.default_rng(seed + 10_000)
     while 2 * len(first) / total < MAX_PER_ESSAY:
         wave = next_wave(state, pick, informative=informative)
+        if not wave:
+            break
+        won_now = []
         for a, b in wave:
             p = (1 - LAPSE) / (1 + np.exp(-(theta[a] - theta[b] + BIAS))) + LAPSE / 2
-            first.append(a)
-            second.append(b)
-            won.append(bool(rng.random() < p))
+            won_now.append(bool(rng.random() < p))
             state.record(a, b)
-        current = fit(
-            total, Comparisons.from_lists(first, second, won), start=None if current is None else current.scores
+        first += [a for a, _ in wave]
+        second += [b for _, b in wave]
+        won += won_now
+        prior.add_wave(Comparisons.from_lists([a for a, _ in wave], [b for _, b in wave], won_now))
+        current = prior.fit
+        assert current is not None
+        state.scores, state.standard_errors, state.covariance = (
+            current.scores,
+            current.standard_errors,
+            current.covariance,
         )
-        state.scores, state.standard_errors = current.scores, current.standard_errors
         per_essay = 2 * len(first) / total
         if "comparisons" not in result and spearmanr(current.scores, theta).statistic >= 0.90:
             result["comparisons"] = per_essay
             result.update(grade_metrics(current, theta, true_grade, n))
             result["ssr"] = scale_separation_reliability(current.scores, current.standard_errors)
             result["true_rel"] = float(np.corrcoef(current.scores, theta)[0, 1] ** 2)
+            result["alpha"] = prior.alpha
         if "bias" not in result and per_essay >= BIAS_AT:
             result["bias"] = current.position_bias
         if "comparisons" in result and "bias" in result:
@@ -155,7 +166,7 @@ def main() -> None:
                     f"{n:>4} {sd:>4} {strategy:>8} {m['comparisons']:>10.1f} "
                     f"{(f'{ratio:.2f}' if strategy == 'adaptive' else ''):>5} {m['ssr']:>5.2f} {m['true_rel']:>8.2f} "
                     f"{m['exact']:>6.2f} {m['adjacent']:>5.2f} {m['brier']:>6.3f} {m['brier_onehot']:>6.3f} "
-                    f"{m['ece']:>5.3f} {m['ece_onehot']:>6.3f} {m['bias']:>5.2f}",
+                    f"{m['ece']:>5.3f} {m['ece_onehot']:>6.3f} {m['bias']:>5.2f} {m['alpha']:>6.2f}",
                     flush=True,
                 )
     print(f"took {time.perf_counter() - started:.0f} s")

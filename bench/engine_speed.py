@@ -32,7 +32,7 @@ def case(n: int, seed: int = 0) -> tuple[float, float, int]:
     started = time.perf_counter()
     result = fit(n, Comparisons(first, second, won))
     fitted = time.perf_counter()
-    state.scores, state.standard_errors = result.scores, result.standard_errors
+    state.scores, state.standard_errors, state.covariance = result.scores, result.standard_errors, result.covariance
     wave = next_wave(state, np.random.default_rng(seed))
     paired = time.perf_counter()
     return fitted - started, paired - fitted, len(wave)

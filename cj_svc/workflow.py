@@ -28,6 +28,7 @@ from cj_svc.batches import Batches, transition
 from cj_svc.content_client import ContentClient
 from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_reliability, self_consistency
 from cj_svc.engine.pairing import PairingState, next_wave
+from cj_svc.engine.prior import PriorChoice
 from cj_svc.engine.projection import Anchor, NoProjection, calibrate, project
 from cj_svc.engine.scales import get_scale
 from cj_svc.engine.stopping import BatchProgress, StopReason, decide
@@ -335,6 +336,9 @@ class Workflow:
         # is refilled at once while this loop records, fits and plans the next wave.
         refill_at = max(1, self.settings.batch_concurrency + self.settings.batch_concurrency // 2)
         previous: np.ndarray | None = None
+        # The prior's width is re-chosen each time a wave is fully answered (after a restart, the
+        # waves answered before are replayed first).
+        prior, fed = PriorChoice(len(essays)), 0
         try:
             while True:
                 batch, rows = await self._batch_and_comparisons(batch_id)
@@ -343,7 +347,8 @@ class Workflow:
                 orphans = [r for r in rows if r.status == "PENDING" and r.comparison_id not in inflight]
                 if orphans:  # sent before a restart, never answered: ask again
                     self._start(batch, orphans, texts, essays, limit, recorder, inflight)
-                result = self._fit(len(essays), rows, position, previous)
+                fed = await asyncio.to_thread(self._feed_prior, prior, rows, position, fed)
+                result = self._fit(len(essays), rows, position, previous, prior.alpha)
                 change = None
                 if result is not None:
                     if previous is not None:
@@ -434,9 +439,23 @@ class Workflow:
             [r.winner == "essay_a" for r in done],
         )
 
-    def _fit(self, n: int, rows: list[Comparison], position: dict[str, int], start: np.ndarray | None) -> Fit | None:
+    def _fit(
+        self, n: int, rows: list[Comparison], position: dict[str, int], start: np.ndarray | None, alpha: float
+    ) -> Fit | None:
         data = self._comparisons(rows, position)
-        return fit(n, data, start=start) if len(data) else None
+        return fit(n, data, alpha, start=start) if len(data) else None
+
+    @classmethod
+    def _feed_prior(cls, prior: PriorChoice, rows: list[Comparison], position: dict[str, int], fed: int) -> int:
+        """Add every fully answered wave after wave `fed` to the prior choice, in order; returns the
+        last wave added."""
+        pending = {r.wave for r in rows if r.status == "PENDING"}
+        for wave in sorted({r.wave for r in rows if r.wave > fed}):
+            if wave in pending:
+                break
+            prior.add_wave(cls._comparisons([r for r in rows if r.wave == wave], position))
+            fed = wave
+        return fed
 
     def _next_wave(self, n, is_anchor, rows, position, result, rng, remaining, busy):  # type: ignore[no-untyped-def]
         if remaining <= 0:
@@ -447,6 +466,7 @@ class Workflow:
                 state.record(position[row.essay_a_id], position[row.essay_b_id])
         if result is not None:
             state.scores, state.standard_errors = result.scores, result.standard_errors
+            state.covariance = result.covariance
         return next_wave(state, rng, max_pairs=remaining, busy=busy)
 
     async def _record_fit(self, batch_id: str, essays: list[BatchEssay], result: Fit, change: float | None) -> None:
@@ -539,7 +559,9 @@ class Workflow:
         _, rows = await self._batch_and_comparisons(batch_id)
         position = {e.essay_id: e.position for e in essays}
         data = self._comparisons(rows, position)
-        result = fit(len(essays), data)
+        prior = PriorChoice(len(essays))
+        await asyncio.to_thread(self._feed_prior, prior, rows, position, 0)
+        result = fit(len(essays), data, prior.alpha)
         order = np.argsort(-result.scores, kind="stable")
         rank = np.empty(len(essays), int)
         rank[order] = np.arange(1, len(essays) + 1)

@@ -7,9 +7,10 @@ Rules, each checked by tests:
 - A/B positions stay balanced: an essay's (#A - #B) is always -1, 0 or 1, because two essays
   leaning the same way are never paired and the one that leans takes the other side;
 - anchors are paired with students, never with each other;
-- among allowed pairs, the most informative come first: close current scores (p(1-p)), high
-  uncertainty, few comparisons so far; a share of each wave is random partners, so that the design
-  does not depend only on earlier outcomes (that dependence inflates reported reliability);
+- among allowed pairs, the most informative come first: the pair whose judgement is expected to
+  shrink the total variance of the scores most (A-optimal design, see `_gains`). That favours close
+  current scores, uncertain essays and essays with few comparisons, and also pairs that link parts
+  of the scale that were seldom compared with each other, which pairing only near neighbours misses;
 - the same state and seed give the same wave.
 """
 
@@ -20,9 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-NEIGHBOURS = 12  # candidate partners per essay among those with the closest scores
-RANDOM_PARTNERS = 4  # plus this many random candidate partners
-EXPLORATION_SHARE = 0.25  # share of each wave's pairs drawn uniformly from allowed pairs
+CANDIDATES_PER_SLOT = 8  # best pairs considered per pair of the wave (beyond those already asked)
 
 
 @dataclass
@@ -38,6 +37,7 @@ class PairingState:
     times_second: NDArray[np.int64]  # per essay, shown as Essay B
     # unordered pair (low, high) -> [times low was first, times high was first]
     asked: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    covariance: NDArray[np.float64] | None = None  # of the scores, from the last fit; None: diag(SE^2)
 
     @classmethod
     def new(cls, n: int, is_anchor: NDArray[np.bool_] | None = None) -> PairingState:
@@ -81,27 +81,30 @@ def _orient(i: int, j: int, skew: NDArray[np.int64], rng: np.random.Generator) -
     return (i, j) if rng.random() < 0.5 else (j, i)
 
 
-def _candidates(state: PairingState, rng: np.random.Generator) -> set[tuple[int, int]]:
-    order = np.argsort(state.scores, kind="stable")
-    position = np.empty(state.n, np.int64)
-    position[order] = np.arange(state.n)
-    pairs: set[tuple[int, int]] = set()
-    half = NEIGHBOURS // 2
-    for i in range(state.n):
-        low, high = max(0, position[i] - half), min(state.n, position[i] + half + 1)
-        partners = list(order[low:high]) + list(rng.integers(0, state.n, RANDOM_PARTNERS))
-        for j in partners:
-            if j != i:
-                pairs.add((min(i, int(j)), max(i, int(j))))
-    return pairs
-
-
-def _information(state: PairingState, pairs: NDArray[np.int64]) -> NDArray[np.float64]:
-    i, j = pairs[:, 0], pairs[:, 1]
+def _gains(state: PairingState) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Every unordered pair (i, j), i < j, with its expected reduction of trace(C), the total variance
+    of the scores, if judged once: w |C d|^2 / (1 + w d'C d), where d = e_i - e_j and w = p(1-p) at
+    the current scores (the rank-one update of the posterior covariance C by one comparison)."""
+    covariance = state.covariance if state.covariance is not None else np.diag(state.standard_errors**2)
+    squared = covariance @ covariance
+    i, j = np.triu_indices(state.n, 1)
     p = 1.0 / (1.0 + np.exp(-(state.scores[i] - state.scores[j])))
-    uncertainty = state.standard_errors[i] ** 2 + state.standard_errors[j] ** 2
-    few = 1.0 / (1.0 + state.comparisons[i]) + 1.0 / (1.0 + state.comparisons[j])
-    return p * (1 - p) * (1.0 + uncertainty) + 0.5 * few
+    weight = p * (1 - p)
+    variance = np.diag(covariance)
+    difference_variance = variance[i] + variance[j] - 2 * covariance[i, j]
+    reach = np.diag(squared)[i] + np.diag(squared)[j] - 2 * squared[i, j]
+    return i, j, weight * reach / (1.0 + weight * difference_variance)
+
+
+def _ranked_pairs(state: PairingState, rng: np.random.Generator, limit: int) -> list[tuple[int, int]]:
+    """Pairs not asked yet, highest gain first (ties broken by the seed)."""
+    i, j, gain = _gains(state)
+    gain = gain + rng.random(len(gain)) * 1e-12
+    # Only the best few per slot need sorting; every asked pair might be among them, so add those.
+    keep = min(len(gain), CANDIDATES_PER_SLOT * limit + len(state.asked))
+    best = np.argpartition(-gain, keep - 1)[:keep] if keep < len(gain) else np.arange(len(gain))
+    best = best[np.argsort(-gain[best], kind="stable")]
+    return [pair for pair in zip(i[best].tolist(), j[best].tolist(), strict=True) if pair not in state.asked]
 
 
 def next_wave(
@@ -130,23 +133,10 @@ def next_wave(
         used[i] = used[j] = True
         wave.append((first, second))
 
-    candidates = sorted(p for p in _candidates(state, rng) if p not in state.asked)
-    fresh = np.array(candidates, np.int64).reshape(-1, 2)
-    if len(fresh) and not informative:
-        _fill_from_unasked(state, rng, used, skew, take, limit)
-    elif len(fresh):
-        # Exploration first: uniformly random allowed pairs for a share of the wave.
-        for k in rng.permutation(len(fresh))[: int(EXPLORATION_SHARE * limit) * 4]:
-            if len(wave) >= int(EXPLORATION_SHARE * limit):
-                break
-            i, j = map(int, fresh[k])
-            if not used[i] and not used[j] and _pairable(state, i, j, skew):
-                take(i, j)
-        weights = _information(state, fresh) + rng.random(len(fresh)) * 1e-9  # seeded tie-breaks
-        for k in np.argsort(-weights, kind="stable"):
+    if informative:
+        for i, j in _ranked_pairs(state, rng, limit):
             if len(wave) >= limit:
                 break
-            i, j = map(int, fresh[k])
             if not used[i] and not used[j] and _pairable(state, i, j, skew):
                 take(i, j)
     if len(wave) < limit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import choix
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,7 +91,9 @@ def test_position_bias_is_estimated() -> None:
 def test_ssr_formula() -> None:
     scores = np.array([-2.0, 0.0, 2.0])
     ses = np.array([0.5, 0.5, 0.5])
-    assert scale_separation_reliability(scores, ses) == (np.var(scores) - 0.25) / np.var(scores)
+    # shrunken scores: the unshrunk spread is var(scores) + mean(SE^2)
+    spread = np.var(scores) + 0.25
+    assert scale_separation_reliability(scores, ses) == pytest.approx((spread - 0.25) / spread)
     assert scale_separation_reliability(np.zeros(3), ses) == 0.0
 
 

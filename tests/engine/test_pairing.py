@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cj_svc.engine.bradley_terry import Comparisons, fit
 from cj_svc.engine.pairing import PairingState, next_wave
 
 
@@ -64,6 +65,27 @@ def test_close_scores_are_preferred() -> None:
     gaps = [abs(state.scores[a] - state.scores[b]) for a, b in wave]
     random_gap = np.mean([abs(x - y) for x in state.scores for y in state.scores if x != y])
     assert np.median(gaps) < random_gap / 4
+
+
+def test_pairs_linking_seldom_compared_parts_of_the_scale_come_first() -> None:
+    # Two groups of essays, each compared only within itself, with even outcomes: every score is 0,
+    # but how the groups relate is unknown, so a pair across them is worth more than one inside.
+    n = 8
+    group = np.arange(n) >= n // 2
+    first, second, won = [], [], []
+    for a in range(n):
+        for b in range(n):
+            if a != b and group[a] == group[b] and (a + b) % 3:
+                first += [a, b]
+                second += [b, a]
+                won += [True, False]
+    result = fit(n, Comparisons.from_lists(first, second, won))
+    state = PairingState.new(n)
+    for a, b in zip(first, second, strict=True):
+        state.record(a, b)
+    state.scores, state.standard_errors, state.covariance = result.scores, result.standard_errors, result.covariance
+    wave = next_wave(state, np.random.default_rng(0), max_pairs=2)
+    assert len(wave) == 2 and all(group[a] != group[b] for a, b in wave)
 
 
 def test_anchors_are_paired_with_students() -> None:
