@@ -25,7 +25,7 @@ from scipy.stats import norm, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cj_svc.engine.bradley_terry import Comparisons, scale_separation_reliability  # noqa: E402
+from cj_svc.engine.bradley_terry import Comparisons, fit, scale_separation_reliability  # noqa: E402
 from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
 from cj_svc.engine.prior import PriorChoice  # noqa: E402
 from cj_svc.engine.projection import Anchor, calibrate, probabilities  # noqa: E402
@@ -54,6 +54,7 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
     won: list[bool] = []
     result: dict[str, float] = {}
     prior = PriorChoice(total)
+    current = None
     pick = np.random.default_rng(seed + 10_000)
     while 2 * len(first) / total < MAX_PER_ESSAY:
         wave = next_wave(state, pick, informative=informative)
@@ -68,8 +69,12 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
         second += [b for _, b in wave]
         won += won_now
         prior.add_wave(Comparisons.from_lists([a for a, _ in wave], [b for _, b in wave], won_now))
-        current = prior.fit
-        assert current is not None
+        current = fit(
+            total,
+            Comparisons.from_lists(first, second, won),
+            prior.alpha,
+            start=None if current is None else current.scores,
+        )
         state.scores, state.standard_errors, state.covariance = (
             current.scores,
             current.standard_errors,

@@ -1,7 +1,9 @@
 """Engine speed: fit + standard errors + the next wave's pairs, from 100 to 3,000 essays.
 
 Each size gets 10 comparisons per essay (1,000 essays -> 10,000 comparisons), from a cold start.
-Target: under 1 s at 1,000 essays on this 2-core machine.
+Target: under 1 s at 1,000 essays on this 2-core machine. Also timed: re-choosing the prior's width
+(engine/prior.py: a wave scored and every candidate refitted, warm), which happens each time the
+answers have grown by a quarter.
 Run: .venv/bin/python bench/engine_speed.py
 """
 
@@ -17,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cj_svc.engine.bradley_terry import Comparisons, fit  # noqa: E402
 from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
+from cj_svc.engine.prior import PriorChoice  # noqa: E402
 
 
-def case(n: int, seed: int = 0) -> tuple[float, float, int]:
+def case(n: int, seed: int = 0) -> tuple[float, float, int, float]:
     rng = np.random.default_rng(seed)
     theta = rng.normal(0, 1.5, n)
     m = 10 * n
@@ -35,16 +38,29 @@ def case(n: int, seed: int = 0) -> tuple[float, float, int]:
     state.scores, state.standard_errors, state.covariance = result.scores, result.standard_errors, result.covariance
     wave = next_wave(state, np.random.default_rng(seed))
     paired = time.perf_counter()
-    return fitted - started, paired - fitted, len(wave)
+    # The prior choice after the last waves (a fifth of the answers), those before already added.
+    last = m - m // 5
+    prior = PriorChoice(n)
+    prior.add_wave(Comparisons(first[:last], second[:last], won[:last]))
+    before = time.perf_counter()
+    prior.add_wave(Comparisons(first[last:], second[last:], won[last:]))
+    return fitted - started, paired - fitted, len(wave), time.perf_counter() - before
 
 
 def main() -> None:
-    print(f"{'essays':>7} {'comparisons':>12} {'fit + SE s':>11} {'next wave s':>12} {'total s':>8} {'pairs':>6}")
+    print(
+        f"{'essays':>7} {'comparisons':>12} {'fit + SE s':>11} {'next wave s':>12} {'total s':>8} {'pairs':>6}"
+        f" {'prior refit s':>14}"
+    )
     for n in (100, 300, 1000, 2000, 3000):
         times = [case(n, seed) for seed in range(3)]
         fit_s = min(t[0] for t in times)
         pair_s = min(t[1] for t in times)
-        print(f"{n:>7} {10 * n:>12} {fit_s:>11.3f} {pair_s:>12.3f} {fit_s + pair_s:>8.3f} {times[0][2]:>6}")
+        prior_s = min(t[3] for t in times)
+        print(
+            f"{n:>7} {10 * n:>12} {fit_s:>11.3f} {pair_s:>12.3f} {fit_s + pair_s:>8.3f} {times[0][2]:>6}"
+            f" {prior_s:>14.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg import cho_factor, cho_solve, lapack
 
 DEFAULT_ALPHA = 0.16  # prior variance 1 / (2 alpha): SD 1.77 logits
 BIAS_ALPHA = 0.01  # the position bias gets its own weak prior: the scores' prior says nothing about it
@@ -71,6 +71,22 @@ def _information(n: int, data: Comparisons, weights: NDArray[np.float64], alpha:
     return info
 
 
+def _inverse(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Inverse of a symmetric positive definite matrix from its Cholesky factor (LAPACK potri:
+    about 3x faster than solving against the identity)."""
+    factor, lower = cho_factor(matrix, check_finite=False)
+    inverse, status = lapack.dpotri(factor, lower=lower)
+    if status != 0:
+        raise np.linalg.LinAlgError(f"potri failed with status {status}")
+    # potri fills one triangle; mirror it into the other
+    below = np.tril_indices(len(matrix), -1)
+    if lower:
+        inverse.T[below] = inverse[below]
+    else:
+        inverse[below] = inverse.T[below]
+    return inverse
+
+
 def _objective(x: NDArray[np.float64], data: Comparisons, y: NDArray[np.float64], alpha: float, n: int) -> float:
     """Penalized negative log-likelihood."""
     eta = x[data.first] - x[data.second] + x[n]
@@ -109,7 +125,7 @@ def fit(
             gradient[n] = 0.0
             info[n, :n] = info[:n, n] = 0.0
             info[n, n] = 1.0
-        step = cho_solve(cho_factor(info), gradient)
+        step = cho_solve(cho_factor(info, check_finite=False), gradient, check_finite=False)
         # Damped Newton: halve the step until the objective does not get worse.
         before = _objective(x, data, y, alpha, n)
         scale = 1.0
@@ -123,7 +139,7 @@ def fit(
     if not estimate_bias:
         info[n, :n] = info[:n, n] = 0.0
         info[n, n] = 1.0
-    covariance = cho_solve(cho_factor(info), np.eye(n + 1))
+    covariance = _inverse(info)
     # Sum-to-zero constraint: the covariance of the centred scores is P C P with P = I - 11'/n.
     theta_cov = covariance[:n, :n]
     row_means = theta_cov.mean(axis=1)

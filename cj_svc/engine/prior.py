@@ -23,6 +23,9 @@ from numpy.typing import NDArray
 from cj_svc.engine.bradley_terry import DEFAULT_ALPHA, Comparisons, Fit, fit
 
 ALPHAS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # prior SDs from 7.1 down to 0.9 logits
+# The candidates are refitted when the answers have grown by this factor since their last fit, so
+# the cost stays a few fits per batch; waves in between are predicted by those (earlier) fits.
+REFIT_GROWTH = 1.25
 
 
 def predictive_log_loss(previous: Fit, data: Comparisons) -> float:
@@ -38,12 +41,14 @@ def predictive_log_loss(previous: Fit, data: Comparisons) -> float:
 @dataclass
 class PriorChoice:
     """Feed it the answers wave by wave (`add_wave`); `alpha` is the candidate with the lowest
-    prequential log loss so far (the one nearest DEFAULT_ALPHA until a second wave has been scored)."""
+    prequential log loss so far (the one nearest DEFAULT_ALPHA until a second wave has been scored).
+    Fit the scores with `fit(n, data, choice.alpha)`."""
 
     n: int
     alphas: tuple[float, ...] = ALPHAS
     losses: NDArray[np.float64] = field(init=False)
     _fits: list[Fit] = field(init=False, default_factory=list)
+    _fitted_on: int = field(init=False, default=0)  # answers the candidates' fits have seen
     _data: Comparisons = field(init=False)
 
     def __post_init__(self) -> None:
@@ -61,7 +66,8 @@ class PriorChoice:
         return int(np.argmin(self.losses))
 
     def add_wave(self, wave: Comparisons) -> None:
-        """Score a wave's answers under each candidate's current fit, then refit every candidate."""
+        """Score a wave's answers under each candidate's latest fit, then refit the candidates if
+        the answers have grown enough."""
         if not len(wave):
             return
         if self._fits:
@@ -71,15 +77,13 @@ class PriorChoice:
             np.concatenate([self._data.second, wave.second]),
             np.concatenate([self._data.first_won, wave.first_won]),
         )
+        if self._fits and len(self._data) < REFIT_GROWTH * self._fitted_on:
+            return
+        self._fitted_on = len(self._data)
         starts = [previous.scores for previous in self._fits] or [None] * len(self.alphas)
         self._fits = [
             fit(self.n, self._data, alpha, start=start) for alpha, start in zip(self.alphas, starts, strict=True)
         ]
-
-    @property
-    def fit(self) -> Fit | None:
-        """The fit under the chosen alpha, on every wave added so far."""
-        return self._fits[self._chosen] if self._fits else None
 
     @classmethod
     def replay(cls, n: int, data: Comparisons, waves: NDArray[np.int64]) -> PriorChoice:

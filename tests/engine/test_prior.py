@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cj_svc.engine.bradley_terry import DEFAULT_ALPHA, Comparisons, Fit, scale_separation_reliability
+from cj_svc.engine.bradley_terry import DEFAULT_ALPHA, Comparisons, Fit, fit, scale_separation_reliability
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import ALPHAS, PriorChoice, predictive_log_loss
 
@@ -18,7 +18,7 @@ def judge(theta: np.ndarray, wave: list[tuple[int, int]], rng: np.random.Generat
     return Comparisons(first, second, rng.random(len(wave)) < p)
 
 
-def simulate(theta: np.ndarray, per_essay: int, seed: int, informative: bool = True) -> PriorChoice:
+def simulate(theta: np.ndarray, per_essay: int, seed: int, informative: bool = True) -> tuple[PriorChoice, Fit]:
     rng = np.random.default_rng(seed)
     state = PairingState.new(len(theta))
     prior = PriorChoice(len(theta))
@@ -27,31 +27,30 @@ def simulate(theta: np.ndarray, per_essay: int, seed: int, informative: bool = T
         for a, b in wave:
             state.record(a, b)
         prior.add_wave(judge(theta, wave, rng))
-        current = prior.fit
-        assert current is not None
+        current = fit(len(theta), prior._data, prior.alpha)
         state.scores, state.standard_errors, state.covariance = (
             current.scores, current.standard_errors, current.covariance
         )  # fmt: skip
-    return prior
+    return prior, current
 
 
 def test_default_until_a_wave_was_predicted() -> None:
     prior = PriorChoice(4)
-    assert prior.alpha == DEFAULT_ALPHA and DEFAULT_ALPHA in ALPHAS and prior.fit is None
+    assert prior.alpha == DEFAULT_ALPHA and DEFAULT_ALPHA in ALPHAS
     prior.add_wave(Comparisons.from_lists([0, 2], [1, 3], [True, False]))
-    assert prior.alpha == DEFAULT_ALPHA and prior.fit is not None
+    assert prior.alpha == DEFAULT_ALPHA
     prior.add_wave(Comparisons.from_lists([0, 1], [2, 3], [True, True]))
     assert prior.losses.all()
 
 
 def test_wider_scales_get_wider_priors() -> None:
-    narrow = simulate(np.random.default_rng(1).normal(0, 0.7, 60), 12, seed=3, informative=False)
-    wide = simulate(np.random.default_rng(1).normal(0, 3.0, 60), 12, seed=3, informative=False)
+    narrow, _ = simulate(np.random.default_rng(1).normal(0, 0.7, 60), 12, seed=3, informative=False)
+    wide, _ = simulate(np.random.default_rng(1).normal(0, 3.0, 60), 12, seed=3, informative=False)
     assert wide.alpha < narrow.alpha
 
 
 def test_replay_gives_the_same_choice() -> None:
-    prior = simulate(np.random.default_rng(2).normal(0, 1.5, 30), 6, seed=4)
+    prior, _ = simulate(np.random.default_rng(2).normal(0, 1.5, 30), 6, seed=4)
     waves = np.repeat(np.arange(6), 15)[: len(prior._data)]
     replayed = PriorChoice.replay(30, prior._data, waves)
     assert replayed.alpha == prior.alpha
@@ -77,8 +76,7 @@ def test_ssr_matches_the_true_reliability_under_adaptive_pairing(spread: float) 
     gaps = []
     for seed in range(4):
         theta = np.random.default_rng(seed).normal(0, spread, 100)
-        current = simulate(theta, 10, seed).fit
-        assert current is not None
+        _, current = simulate(theta, 10, seed)
         true_reliability = np.corrcoef(current.scores, theta)[0, 1] ** 2
         gaps.append(scale_separation_reliability(current.scores, current.standard_errors) - true_reliability)
     assert abs(np.mean(gaps)) < 0.04, gaps
