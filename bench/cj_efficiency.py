@@ -25,7 +25,7 @@ from scipy.stats import norm, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cj_svc.engine.bradley_terry import Comparisons, fit, scale_separation_reliability  # noqa: E402
+from cj_svc.engine.bradley_terry import Comparisons, fit, judge_position_bias, scale_separation_reliability  # noqa: E402
 from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
 from cj_svc.engine.prior import PriorChoice  # noqa: E402
 from cj_svc.engine.projection import Anchor, calibrate, probabilities  # noqa: E402
@@ -88,7 +88,7 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
             result["true_rel"] = float(np.corrcoef(current.scores, theta)[0, 1] ** 2)
             result["alpha"] = prior.alpha
         if "bias" not in result and per_essay >= BIAS_AT:
-            result["bias"] = current.position_bias
+            result["bias"] = judge_position_bias(current, Comparisons.from_lists(first, second, won))[0]
         if "comparisons" in result and "bias" in result:
             break
     result.setdefault("comparisons", np.inf)
@@ -154,7 +154,9 @@ def main() -> None:
             for strategy, informative in (("adaptive", True), ("random", False)):
                 runs = [one_run(n, sd, seed, informative) for seed in range(args.seeds)]
                 medians[strategy] = {
-                    key: float(np.median([r.get(key, np.nan) for r in runs]))
+                    key: float(
+                        (np.median if key == "comparisons" else np.nanmedian)([r.get(key, np.nan) for r in runs])
+                    )
                     for key in runs[0] | runs[-1]
                     if not key.startswith("_")
                 }

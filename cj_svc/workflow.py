@@ -26,7 +26,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from cj_svc.batches import Batches, transition
 from cj_svc.content_client import ContentClient
-from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_reliability, self_consistency
+from cj_svc.engine.bradley_terry import (
+    Comparisons,
+    Fit,
+    fit,
+    judge_position_bias,
+    scale_separation_reliability,
+    self_consistency,
+)
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
 from cj_svc.engine.projection import Anchor, NoProjection, calibrate, project
@@ -568,6 +575,7 @@ class Workflow:
         wins = np.bincount(np.where(data.first_won, data.first, data.second), minlength=len(essays))
         losses = np.bincount(np.where(data.first_won, data.second, data.first), minlength=len(essays))
         projections, note = self._projections(batch, essays, result)
+        position_bias, position_bias_se = judge_position_bias(result, data)
         now = datetime.now(UTC)
         async with self.sessions.begin() as session:
             await session.execute(delete(GradeProjection).where(GradeProjection.batch_id == batch_id))
@@ -585,7 +593,7 @@ class Workflow:
                 BatchResult(
                     batch_id=batch_id,
                     scale_separation_reliability=scale_separation_reliability(result.scores, result.standard_errors),
-                    position_bias=result.position_bias, position_bias_se=result.position_bias_se,
+                    position_bias=position_bias, position_bias_se=position_bias_se,
                     self_consistency=self_consistency(data), grade_scale=batch.grade_scale,
                     grades_projected=bool(projections), projection_note=note, created_at=now,
                 )

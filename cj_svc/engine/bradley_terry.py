@@ -47,7 +47,7 @@ class Fit:
     scores: NDArray[np.float64]  # centred: they sum to zero
     standard_errors: NDArray[np.float64]  # under the sum-to-zero constraint; finite and > 0
     covariance: NDArray[np.float64]  # of the centred scores (n x n); its diagonal is standard_errors^2
-    position_bias: float  # logits of advantage for the essay shown first
+    position_bias: float  # logits of advantage for the essay shown first, beside these scores
     position_bias_se: float
     iterations: int
 
@@ -153,6 +153,20 @@ def fit(
         position_bias_se=float(np.sqrt(covariance[n, n])) if estimate_bias else 0.0,
         iterations=iterations,
     )
+
+
+def judge_position_bias(result: Fit, data: Comparisons) -> tuple[float, float]:
+    """The judge's advantage for the essay shown first, and its SE, on the scale of the true scores.
+
+    A logistic model's coefficients shrink by about sqrt(1 + pi v / 8) beside a part of the linear
+    predictor it cannot see, of variance v: here the uncertainty of the (shrunken) scores, averaged
+    over the comparisons. This undoes that; the fit's own `position_bias` goes with its scores."""
+    if not len(data):
+        return result.position_bias, result.position_bias_se
+    c = result.covariance
+    difference_variance = c[data.first, data.first] + c[data.second, data.second] - 2 * c[data.first, data.second]
+    attenuation = float(np.sqrt(1.0 + np.pi * np.mean(difference_variance) / 8.0))
+    return result.position_bias * attenuation, result.position_bias_se * attenuation
 
 
 def scale_separation_reliability(scores: NDArray[np.float64], standard_errors: NDArray[np.float64]) -> float:

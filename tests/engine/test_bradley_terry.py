@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cj_svc.engine.bradley_terry import Comparisons, fit, scale_separation_reliability, self_consistency
+from cj_svc.engine.bradley_terry import (
+    Comparisons,
+    fit,
+    judge_position_bias,
+    scale_separation_reliability,
+    self_consistency,
+)
 
 
 def simulate(n: int, m: int, seed: int, bias: float = 0.0, sd: float = 1.5) -> tuple[np.ndarray, Comparisons]:
@@ -86,6 +92,18 @@ def test_position_bias_is_estimated() -> None:
     assert abs(result.position_bias - 0.3) < 0.1
     assert 0 < result.position_bias_se < 0.1
     assert np.corrcoef(result.scores, theta)[0, 1] > 0.9
+
+
+def test_position_bias_on_the_true_scale_undoes_the_attenuation_of_uncertain_scores() -> None:
+    # Five comparisons per essay on a wide scale: the fitted order effect sits beside uncertain
+    # scores and comes out too small (about 0.49 of 0.6); the judge's bias is corrected for that.
+    estimates = []
+    for seed in range(10):
+        _, data = simulate(200, 1000, seed=seed, bias=0.6, sd=3.0)
+        result = fit(200, data, alpha=0.08)
+        estimates.append((result.position_bias, judge_position_bias(result, data)[0]))
+    fitted, corrected = np.mean(estimates, axis=0)
+    assert fitted < corrected and abs(corrected - 0.6) < abs(fitted - 0.6)
 
 
 def test_ssr_formula() -> None:
