@@ -566,8 +566,8 @@ class Workflow:
         _, rows = await self._batch_and_comparisons(batch_id)
         position = {e.essay_id: e.position for e in essays}
         data = self._comparisons(rows, position)
-        prior = PriorChoice(len(essays))
-        await asyncio.to_thread(self._feed_prior, prior, rows, position, 0)
+        waves = np.array([r.wave for r in rows if r.status == "DONE"], np.int64)
+        prior = await asyncio.to_thread(PriorChoice.replay, len(essays), data, waves)
         result = fit(len(essays), data, prior.alpha)
         order = np.argsort(-result.scores, kind="stable")
         rank = np.empty(len(essays), int)

@@ -49,11 +49,11 @@ class PriorChoice:
     losses: NDArray[np.float64] = field(init=False)
     _fits: list[Fit] = field(init=False, default_factory=list)
     _fitted_on: int = field(init=False, default=0)  # answers the candidates' fits have seen
-    _data: Comparisons = field(init=False)
+    answers: Comparisons = field(init=False)  # every answer added so far
 
     def __post_init__(self) -> None:
         self.losses = np.zeros(len(self.alphas))
-        self._data = Comparisons.from_lists([], [], [])
+        self.answers = Comparisons.from_lists([], [], [])
 
     @property
     def alpha(self) -> float:
@@ -72,17 +72,17 @@ class PriorChoice:
             return
         if self._fits:
             self.losses += [predictive_log_loss(previous, wave) for previous in self._fits]
-        self._data = Comparisons(
-            np.concatenate([self._data.first, wave.first]),
-            np.concatenate([self._data.second, wave.second]),
-            np.concatenate([self._data.first_won, wave.first_won]),
+        self.answers = Comparisons(
+            np.concatenate([self.answers.first, wave.first]),
+            np.concatenate([self.answers.second, wave.second]),
+            np.concatenate([self.answers.first_won, wave.first_won]),
         )
-        if self._fits and len(self._data) < REFIT_GROWTH * self._fitted_on:
+        if self._fits and len(self.answers) < REFIT_GROWTH * self._fitted_on:
             return
-        self._fitted_on = len(self._data)
+        self._fitted_on = len(self.answers)
         starts = [previous.scores for previous in self._fits] or [None] * len(self.alphas)
         self._fits = [
-            fit(self.n, self._data, alpha, start=start) for alpha, start in zip(self.alphas, starts, strict=True)
+            fit(self.n, self.answers, alpha, start=start) for alpha, start in zip(self.alphas, starts, strict=True)
         ]
 
     @classmethod

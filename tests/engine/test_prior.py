@@ -22,12 +22,12 @@ def simulate(theta: np.ndarray, per_essay: int, seed: int, informative: bool = T
     rng = np.random.default_rng(seed)
     state = PairingState.new(len(theta))
     prior = PriorChoice(len(theta))
-    while 2 * len(prior._data) / len(theta) < per_essay:
+    while 2 * len(prior.answers) / len(theta) < per_essay:
         wave = next_wave(state, rng, informative=informative)
         for a, b in wave:
             state.record(a, b)
         prior.add_wave(judge(theta, wave, rng))
-        current = fit(len(theta), prior._data, prior.alpha)
+        current = fit(len(theta), prior.answers, prior.alpha)
         state.scores, state.standard_errors, state.covariance = (
             current.scores, current.standard_errors, current.covariance
         )  # fmt: skip
@@ -51,8 +51,8 @@ def test_wider_scales_get_wider_priors() -> None:
 
 def test_replay_gives_the_same_choice() -> None:
     prior, _ = simulate(np.random.default_rng(2).normal(0, 1.5, 30), 6, seed=4)
-    waves = np.repeat(np.arange(6), 15)[: len(prior._data)]
-    replayed = PriorChoice.replay(30, prior._data, waves)
+    waves = np.repeat(np.arange(6), 15)[: len(prior.answers)]
+    replayed = PriorChoice.replay(30, prior.answers, waves)
     assert replayed.alpha == prior.alpha
     np.testing.assert_allclose(replayed.losses, prior.losses)
 
