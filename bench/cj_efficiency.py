@@ -49,14 +49,11 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
     true_grade = np.searchsorted(true_bounds, theta)
     is_anchor = np.arange(total) >= n
     state = PairingState.new(total, is_anchor)
-    first: list[int] = []
-    second: list[int] = []
-    won: list[bool] = []
     result: dict[str, float] = {}
     prior = PriorChoice(total)
     current = None
     pick = np.random.default_rng(seed + 10_000)
-    while 2 * len(first) / total < MAX_PER_ESSAY:
+    while 2 * len(prior.answers) / total < MAX_PER_ESSAY:
         wave = next_wave(state, pick, informative=informative)
         if not wave:
             break
@@ -65,13 +62,10 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
             p = (1 - LAPSE) / (1 + np.exp(-(theta[a] - theta[b] + BIAS))) + LAPSE / 2
             won_now.append(bool(rng.random() < p))
             state.record(a, b)
-        first += [a for a, _ in wave]
-        second += [b for _, b in wave]
-        won += won_now
         prior.add_wave(Comparisons.from_lists([a for a, _ in wave], [b for _, b in wave], won_now))
         current = fit(
             total,
-            Comparisons.from_lists(first, second, won),
+            prior.answers,
             prior.alpha,
             start=None if current is None else current.scores,
         )
@@ -80,7 +74,7 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
             current.standard_errors,
             current.covariance,
         )
-        per_essay = 2 * len(first) / total
+        per_essay = 2 * len(prior.answers) / total
         if "comparisons" not in result and spearmanr(current.scores, theta).statistic >= 0.90:
             result["comparisons"] = per_essay
             result.update(grade_metrics(current, theta, true_grade, n))
@@ -88,7 +82,7 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
             result["true_rel"] = float(np.corrcoef(current.scores, theta)[0, 1] ** 2)
             result["alpha"] = prior.alpha
         if "bias" not in result and per_essay >= BIAS_AT:
-            result["bias"] = judge_position_bias(current, Comparisons.from_lists(first, second, won))[0]
+            result["bias"] = judge_position_bias(current, prior.answers)[0]
         if "comparisons" in result and "bias" in result:
             break
     result.setdefault("comparisons", np.inf)

@@ -389,7 +389,7 @@ class Workflow:
                         await self._fail(batch_id, "no comparison succeeded")
                     else:
                         log.info("batch %s stops: %s", batch_id, reason.value)
-                        await self._finalize(batch_id, reason.value)
+                        await self._finalize(batch_id, reason.value, prior.alpha)
                     return
                 # Wait for at least one answer (for all of them once the batch is stopping).
                 goal = min(refill_at, len(inflight) - 1) if reason == StopReason.CONTINUE else 0
@@ -557,7 +557,9 @@ class Workflow:
 
     # -- finalization --------------------------------------------------------------------------
 
-    async def _finalize(self, batch_id: str, why: str = "") -> None:
+    async def _finalize(self, batch_id: str, why: str = "", alpha: float | None = None) -> None:
+        """Final scores, ranks and grades; `alpha` is the prior the workflow chose (after a restart,
+        the choice is replayed from the stored answers)."""
         async with self.sessions.begin() as session:
             await transition(session, batch_id, "FINALIZING", f"stopped: {why}" if why else None)
         batch, essays = await self._load(batch_id)
@@ -566,9 +568,10 @@ class Workflow:
         _, rows = await self._batch_and_comparisons(batch_id)
         position = {e.essay_id: e.position for e in essays}
         data = self._comparisons(rows, position)
-        waves = np.array([r.wave for r in rows if r.status == "DONE"], np.int64)
-        prior = await asyncio.to_thread(PriorChoice.replay, len(essays), data, waves)
-        result = fit(len(essays), data, prior.alpha)
+        if alpha is None:
+            waves = np.array([r.wave for r in rows if r.status == "DONE"], np.int64)
+            alpha = (await asyncio.to_thread(PriorChoice.replay, len(essays), data, waves)).alpha
+        result = fit(len(essays), data, alpha)
         order = np.argsort(-result.scores, kind="stable")
         rank = np.empty(len(essays), int)
         rank[order] = np.arange(1, len(essays) + 1)

@@ -155,6 +155,13 @@ def fit(
     )
 
 
+def difference_variance(
+    covariance: NDArray[np.float64], first: NDArray[np.int64], second: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """Var(theta_first - theta_second) for each pair, from the scores' covariance."""
+    return covariance[first, first] + covariance[second, second] - 2 * covariance[first, second]
+
+
 def judge_position_bias(result: Fit, data: Comparisons) -> tuple[float, float]:
     """The judge's advantage for the essay shown first, and its SE, on the scale of the true scores.
 
@@ -163,9 +170,8 @@ def judge_position_bias(result: Fit, data: Comparisons) -> tuple[float, float]:
     over the comparisons. This undoes that; the fit's own `position_bias` goes with its scores."""
     if not len(data):
         return result.position_bias, result.position_bias_se
-    c = result.covariance
-    difference_variance = c[data.first, data.first] + c[data.second, data.second] - 2 * c[data.first, data.second]
-    attenuation = float(np.sqrt(1.0 + np.pi * np.mean(difference_variance) / 8.0))
+    v = difference_variance(result.covariance, data.first, data.second)
+    attenuation = float(np.sqrt(1.0 + np.pi * np.mean(v) / 8.0))
     return result.position_bias * attenuation, result.position_bias_se * attenuation
 
 

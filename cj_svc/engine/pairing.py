@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from cj_svc.engine.bradley_terry import difference_variance
+
 CANDIDATES_PER_SLOT = 8  # best pairs considered per pair of the wave (beyond those already asked)
 
 
@@ -90,10 +92,9 @@ def _gains(state: PairingState) -> tuple[NDArray[np.int64], NDArray[np.int64], N
     i, j = np.triu_indices(state.n, 1)
     p = 1.0 / (1.0 + np.exp(-(state.scores[i] - state.scores[j])))
     weight = p * (1 - p)
-    variance = np.diag(covariance)
-    difference_variance = variance[i] + variance[j] - 2 * covariance[i, j]
-    reach = np.diag(squared)[i] + np.diag(squared)[j] - 2 * squared[i, j]
-    return i, j, weight * reach / (1.0 + weight * difference_variance)
+    # |C d|^2 = d' C C d: the same form as the variance of a difference, over C C
+    reach = difference_variance(squared, i, j)
+    return i, j, weight * reach / (1.0 + weight * difference_variance(covariance, i, j))
 
 
 def _ranked_pairs(state: PairingState, rng: np.random.Generator, limit: int) -> list[tuple[int, int]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from cj_svc.engine.bradley_terry import DEFAULT_ALPHA, Comparisons, Fit, fit
+from cj_svc.engine.bradley_terry import DEFAULT_ALPHA, Comparisons, Fit, difference_variance, fit
 
 ALPHAS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # prior SDs from 7.1 down to 0.9 logits
 # The candidates are refitted when the answers have grown by this factor since their last fit, so
@@ -32,8 +32,7 @@ def predictive_log_loss(previous: Fit, data: Comparisons) -> float:
     """Log loss of answers under the posterior predictive of an earlier fit: P(first wins) is
     sigmoid(mu / sqrt(1 + pi v / 8)), with mu and v the mean and variance of the first's advantage."""
     mu = previous.scores[data.first] - previous.scores[data.second] + previous.position_bias
-    c = previous.covariance
-    v = c[data.first, data.first] + c[data.second, data.second] - 2 * c[data.first, data.second]
+    v = difference_variance(previous.covariance, data.first, data.second)
     eta = mu / np.sqrt(1.0 + np.pi * (v + previous.position_bias_se**2) / 8.0)
     return float(np.logaddexp(0.0, np.where(data.first_won, -eta, eta)).sum())
 
