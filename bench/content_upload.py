@@ -4,7 +4,9 @@ The ceiling is a server in its own process that speaks the same ContentService c
 discards what it receives (no validation, no hashing, no disk, no database). A durable blob is also
 bounded by the disk, so the run measures that too: 50 MiB written in 1 MiB writes and fsync'd, in
 the temp directory the service stores into, with no network. Reports:
-  - MiB/s of a 50 MiB Upload stream (1 MiB chunks), and its ratio to the ceiling (target >= 0.6);
+  - MiB/s of a 50 MiB Upload stream (1 MiB chunks), and its ratio to the ceiling (target >= 0.6).
+    The timed window runs from opening the call to the response; the client's sha256 for the header
+    is computed before it, as a real client knows it from asking FindByChecksum first;
   - essays/s for 1,000 essays of 5 KiB via BatchUpload and via Upload (32 in flight), beside the
     ceiling (target >= 1,000 essays/s through BatchUpload).
 Run: .venv/bin/python bench/content_upload.py [--repeat 3]
@@ -60,7 +62,7 @@ async def serve_raw(ready: Path) -> None:
     await server.wait_for_termination()
 
 
-async def upload(stub, data: bytes, chunk: int) -> content_pb2.UploadResponse:
+async def upload(stub, data: bytes, sha256: str, chunk: int) -> content_pb2.UploadResponse:
     call = stub.Upload()
     await call.write(
         content_pb2.UploadRequest(
@@ -68,7 +70,7 @@ async def upload(stub, data: bytes, chunk: int) -> content_pb2.UploadResponse:
                 kind=common_pb2.CONTENT_KIND_ESSAY_TEXT,
                 content_type="text/plain",
                 declared_size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
+                sha256=sha256,
             )
         )
     )
@@ -83,8 +85,11 @@ async def measure(address: str) -> dict[str, float]:
     async with grpc.aio.insecure_channel(address, options=MESSAGE_SIZE_OPTIONS) as channel:
         stub = content_pb2_grpc.ContentServiceStub(channel)
         big = os.urandom(50 * MiB)
+        # A client knows its content's checksum before it uploads (the runner asks FindByChecksum
+        # first), so hashing is not part of the timed stream.
+        digest = hashlib.sha256(big).hexdigest()
         started = time.perf_counter()
-        await upload(stub, big, MiB)
+        await upload(stub, big, digest, MiB)
         stream_mib_s = 50 / (time.perf_counter() - started)
 
         essays = [os.urandom(ESSAY_BYTES) for _ in range(ESSAYS)]
@@ -98,12 +103,12 @@ async def measure(address: str) -> dict[str, float]:
         batch_rate = ESSAYS / (time.perf_counter() - started)
 
         essays = [os.urandom(ESSAY_BYTES) for _ in range(ESSAYS)]
-        queue = iter(essays)
+        queue = iter([(essay, hashlib.sha256(essay).hexdigest()) for essay in essays])
         started = time.perf_counter()
 
         async def worker() -> None:
-            for essay in queue:
-                await upload(stub, essay, 64 * 1024)
+            for essay, digest in queue:
+                await upload(stub, essay, digest, 64 * 1024)
 
         await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
         upload_rate = ESSAYS / (time.perf_counter() - started)

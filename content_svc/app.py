@@ -14,11 +14,17 @@ from content_svc.service import ContentService
 from content_svc.settings import ContentSettings
 from content_svc.store import ContentStore
 from mesh_server import database
+from mesh_server.allocator import retain_freed_memory
 from mesh_server.auth import Authorizer
 from mesh_server.metrics import serve_metrics
 from mesh_server.server import MeshServer, Registration
 
 log = logging.getLogger("content_svc")
+
+# Upload chunks are 1 MiB and Get answers up to 4 MiB: keep buffers of those sizes for reuse
+# rather than page-faulting each one in anew (see mesh_server.allocator).
+LARGEST_BUFFER_BYTES = 4 * 1024 * 1024
+RETAINED_BYTES = 64 * 1024 * 1024
 
 SERVICE_NAME = content_pb2.DESCRIPTOR.services_by_name["ContentService"].full_name
 
@@ -40,6 +46,7 @@ class ContentApp:
 
 
 async def start(settings: ContentSettings) -> ContentApp:
+    retain_freed_memory(LARGEST_BUFFER_BYTES, RETAINED_BYTES)
     engine = await database.open_migrated("content", settings.database_url, settings.migrate)
     # Blob I/O (aiofiles) runs in the loop's default executor; fsyncs overlap well with more threads.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="blob-io"))

@@ -26,8 +26,9 @@ class BlobWriter:
     """
 
     QUEUE_CHUNKS = 8
-    # Start writing back to disk every this many bytes while the stream goes on, so the fsync at
-    # the end only waits for the tail.
+    # Every this many bytes, write the file back to disk and drop its pages from the page cache
+    # while the stream goes on: the fsync at the end then only waits for the tail, and the next
+    # chunks reuse freed pages instead of claiming new ones (which costs more than the drop).
     WRITEBACK_BYTES = 8 * 1024 * 1024
     # Hash large chunks in a worker thread (hashlib releases the GIL); small ones inline.
     THREAD_HASH_BYTES = 256 * 1024
@@ -66,7 +67,7 @@ class BlobWriter:
                 self._unsynced += len(chunk)
                 if self._unsynced >= self.WRITEBACK_BYTES and (self._writeback is None or self._writeback.done()):
                     self._unsynced = 0
-                    self._writeback = asyncio.ensure_future(asyncio.to_thread(os.fdatasync, self._file.fileno()))
+                    self._writeback = asyncio.ensure_future(asyncio.to_thread(_sync_and_release, self._file.fileno()))
             except Exception as error:  # noqa: BLE001 - reported by write() and finish()
                 self._failure = error
 
@@ -95,7 +96,7 @@ class BlobWriter:
 
     async def commit(self) -> None:
         """Make the blob durable under its final name (call finish() first)."""
-        await aiofiles.os.wrap(_fsync_and_release)(self._file.fileno())
+        await aiofiles.os.wrap(_sync_and_release)(self._file.fileno(), os.fsync)
         self._file.close()
         self._file = None
         await aiofiles.os.replace(self.temp_path, self.final_path)
@@ -128,10 +129,10 @@ async def finish_even_if_cancelled(cleanup: Coroutine[Any, Any, None]) -> None:
         raise
 
 
-def _fsync_and_release(fd: int) -> None:
-    os.fsync(fd)
+def _sync_and_release(fd: int, sync: Callable[[int], None] = os.fdatasync) -> None:
+    sync(fd)
     # The bytes are on disk now; dropping them from the page cache keeps large uploads from
-    # crowding it and lets the next upload reuse the freed pages.
+    # crowding it and lets the chunks that follow reuse the freed pages.
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
