@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 
 import grpc
 import pytest
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
+from content_svc.blobs import BlobDirectory
 from content_svc.store import MiB
 from runner.client import write_all
 from tests.conftest import start_content
@@ -164,14 +166,30 @@ async def test_client_cancel_mid_stream_leaves_nothing(content_app) -> None:
         call = stub.Upload(slow())
         await asyncio.wait_for(started.wait(), 10)
         await asyncio.sleep(0.3)
+        assert storing_threads() == 1  # the upload's own thread hashes and writes its chunks
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
     for _ in range(50):  # the server notices the cancel asynchronously
-        if not blob_files(content_app):
+        if not blob_files(content_app) and not storing_threads():
             break
         await asyncio.sleep(0.1)
     assert blob_files(content_app) == [] and await row_count(content_app) == 0
+    assert storing_threads() == 0, "a cancelled upload left its storing thread running"
+
+
+def storing_threads() -> int:
+    return sum(thread.name == "blob-writer" for thread in threading.enumerate())
+
+
+async def test_a_discarded_writer_ends_its_thread_and_leaves_no_file(tmp_path) -> None:
+    writer = BlobDirectory(tmp_path).writer("a" * 32)
+    await writer.open(4 * MiB)
+    for _ in range(2):
+        await writer.write(b"w" * MiB)
+    assert storing_threads() == 1 and writer.temp_path.exists()
+    await writer.discard()  # mid-stream: no finish() ended the input
+    assert storing_threads() == 0 and list(tmp_path.rglob("*")) == [tmp_path / "aa"]
 
 
 async def test_batch_upload_status_per_item(content_app) -> None:
