@@ -70,6 +70,10 @@ class BlobWriter:
                     self._store(chunk)
                     unsynced += len(chunk)
                     if unsynced >= self.WRITEBACK_BYTES and (writeback is None or writeback.done()):
+                        if writeback is not None:
+                            # A failed write-back fails the upload: the kernel reports an I/O error
+                            # to one sync call only, so the final fsync would not see it again.
+                            writeback.result()
                         unsynced = 0
                         writeback = _WRITEBACKS.submit(_sync_and_release, self._file.fileno())
                 except Exception as error:  # noqa: BLE001 - reported by write() and finish()

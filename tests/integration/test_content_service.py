@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import threading
@@ -180,6 +181,26 @@ async def test_client_cancel_mid_stream_leaves_nothing(content_app) -> None:
 
 def storing_threads() -> int:
     return sum(thread.name == "blob-writer" for thread in threading.enumerate())
+
+
+async def test_a_failed_write_back_fails_the_upload(tmp_path, monkeypatch) -> None:
+    from content_svc import blobs
+
+    calls = []
+
+    def fail_first(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "simulated write-back failure")
+
+    monkeypatch.setattr(blobs, "_sync_and_release", fail_first)
+    writer = BlobDirectory(tmp_path).writer("b" * 32)
+    await writer.open(20 * MiB)
+    for _ in range(20):  # write-backs start at 8 and 16 MiB; only the first fails
+        await writer.write(b"w" * MiB)
+    with pytest.raises(OSError, match="simulated write-back failure"):
+        await writer.finish()
+    await writer.discard()
 
 
 async def test_a_discarded_writer_ends_its_thread_and_leaves_no_file(tmp_path) -> None:
