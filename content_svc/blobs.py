@@ -36,9 +36,12 @@ class BlobWriter:
     # chunks reuse freed pages instead of claiming new ones (which costs more than the drop).
     WRITEBACK_BYTES = 8 * 1024 * 1024
 
-    def __init__(self, final_path: Path) -> None:
+    def __init__(self, final_path: Path | None) -> None:
+        """`final_path` None: hash the stream only, storing nothing (for content already stored)."""
         self.final_path = final_path
-        self.temp_path = final_path.with_name(f".{final_path.name}.{new_id()[:8]}{TEMP_SUFFIX}")
+        self.temp_path = (
+            None if final_path is None else final_path.with_name(f".{final_path.name}.{new_id()[:8]}{TEMP_SUFFIX}")
+        )
         self.size = 0
         self._hash = hashlib.sha256()
         self._file: Any = None
@@ -48,12 +51,13 @@ class BlobWriter:
         self._failure: BaseException | None = None
 
     async def open(self, expected_size: int | None = None) -> None:
-        await aiofiles.os.makedirs(self.final_path.parent, exist_ok=True)
-        # Unbuffered: each chunk goes to the kernel in one write.
-        self._file = await aiofiles.os.wrap(open)(self.temp_path, "wb", buffering=0)
-        if expected_size:
-            # Reserving the blocks up front makes the writes that follow cheaper.
-            await aiofiles.os.wrap(os.posix_fallocate)(self._file.fileno(), 0, expected_size)
+        if self.final_path is not None:
+            await aiofiles.os.makedirs(self.final_path.parent, exist_ok=True)
+            # Unbuffered: each chunk goes to the kernel in one write.
+            self._file = await aiofiles.os.wrap(open)(self.temp_path, "wb", buffering=0)
+            if expected_size:
+                # Reserving the blocks up front makes the writes that follow cheaper.
+                await aiofiles.os.wrap(os.posix_fallocate)(self._file.fileno(), 0, expected_size)
         loop = asyncio.get_running_loop()
         self._stored = loop.create_future()
         threading.Thread(target=self._store_chunks, args=(loop,), name="blob-writer", daemon=True).start()
@@ -69,7 +73,11 @@ class BlobWriter:
                 try:
                     self._store(chunk)
                     unsynced += len(chunk)
-                    if unsynced >= self.WRITEBACK_BYTES and (writeback is None or writeback.done()):
+                    if (
+                        self._file is not None
+                        and unsynced >= self.WRITEBACK_BYTES
+                        and (writeback is None or writeback.done())
+                    ):
                         if writeback is not None:
                             # A failed write-back fails the upload: the kernel reports an I/O error
                             # to one sync call only, so the final fsync would not see it again.
@@ -88,6 +96,8 @@ class BlobWriter:
 
     def _store(self, chunk: bytes) -> None:
         self._hash.update(chunk)
+        if self._file is None:
+            return
         view = memoryview(chunk)
         while view:  # an unbuffered write may take fewer bytes than offered
             view = view[self._file.write(view) :]
@@ -139,6 +149,8 @@ class BlobWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self.temp_path is None:
+            return
         try:
             await aiofiles.os.remove(self.temp_path)
         except FileNotFoundError:
@@ -245,8 +257,9 @@ class BlobDirectory:
     def path(self, storage_id: str) -> Path:
         return self.root / storage_id[:2] / storage_id
 
-    def writer(self, storage_id: str) -> BlobWriter:
-        return BlobWriter(self.path(storage_id))
+    def writer(self, storage_id: str | None) -> BlobWriter:
+        """A writer for a new blob; with no storage id, one that only hashes what it is given."""
+        return BlobWriter(None if storage_id is None else self.path(storage_id))
 
     def prepare(self) -> int:
         """Create the root and remove temp files a crash left behind; returns how many."""

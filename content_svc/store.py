@@ -88,10 +88,14 @@ class ContentStore:
     async def put_stream(
         self, description: Description, chunks: AsyncIterator[bytes], correlation_id: str = ""
     ) -> Stored:
-        """Store streamed content; refuse it as soon as it breaks its description or the maximum."""
+        """Store streamed content; refuse it as soon as it breaks its description or the maximum.
+
+        When the declared sha256 is of content already stored, the stream is only hashed, to check
+        that it is that content, and nothing is written."""
         self.check_declared_size(description, "header.declared_size")
+        known = await self._find_sha(description.sha256) if description.sha256 else None
         storage_id = new_id()
-        writer = self.blobs.writer(storage_id)
+        writer = self.blobs.writer(storage_id if known is None else None)
         try:
             await writer.open(description.declared_size)
             async for chunk in chunks:
@@ -108,7 +112,7 @@ class ContentStore:
                 await writer.write(chunk)
             digest = await writer.finish()
             self._verify(description, writer.size, digest, "header")
-            existing = await self._find_sha(digest)
+            existing = known or await self._find_sha(digest)
             if existing is not None:
                 await writer.discard()
                 return _stored(existing, deduplicated=True)

@@ -79,6 +79,33 @@ async def test_deduplication_sequential_and_concurrent(content_app) -> None:
     assert await row_count(content_app) == 2
 
 
+async def test_stored_content_sent_with_its_sha256_is_checked_not_written_again(content_app) -> None:
+    data = os.urandom(3 * MiB)
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        first = await upload(stub, data, chunk=MiB)
+        # From here on nothing can be written: the storage directory is a plain file.
+        root = content_app.store.blobs.root
+        root.rename(root.with_name("moved"))
+        root.write_bytes(b"")
+        try:
+            again = await upload(stub, data, chunk=MiB)
+            assert again.storage_id == first.storage_id and again.deduplicated
+            # Without the checksum the service cannot know the content before it has it all: it stores it.
+            with pytest.raises(grpc.aio.AioRpcError) as undeclared:
+                await upload(stub, data, chunk=MiB, sha256="")
+            assert undeclared.value.code() == grpc.StatusCode.UNAVAILABLE
+            # A stored checksum with other bytes is still refused: the stream is hashed, not trusted.
+            with pytest.raises(grpc.aio.AioRpcError) as forged:
+                await upload(stub, os.urandom(3 * MiB), chunk=MiB, sha256=first.sha256)
+            assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "header.sha256" in field_violations(forged.value)
+        finally:
+            root.unlink()
+            root.with_name("moved").rename(root)
+    assert await row_count(content_app) == 1
+
+
 @pytest.mark.parametrize(
     ("header", "field"),
     [
