@@ -37,7 +37,9 @@ class UploadHeader(_message.Message):
     declared_size: _builtins.int
     """The exact number of bytes the chunks will carry."""
     sha256: _builtins.str
-    """Optional lowercase hex sha256 of the content; checked when given."""
+    """Optional lowercase hex sha256 of the content; checked when given. When it is of content
+    already stored, the stream is hashed to check it and not stored again (deduplicated).
+    """
     def __init__(
         self,
         *,
