@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import hashlib
 import os
-import queue
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from huleedu.common.v1 import common_pb2  # noqa: E402
 from huleedu.content.v1 import content_pb2, content_pb2_grpc  # noqa: E402
 
 from bench._servers import content_service, process  # noqa: E402
+from content_svc.blobs import BlobWriter  # noqa: E402
 from mesh_server.tls import MESSAGE_SIZE_OPTIONS  # noqa: E402
 
 MiB = 1024 * 1024
@@ -64,29 +64,16 @@ class DiscardingContentService(content_pb2_grpc.ContentServiceServicer):
 
 
 class HashingContentService(DiscardingContentService):
+    """Receives and hashes with the service's own hash-only writer (the storing thread it uses for
+    content it already holds), and stores nothing."""
+
     async def Upload(self, request_iterator, context):
-        chunks: queue.Queue[bytes | None] = queue.Queue(8)
-        digest = hashlib.sha256()
-        hashing = asyncio.ensure_future(asyncio.to_thread(_hash_until_none, chunks, digest))
-        size = 0
+        writer = BlobWriter(None)
+        await writer.open()
         async for message in request_iterator:
-            size += len(message.chunk)
-            await _put(chunks, message.chunk)
-        await _put(chunks, None)
-        await hashing
-        return content_pb2.UploadResponse(storage_id="0" * 32, size=size, sha256=digest.hexdigest())
-
-
-def _hash_until_none(chunks: queue.Queue[bytes | None], digest) -> None:
-    while (chunk := chunks.get()) is not None:
-        digest.update(chunk)
-
-
-async def _put(chunks: queue.Queue[bytes | None], chunk: bytes | None) -> None:
-    try:
-        chunks.put_nowait(chunk)
-    except queue.Full:
-        await asyncio.to_thread(chunks.put, chunk)
+            await writer.write(message.chunk)
+        digest = await writer.finish()
+        return content_pb2.UploadResponse(storage_id="0" * 32, size=writer.size, sha256=digest)
 
 
 RAW_SERVICES = {"discard": DiscardingContentService, "hash": HashingContentService}
