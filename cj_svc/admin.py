@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from cj_svc.content_client import ContentClient
 from cj_svc.engine.scales import SCALES, get_scale
 from cj_svc.models import Anchor, Assignment
+from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
 from mesh_server import errors
 
 
@@ -31,22 +32,22 @@ def not_found(assignment_id: str) -> errors.NotFound:
     )
 
 
+def _assignment_references(prompt_id: str | None, rubric_id: str | None) -> list[Reference]:
+    return [
+        Reference("student_prompt_storage_id", "the student prompt", prompt_id or "", PROMPT_KINDS),
+        Reference("judge_rubric_storage_id", "the judge rubric", rubric_id or "", RUBRIC_KINDS),
+    ]
+
+
 @dataclass
 class AdminStore:
     sessions: async_sessionmaker
     content: ContentClient
 
-    async def _check_stored(self, **storage_ids: str | None) -> None:
-        wanted = {field: value for field, value in storage_ids.items() if value}
-        missing = set(await self.content.missing(list(wanted.values())))
-        for field, value in wanted.items():
-            if value in missing:
-                raise errors.FailedPrecondition(
-                    f"{field} {value} is not in the Content Service; upload the file first and use the "
-                    "storage id the Content Service returned",
-                    field=field,
-                    error_code="RESOURCE_NOT_FOUND",
-                )
+    async def _check_stored(self, *references: Reference) -> None:
+        wanted = [r for r in references if r.storage_id]
+        if wanted:
+            check(wanted, await self.content.held([r.storage_id for r in wanted]))
 
     async def create_assignment(
         self,
@@ -58,9 +59,7 @@ class AdminStore:
         judge_rubric_storage_id: str = "",
     ) -> Assignment:
         known_scale(grade_scale)
-        await self._check_stored(
-            student_prompt_storage_id=student_prompt_storage_id, judge_rubric_storage_id=judge_rubric_storage_id
-        )
+        await self._check_stored(*_assignment_references(student_prompt_storage_id, judge_rubric_storage_id))
         now = datetime.now(UTC)
         row = Assignment(
             assignment_id=assignment_id,
@@ -102,8 +101,7 @@ class AdminStore:
         if "grade_scale" in changes:
             known_scale(changes["grade_scale"])
         await self._check_stored(
-            student_prompt_storage_id=changes.get("student_prompt_storage_id"),
-            judge_rubric_storage_id=changes.get("judge_rubric_storage_id"),
+            *_assignment_references(changes.get("student_prompt_storage_id"), changes.get("judge_rubric_storage_id"))
         )
         async with self.sessions.begin() as session:
             row = await session.get(Assignment, assignment_id, with_for_update=True)
@@ -139,7 +137,7 @@ class AdminStore:
             scale.index(grade)
         except ValueError as error:
             raise errors.InvalidArgument(str(error), field="grade") from None
-        await self._check_stored(storage_id=storage_id)
+        await self._check_stored(Reference("storage_id", f"anchor {label}", storage_id, ESSAY_KINDS))
         now = datetime.now(UTC)
         async with self.sessions.begin() as session:
             query = select(Anchor).where(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cj_svc.admin import not_found
 from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
+from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
 from mesh_server import errors
 from mesh_server.ids import new_id
 
@@ -126,21 +127,24 @@ class Batches:
                 f"essay ids {', '.join(clashes)} are also anchor labels of {request.assignment_id!r}; rename the essays",
                 field="essays",
             )
-        wanted = [e.text_storage_id for e in request.essays] + [a.storage_id for a in anchors]
-        wanted += [i for i in (prompt_id, rubric_id) if i]
-        missing = await self.content.missing(wanted)
+        references = [
+            Reference(f"essays[{i}].text_storage_id", f"essay {e.essay_id}", e.text_storage_id, ESSAY_KINDS)
+            for i, e in enumerate(request.essays)
+        ]
+        references += [
+            Reference("assignment_id", f"anchor {a.label} of {request.assignment_id!r}", a.storage_id, ESSAY_KINDS)
+            for a in anchors
+        ]
+        if prompt_id:
+            prompt_field = "student_prompt_ref.storage_id" if request.prompt_storage_id else "assignment_id"
+            references.append(Reference(prompt_field, "the student prompt", prompt_id, PROMPT_KINDS))
+        if rubric_id:
+            references.append(Reference("assignment_id", "the assignment's judge rubric", rubric_id, RUBRIC_KINDS))
+        held = await self.content.held([r.storage_id for r in references])
         for storage_id in (prompt_id, rubric_id):
-            if storage_id and storage_id in missing:
+            if storage_id and storage_id not in held:
                 PROMPT_FETCH_FAILURES.labels("not_found").inc()
-        if missing:
-            raise errors.FailedPrecondition(
-                f"{len(missing)} storage id(s) are not in the Content Service: {', '.join(missing[:20])}"
-                f"{' ...' if len(missing) > 20 else ''}; upload the files first and send the storage ids the "
-                "Content Service returned (not file checksums)",
-                field="essays",
-                error_code="RESOURCE_NOT_FOUND",
-                metadata={"missing_storage_ids": ",".join(missing[:50])},
-            )
+        check(references, held)
         prompt_text = await self._hydrate(prompt_id, "prompt")
         rubric_text = await self._hydrate(rubric_id, "rubric")
         instructions = "\n\n".join(t for t in ((assignment.instructions if assignment else ""), rubric_text) if t)
@@ -216,6 +220,9 @@ class Batches:
             return await self.content.text(storage_id)
         except errors.FailedPrecondition:
             PROMPT_FETCH_FAILURES.labels("not_found").inc()
+            raise
+        except errors.DataLoss:
+            PROMPT_FETCH_FAILURES.labels("damaged").inc()
             raise
         except errors.DomainError:
             PROMPT_FETCH_FAILURES.labels("unavailable").inc()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import grpc
+from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
+from cj_svc.references import Held
 from mesh_server import errors
 from mesh_server.correlation import PropagatingClientInterceptor
 from mesh_server.tls import TlsFiles, open_channel
@@ -26,17 +28,31 @@ class ContentClient:
             error_code="CONTENT_SERVICE_ERROR",
         )
 
-    async def missing(self, storage_ids: list[str]) -> list[str]:
-        """The ids the Content Service does not hold."""
-        if not storage_ids:
-            return []
-        try:
-            response = await self.stub.Stat(
-                content_pb2.StatRequest(storage_ids=list(dict.fromkeys(storage_ids))), timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as error:
-            raise self._unavailable(error) from None
-        return list(response.missing_storage_ids)
+    def _damaged(self, error: grpc.aio.AioRpcError) -> errors.DomainError:
+        return errors.DataLoss(
+            f"the Content Service holds damaged content: {error.details()}", error_code="CONTENT_DAMAGED"
+        )
+
+    async def held(self, storage_ids: list[str]) -> dict[str, Held]:
+        """What the Content Service holds of these ids, each blob hashed (Stat with verify): kind,
+        size and state; ids it never held are absent."""
+        wanted = list(dict.fromkeys(storage_ids))
+        held: dict[str, Held] = {}
+        for start in range(0, len(wanted), 10_000):
+            try:
+                response = await self.stub.Stat(
+                    content_pb2.StatRequest(storage_ids=wanted[start : start + 10_000], verify=True),
+                    timeout=self.timeout,
+                )
+            except grpc.aio.AioRpcError as error:
+                raise self._unavailable(error) from None
+            for meta in (*response.found, *response.damaged):
+                held[meta.storage_id] = Held(
+                    kind=common_pb2.ContentKind.Name(meta.kind),
+                    size=meta.size,
+                    state=content_pb2.ContentState.Name(meta.state).removeprefix("CONTENT_STATE_"),
+                )
+        return held
 
     async def text(self, storage_id: str) -> str:
         """The stored content as text (UTF-8, undecodable bytes replaced)."""
@@ -47,6 +63,8 @@ class ContentClient:
                 raise errors.FailedPrecondition(
                     f"content {storage_id} is not in the Content Service", error_code="RESOURCE_NOT_FOUND"
                 ) from None
+            if error.code() == grpc.StatusCode.DATA_LOSS:
+                raise self._damaged(error) from None
             raise self._unavailable(error) from None
         return response.content.decode("utf-8", errors="replace")
 
@@ -60,6 +78,8 @@ class ContentClient:
                     content_pb2.BatchGetRequest(storage_ids=wanted[:1000]), timeout=self.timeout
                 )
             except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.DATA_LOSS:
+                    raise self._damaged(error) from None
                 raise self._unavailable(error) from None
             if response.missing_storage_ids:
                 raise errors.FailedPrecondition(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
 from content_svc.blobs import BlobDirectory
-from content_svc.service import ContentService
+from content_svc.service import ContentService, UploadLimits
 from content_svc.settings import ContentSettings
 from content_svc.store import ContentStore
 from mesh_server import database
@@ -42,7 +42,20 @@ class ContentApp:
 
     async def stop(self) -> None:
         await self.server.stop()
+        await self.store.close()
         await self.store.engine.dispose()
+
+
+async def report_broken_content(store: ContentStore) -> None:
+    """At start: every row's blob looked at (by size, not hashed), rows marked missing or damaged,
+    and what is wrong logged with what to do."""
+    report = await store.check(verify=False)
+    for problem in report.damaged:
+        log.error("content %s is %s: %s; upload the file again to repair it", problem.storage_id,
+                  problem.state.lower(), problem.reason)  # fmt: skip
+    if report.orphans:
+        log.warning("%d blob files have no row (an upload cut off by a crash); `content-svc check --repair` "
+                    "removes them", len(report.orphans))  # fmt: skip
 
 
 async def start(settings: ContentSettings) -> ContentApp:
@@ -54,9 +67,15 @@ async def start(settings: ContentSettings) -> ContentApp:
     removed = blobs.prepare()
     if removed:
         log.info("removed %d temp files left by an earlier run", removed)
-    store = ContentStore(engine, blobs, settings.max_object_bytes)
+    store = ContentStore(engine, blobs, settings.max_object_bytes, settings.max_text_bytes)
+    await report_broken_content(store)
+    limits = UploadLimits(settings.max_uploads, settings.max_uploads_per_connection, settings.upload_idle_seconds)
     server = MeshServer(
-        [Registration(content_pb2_grpc.add_ContentServiceServicer_to_server, ContentService(store), SERVICE_NAME)],
+        [
+            Registration(
+                content_pb2_grpc.add_ContentServiceServicer_to_server, ContentService(store, limits), SERVICE_NAME
+            )
+        ],
         listen=settings.listen,
         grace_seconds=settings.grace_seconds,
         readiness=store.problem,

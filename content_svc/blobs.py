@@ -1,4 +1,5 @@
-"""Blob files: written atomically (temp file in the same directory, fsync, rename), read in chunks."""
+"""Blob files: written atomically (temp file in the same directory, fsync, rename), read back and
+checked against their sha256."""
 
 from __future__ import annotations
 
@@ -8,172 +9,168 @@ import contextlib
 import ctypes
 import hashlib
 import os
-import queue
-import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-import aiofiles
 import aiofiles.os
 
 from mesh_server.ids import new_id
 
 TEMP_SUFFIX = ".tmp"
+PROBE_NAME = ".health-probe"
+
+T = TypeVar("T")
+
+# Every upload's chunks are hashed and written by this bounded pool, one chunk of an upload at a
+# time: an upload that sends nothing holds no thread, and thousands of open uploads hold a handful.
+STORING_THREADS = 8
+_STORING = concurrent.futures.ThreadPoolExecutor(STORING_THREADS, thread_name_prefix="blob-store")
+# Write-backs run beside the storing threads, so that hashing and writing go on during an fsync.
+_WRITEBACKS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="blob-writeback")
+
+
+class Damaged(Exception):
+    """A blob that does not hold the bytes its row describes. `state` is DAMAGED or MISSING."""
+
+    def __init__(self, storage_id: str, state: str, reason: str) -> None:
+        super().__init__(f"{storage_id}: {reason}")
+        self.storage_id = storage_id
+        self.state = state
+        self.reason = reason
+
+
+class Inspector(Protocol):
+    """Sees every chunk of an upload in order, in a storing thread; raises to refuse the content."""
+
+    def update(self, chunk: bytes) -> None: ...
+
+    def end(self) -> None: ...
 
 
 class BlobWriter:
     """Streams bytes into a temp file beside its final place, hashing as it goes.
 
-    Hashing and writing run in the upload's own thread, fed through a small queue: receiving the
-    next chunk overlaps with storing the last one, and the thread goes from chunk to chunk without
-    waiting for the event loop (a hop through the loop per chunk cost a fifth of the throughput).
+    Each chunk is hashed and written in the shared storing pool while the next one is received;
+    one chunk per upload is in flight at a time, so chunks stay in order and memory stays bounded.
+    The temp file is created with the first chunk: an upload that sends nothing takes no disk.
     """
 
-    QUEUE_CHUNKS = 8
     # Every this many bytes, write the file back to disk and drop its pages from the page cache
     # while the stream goes on: the fsync at the end then only waits for the tail, and the next
     # chunks reuse freed pages instead of claiming new ones (which costs more than the drop).
     WRITEBACK_BYTES = 8 * 1024 * 1024
 
-    def __init__(self, final_path: Path | None) -> None:
+    def __init__(self, final_path: Path | None, inspector: Inspector | None = None) -> None:
         """`final_path` None: hash the stream only, storing nothing (for content already stored)."""
         self.final_path = final_path
-        self.temp_path = (
-            None if final_path is None else final_path.with_name(f".{final_path.name}.{new_id()[:8]}{TEMP_SUFFIX}")
-        )
+        self.temp_path = None if final_path is None else _temp_path(final_path)
+        self.inspector = inspector
         self.size = 0
         self._hash = hashlib.sha256()
         self._file: Any = None
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_CHUNKS)
-        self._stored: asyncio.Future[None] | None = None  # done when the storing thread has ended
-        self._input_ended = False
-        self._failure: BaseException | None = None
-
-    async def open(self, expected_size: int | None = None) -> None:
-        if self.final_path is not None:
-            await aiofiles.os.makedirs(self.final_path.parent, exist_ok=True)
-            # Unbuffered: each chunk goes to the kernel in one write.
-            self._file = await aiofiles.os.wrap(open)(self.temp_path, "wb", buffering=0)
-            if expected_size:
-                # Reserving the blocks up front makes the writes that follow cheaper.
-                await aiofiles.os.wrap(os.posix_fallocate)(self._file.fileno(), 0, expected_size)
-        loop = asyncio.get_running_loop()
-        self._stored = loop.create_future()
-        threading.Thread(target=self._store_chunks, args=(loop,), name="blob-writer", daemon=True).start()
-
-    def _store_chunks(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The storing thread: hash and write each chunk until the None that ends the input."""
-        writeback: concurrent.futures.Future[None] | None = None
-        unsynced = 0
-        try:
-            while (chunk := self._chunks.get()) is not None:
-                if self._failure is not None:
-                    continue  # keep taking chunks so that the loop never blocks on a full queue
-                try:
-                    self._store(chunk)
-                    unsynced += len(chunk)
-                    if (
-                        self._file is not None
-                        and unsynced >= self.WRITEBACK_BYTES
-                        and (writeback is None or writeback.done())
-                    ):
-                        if writeback is not None:
-                            # A failed write-back fails the upload: the kernel reports an I/O error
-                            # to one sync call only, so the final fsync would not see it again.
-                            writeback.result()
-                        unsynced = 0
-                        writeback = _WRITEBACKS.submit(_sync_and_release, self._file.fileno())
-                except Exception as error:  # noqa: BLE001 - reported by write() and finish()
-                    self._failure = error
-            if writeback is not None:
-                writeback.result()
-        except Exception as error:  # noqa: BLE001 - a failed write-back is a failed upload
-            self._failure = error
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-                loop.call_soon_threadsafe(_set_done, self._stored)
+        self._storing: concurrent.futures.Future[None] | None = None  # the chunk in flight
+        self._writeback: concurrent.futures.Future[None] | None = None
+        self._unsynced = 0
 
     def _store(self, chunk: bytes) -> None:
+        """In a storing thread: inspect, hash and write one chunk."""
+        if self.inspector is not None:
+            self.inspector.update(chunk)
         self._hash.update(chunk)
-        if self._file is None:
+        if self.final_path is None:
             return
+        if self._file is None:
+            self.final_path.parent.mkdir(exist_ok=True)
+            # Unbuffered: each chunk goes to the kernel in one write.
+            self._file = open(self.temp_path, "wb", buffering=0)  # noqa: SIM115 - closed by commit or discard
         view = memoryview(chunk)
         while view:  # an unbuffered write may take fewer bytes than offered
             view = view[self._file.write(view) :]
+        self._unsynced += len(chunk)
+        if self._unsynced >= self.WRITEBACK_BYTES and (self._writeback is None or self._writeback.done()):
+            if self._writeback is not None:
+                # A failed write-back fails the upload: the kernel reports an I/O error to one sync
+                # call only, so the final fsync would not see it again.
+                self._writeback.result()
+            self._unsynced = 0
+            self._writeback = _WRITEBACKS.submit(_sync_and_release, self._file.fileno())
 
-    async def _put(self, chunk: bytes | None) -> None:
-        try:
-            self._chunks.put_nowait(chunk)
-        except queue.Full:
-            await asyncio.to_thread(self._chunks.put, chunk)
+    async def _settle(self) -> None:
+        """Wait for the chunk in flight (even when cancelled: the file is not ours to close before)."""
+        if self._storing is not None:
+            job, self._storing = self._storing, None
+            await finish_even_if_cancelled(asyncio.wrap_future(job))
 
     async def write(self, chunk: bytes) -> None:
-        if self._failure is not None:
-            raise self._failure
+        await self._settle()  # raises what storing the previous chunk raised
         self.size += len(chunk)
-        await self._put(chunk)
-
-    async def _end_input(self) -> None:
-        """Tell the storing thread that no more chunks come, and wait for it to end."""
-        if self._stored is None:
-            return
-        if not self._input_ended:
-            self._input_ended = True
-            await self._put(None)
-        await asyncio.wait([self._stored])
+        self._storing = _STORING.submit(self._store, chunk)
 
     async def finish(self) -> str:
-        """Wait for every chunk to be written; returns the sha256 of the content."""
-        await self._end_input()
-        if self._failure is not None:
-            raise self._failure
+        """Wait for every chunk to be stored; returns the sha256 of the content."""
+        await self._settle()
+        if self.inspector is not None:
+            self.inspector.end()
+        if self._writeback is not None:
+            await asyncio.wrap_future(self._writeback)
         return self._hash.hexdigest()
 
-    async def commit(self) -> None:
-        """Make the blob durable under its final name (call finish() first)."""
-        await aiofiles.os.wrap(_sync_and_release)(self._file.fileno(), os.fsync)
-        self._file.close()
-        self._file = None
-        await aiofiles.os.replace(self.temp_path, self.final_path)
-        await aiofiles.os.wrap(_fsync_directory)(self.final_path.parent)
+    async def commit(self, final_path: Path | None = None) -> None:
+        """Make the blob durable under its final name, or under `final_path` (call finish() first)."""
+        final_path = final_path or self.final_path
+        assert final_path is not None and self.temp_path is not None
+        if self._file is None:  # empty content: no chunk created the file
+            await asyncio.to_thread(_create_empty, self.temp_path)
+        else:
+            await aiofiles.os.wrap(_sync_and_release)(self._file.fileno(), os.fsync)
+            self._file.close()
+            self._file = None
+        await aiofiles.os.replace(self.temp_path, final_path)
+        await aiofiles.os.wrap(_fsync_directory)(final_path.parent)
 
     async def discard(self) -> None:
         """Remove the temp file, even when the calling task is being cancelled."""
         await finish_even_if_cancelled(self._remove_temp())
 
     async def _remove_temp(self) -> None:
-        if self._failure is None:
-            self._failure = RuntimeError("the upload was discarded")  # the storing thread skips what is queued
-        await self._end_input()
+        with contextlib.suppress(Exception):  # the upload failed already; its error is reported
+            await self._settle()
+        if self._writeback is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(self._writeback)
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self.temp_path is None:
-            return
-        try:
-            await aiofiles.os.remove(self.temp_path)
-        except FileNotFoundError:
-            pass
+        if self.temp_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(self.temp_path)
 
 
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-# Write-backs run beside the storing threads, so that hashing and writing go on during an fsync.
-_WRITEBACKS = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="blob-writeback")
-
-
-async def finish_even_if_cancelled(cleanup: Coroutine[Any, Any, None]) -> None:
-    """Run a cleanup to its end: a cancelled RPC must still remove what it half-wrote."""
-    task = asyncio.ensure_future(cleanup)
+async def finish_even_if_cancelled(work: Coroutine[Any, Any, T] | asyncio.Future[T]) -> T:
+    """Run `work` to its end and return its result, even when the caller is cancelled meanwhile
+    (the caller's cancellation is raised once the work has ended): a cancelled RPC must neither
+    leave half-written files nor undo a commit that reached the database."""
+    task = asyncio.ensure_future(work)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller's cancellation is what propagates
         raise
+
+
+def _temp_path(final_path: Path) -> Path:
+    return final_path.with_name(f".{final_path.name}.{new_id()[:8]}{TEMP_SUFFIX}")
+
+
+def _create_empty(path: Path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "wb") as blob:
+        os.fsync(blob.fileno())
 
 
 def _sync_and_release(fd: int, sync: Callable[[int], None] = os.fdatasync) -> None:
@@ -185,7 +182,7 @@ def _sync_and_release(fd: int, sync: Callable[[int], None] = os.fdatasync) -> No
 
 def _write_atomically(final_path: Path, content: bytes) -> None:
     final_path.parent.mkdir(exist_ok=True)
-    temp_path = final_path.with_name(f".{final_path.name}.{new_id()[:8]}{TEMP_SUFFIX}")
+    temp_path = _temp_path(final_path)
     try:
         with open(temp_path, "wb") as blob:
             blob.write(content)
@@ -226,7 +223,7 @@ def _write_many_with_syncfs(root: Path, contents: dict[Path, bytes]) -> None:
     try:
         for final_path, content in contents.items():
             final_path.parent.mkdir(exist_ok=True)
-            temp_path = final_path.with_name(f".{final_path.name}.{new_id()[:8]}{TEMP_SUFFIX}")
+            temp_path = _temp_path(final_path)
             temps.append((temp_path, final_path))
             with open(temp_path, "wb") as blob:
                 blob.write(content)
@@ -248,8 +245,20 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What a blob must hold: its row's size and sha256."""
+
+    storage_id: str
+    size: int
+    sha256: str
+
+
 class BlobDirectory:
     """Where blobs live: `<root>/<first two hex>/<storage id>`."""
+
+    # Content read back by Get or BatchGet is hashed in this many bytes at a time.
+    READ_CHUNK = 1024 * 1024
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -257,9 +266,9 @@ class BlobDirectory:
     def path(self, storage_id: str) -> Path:
         return self.root / storage_id[:2] / storage_id
 
-    def writer(self, storage_id: str | None) -> BlobWriter:
+    def writer(self, storage_id: str | None, inspector: Inspector | None = None) -> BlobWriter:
         """A writer for a new blob; with no storage id, one that only hashes what it is given."""
-        return BlobWriter(None if storage_id is None else self.path(storage_id))
+        return BlobWriter(None if storage_id is None else self.path(storage_id), inspector)
 
     def prepare(self) -> int:
         """Create the root and remove temp files a crash left behind; returns how many."""
@@ -270,26 +279,28 @@ class BlobDirectory:
             removed += 1
         return removed
 
-    def usable(self) -> str | None:
-        """None when blobs can be written here, else why not."""
+    def probe(self) -> str | None:
+        """None when a blob can be written and made durable here (a real write), else why not."""
         if not self.root.is_dir():
             return f"storage directory {self.root} does not exist"
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            return f"storage directory {self.root} is not writable"
+        probe = self.root / PROBE_NAME
+        try:
+            with open(probe, "wb") as blob:
+                blob.write(b"probe")
+                os.fsync(blob.fileno())
+            probe.unlink()
+        except OSError as error:
+            return f"storage directory {self.root} cannot be written: {error.strerror or error}"
         return None
 
     async def write_small(self, contents: dict[str, bytes]) -> None:
         """Write many small blobs atomically. Where the kernel offers syncfs (Linux), all temp files
         are written, made durable with one syncfs, renamed, and the names made durable with another:
         two flushes instead of one fsync per blob. Elsewhere each temp file is fsynced and renamed,
-        then each touched directory fsynced once."""
+        then each touched directory fsynced once. A blob already there (being repaired) is replaced."""
         if _SYNCFS is not None and len(contents) >= SYNCFS_MIN_BLOBS:
             paths = {self.path(storage_id): content for storage_id, content in contents.items()}
-            try:
-                await aiofiles.os.wrap(_write_many_with_syncfs)(self.root, paths)
-            except BaseException:
-                await asyncio.gather(*(self.remove(storage_id) for storage_id in contents))
-                raise
+            await aiofiles.os.wrap(_write_many_with_syncfs)(self.root, paths)
             return
 
         async def one(storage_id: str, content: bytes) -> None:
@@ -300,23 +311,77 @@ class BlobDirectory:
         await asyncio.gather(*(aiofiles.os.wrap(_fsync_directory)(d) for d in directories))
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            await asyncio.gather(*(self.remove(storage_id) for storage_id in contents))
             raise failures[0]
 
-    async def read_all(self, storage_id: str) -> bytes:
-        async with aiofiles.open(self.path(storage_id), "rb") as blob:
-            return await blob.read()
+    # -- reading, always checked --------------------------------------------------------------
 
-    async def read_chunks(self, storage_id: str, chunk_size: int) -> AsyncIterator[bytes]:
-        async with aiofiles.open(self.path(storage_id), "rb") as blob:
-            while chunk := await blob.read(chunk_size):
+    def _open_checked(self, expected: Expected) -> Any:
+        """The blob opened for reading, after checking that it exists and has its size."""
+        try:
+            blob = open(self.path(expected.storage_id), "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            raise Damaged(expected.storage_id, "MISSING", "its blob file is gone") from None
+        size = os.fstat(blob.fileno()).st_size
+        if size != expected.size:
+            blob.close()
+            raise Damaged(expected.storage_id, "DAMAGED", f"its blob holds {size} bytes, not {expected.size}")
+        return blob
+
+    @staticmethod
+    def _digest_checked(expected: Expected, digest: str) -> None:
+        if digest != expected.sha256:
+            raise Damaged(expected.storage_id, "DAMAGED", f"its bytes hash to {digest}, not {expected.sha256}")
+
+    def read_verified(self, expected: Expected) -> bytes:
+        """The blob's bytes, checked against size and sha256 (blocking; Damaged when they differ)."""
+        with self._open_checked(expected) as blob:
+            content = blob.read()
+        self._digest_checked(expected, hashlib.sha256(content).hexdigest())
+        if len(content) != expected.size:  # changed between fstat and read
+            raise Damaged(expected.storage_id, "DAMAGED", f"its blob holds {len(content)} bytes")
+        return content
+
+    def verify(self, expected: Expected) -> None:
+        """Hash the blob without keeping it (blocking; Damaged when it differs)."""
+        with self._open_checked(expected) as blob:
+            digest = hashlib.file_digest(blob, "sha256").hexdigest()
+        self._digest_checked(expected, digest)
+
+    def check_size(self, expected: Expected) -> None:
+        """Only that the blob exists with its size (blocking; Damaged when not)."""
+        self._open_checked(expected).close()
+
+    async def read_chunks_verified(self, expected: Expected, chunk_size: int) -> AsyncIterator[bytes]:
+        """The blob in chunks, hashed as they go: Damaged before the first chunk when the file is
+        gone or of another size, and after the last when the bytes do not match."""
+        blob = await asyncio.to_thread(self._open_checked, expected)
+        digest = hashlib.sha256()
+        try:
+            while chunk := await asyncio.to_thread(blob.read, chunk_size):
+                digest.update(chunk)
                 yield chunk
+        finally:
+            blob.close()
+        self._digest_checked(expected, digest.hexdigest())
+
+    # -- what is there ------------------------------------------------------------------------
+
+    def listing(self) -> Iterable[tuple[str, float]]:
+        """(storage id, modification time) of every blob file (temp files and probes excluded)."""
+        for directory in self.root.iterdir() if self.root.is_dir() else ():
+            if not directory.is_dir():
+                continue
+            for entry in os.scandir(directory):
+                if entry.is_file() and not entry.name.startswith("."):
+                    yield entry.name, entry.stat().st_mtime
 
     async def remove(self, storage_id: str) -> None:
         async def unlink() -> None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 await aiofiles.os.remove(self.path(storage_id))
-            except FileNotFoundError:
-                pass
 
         await finish_even_if_cancelled(unlink())
+
+
+def age_seconds(mtime: float) -> float:
+    return time.time() - mtime

@@ -30,6 +30,16 @@ def serve(
     database_url: DatabaseUrl = _defaults.database_url,
     storage_dir: Annotated[Path, _opt("storage_dir")] = _defaults.storage_dir,
     max_object_bytes: Annotated[int, _opt("max_object_bytes")] = _defaults.max_object_bytes,
+    max_text_bytes: Annotated[
+        int, _opt("max_text_bytes", "largest text (every kind but SOURCE_DOCUMENT)")
+    ] = _defaults.max_text_bytes,
+    max_uploads: Annotated[int, _opt("max_uploads", "Upload streams open at once")] = _defaults.max_uploads,
+    max_uploads_per_connection: Annotated[
+        int, _opt("max_uploads_per_connection", "Upload streams open at once on one connection")
+    ] = _defaults.max_uploads_per_connection,
+    upload_idle_seconds: Annotated[
+        float, _opt("upload_idle_seconds", "refuse an upload that sends nothing for this long")
+    ] = _defaults.upload_idle_seconds,
     metrics_listen: Annotated[
         str, _opt("metrics_listen", "host:port for /metrics; empty: off")
     ] = _defaults.metrics_listen,
@@ -58,3 +68,50 @@ def migrate(database_url: DatabaseUrl = _defaults.database_url) -> None:
     """Bring the database schema to the newest revision."""
     database.upgrade("content", database_url)
     typer.echo(f"content database migrated: {database_url}")
+
+
+@app.command()
+def check(
+    database_url: DatabaseUrl = _defaults.database_url,
+    storage_dir: Annotated[Path, _opt("storage_dir")] = _defaults.storage_dir,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="remove blobs no row points at; rows' states are always updated")
+    ] = False,
+    verify: Annotated[bool, typer.Option(help="hash every blob (--no-verify: check sizes only)")] = True,
+    orphan_grace_seconds: Annotated[
+        float, typer.Option(help="leave blobs without a row younger than this (an upload may be committing)")
+    ] = 600.0,
+) -> None:
+    """Check every stored object against its blob, and every blob against the database.
+
+    Exits 0 when everything is intact, 1 when damaged or missing content (or, without --repair,
+    blobs without a row) remain: upload those files again to repair them."""
+    import asyncio
+
+    from content_svc.blobs import BlobDirectory
+    from content_svc.store import ContentStore
+
+    async def main() -> bool:
+        engine = await database.open_migrated("content", database_url, migrate=False)
+        try:
+            report = await ContentStore(engine, BlobDirectory(storage_dir)).check(verify, repair, orphan_grace_seconds)
+        finally:
+            await engine.dispose()
+        for problem in report.damaged:
+            typer.echo(f"{problem.state.lower()}: {problem.storage_id}: {problem.reason}")
+        for storage_id in report.orphans:
+            typer.echo(f"{'removed' if repair else 'no row'}: blob {storage_id} has no row")
+        for storage_id in report.recent_orphans:
+            typer.echo(f"in flight: blob {storage_id} has no row yet (younger than {orphan_grace_seconds:g} s)")
+        for storage_id in report.restored:
+            typer.echo(f"intact again: {storage_id}")
+        typer.echo(
+            f"checked {report.rows} stored objects ({'hashed' if verify else 'sizes only'}) and {report.blobs} blob "
+            f"files: {len(report.damaged)} damaged or missing, {len(report.orphans)} blobs without a row"
+            f"{' (removed)' if repair and report.orphans else ''}"
+        )
+        if report.damaged:
+            typer.echo("repair: upload the same files again (cj-runner run does); they keep their storage ids")
+        return not report.damaged and (repair or not report.orphans)
+
+    raise typer.Exit(0 if asyncio.run(main()) else 1)

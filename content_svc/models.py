@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, String, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -26,3 +26,15 @@ class ContentObject(Base):
     kind: Mapped[str] = mapped_column(String(40), nullable=False)
     correlation_id: Mapped[str] = mapped_column(String(100), nullable=False, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # A huleedu.content.v1.ContentState name without its prefix (INTACT, DAMAGED, MISSING), as text:
+    # what the last read or check found. An upload of the same bytes sets it back to INTACT.
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default="INTACT", server_default="INTACT")
+
+
+class HealthProbe(Base):
+    """One row that the health check writes to, to learn that the database still takes writes."""
+
+    __tablename__ = "content_health_probe"
+
+    probe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    probed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

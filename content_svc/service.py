@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections import Counter as Tally
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import grpc
 from huleedu.common.v1 import common_pb2
@@ -34,7 +38,53 @@ def metadata_message(stored: Stored) -> content_pb2.ContentMetadata:
         filename=stored.filename,
         kind=common_pb2.ContentKind.Value(stored.kind),
         create_time=timestamp(stored.created_at),
+        state=content_pb2.ContentState.Value(f"CONTENT_STATE_{stored.state}"),
     )
+
+
+@dataclass
+class UploadLimits:
+    """How many Upload streams may be open at once, in all and per connection, and how long one may
+    stay silent. Each limit refuses with RESOURCE_EXHAUSTED naming itself."""
+
+    max_streams: int = 256
+    max_streams_per_connection: int = 64
+    idle_seconds: float = 30.0
+    open: int = 0
+    per_connection: Tally[str] = field(default_factory=Tally)
+
+    @contextmanager
+    def slot(self, connection: str) -> Iterator[None]:
+        if self.open >= self.max_streams:
+            raise errors.ResourceExhausted(
+                f"this Content Service has {self.open} uploads open, its limit (--max-uploads); "
+                "retry shortly, or send small texts with BatchUpload"
+            )
+        if self.per_connection[connection] >= self.max_streams_per_connection:
+            raise errors.ResourceExhausted(
+                f"this connection has {self.per_connection[connection]} uploads open, the limit per "
+                "connection (--max-uploads-per-connection); wait for some to finish"
+            )
+        self.open += 1
+        self.per_connection[connection] += 1
+        try:
+            yield
+        finally:
+            self.open -= 1
+            self.per_connection[connection] -= 1
+            if not self.per_connection[connection]:
+                del self.per_connection[connection]
+
+    async def next(self, messages: AsyncIterator[content_pb2.UploadRequest]) -> content_pb2.UploadRequest | None:
+        """The stream's next message, or None at its end; refused when none comes within the idle time."""
+        try:
+            async with asyncio.timeout(self.idle_seconds):
+                return await anext(messages, None)
+        except TimeoutError:
+            raise errors.ResourceExhausted(
+                f"the upload sent nothing for {self.idle_seconds:g} s, this service's idle limit "
+                "(--upload-idle-seconds); send the chunks without pausing, and start the upload again"
+            ) from None
 
 
 def _count(stored: Stored) -> None:
@@ -46,13 +96,18 @@ def _count(stored: Stored) -> None:
 
 
 class ContentService(content_pb2_grpc.ContentServiceServicer):
-    def __init__(self, store: ContentStore) -> None:
+    def __init__(self, store: ContentStore, limits: UploadLimits | None = None) -> None:
         self.store = store
+        self.limits = limits or UploadLimits()
 
     async def Upload(
         self, request_iterator: AsyncIterator[content_pb2.UploadRequest], context: grpc.aio.ServicerContext
     ) -> content_pb2.UploadResponse:
-        first = await anext(aiter(request_iterator), None)
+        with self.limits.slot(context.peer()):
+            return await self._upload(aiter(request_iterator))
+
+    async def _upload(self, messages: AsyncIterator[content_pb2.UploadRequest]) -> content_pb2.UploadResponse:
+        first = await self.limits.next(messages)
         if first is None or first.WhichOneof("payload") != "header":
             raise errors.InvalidArgument(
                 "the first message of an Upload stream must be the header (kind, content type, declared size)",
@@ -61,7 +116,7 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
         header = first.header
 
         async def chunks() -> AsyncIterator[bytes]:
-            async for message in request_iterator:
+            while (message := await self.limits.next(messages)) is not None:
                 if message.WhichOneof("payload") != "chunk":
                     raise errors.InvalidArgument(
                         "the header was sent twice; send it once, as the first message", field="header"
@@ -78,7 +133,11 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
         stored = await self.store.put_stream(description, chunks(), correlation.current.get())
         _count(stored)
         return content_pb2.UploadResponse(
-            storage_id=stored.storage_id, sha256=stored.sha256, size=stored.size, deduplicated=stored.deduplicated
+            storage_id=stored.storage_id,
+            sha256=stored.sha256,
+            size=stored.size,
+            deduplicated=stored.deduplicated,
+            repaired=stored.repaired,
         )
 
     async def BatchUpload(
@@ -112,6 +171,7 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
             result.sha256 = outcome.sha256
             result.size = outcome.size
             result.deduplicated = outcome.deduplicated
+            result.repaired = outcome.repaired
         return response
 
     async def Get(self, request: content_pb2.GetRequest, context: grpc.aio.ServicerContext) -> content_pb2.GetResponse:
@@ -142,14 +202,21 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
     async def Stat(
         self, request: content_pb2.StatRequest, context: grpc.aio.ServicerContext
     ) -> content_pb2.StatResponse:
-        found, missing = await self.store.stat(list(request.storage_ids))
-        return content_pb2.StatResponse(found=[metadata_message(s) for s in found], missing_storage_ids=missing)
+        found, missing, damaged = await self.store.stat(list(request.storage_ids), verify=request.verify)
+        return content_pb2.StatResponse(
+            found=[metadata_message(s) for s in found],
+            missing_storage_ids=missing,
+            damaged=[metadata_message(s) for s in damaged],
+        )
 
     async def FindByChecksum(
         self, request: content_pb2.FindByChecksumRequest, context: grpc.aio.ServicerContext
     ) -> content_pb2.FindByChecksumResponse:
-        found, missing = await self.store.find_by_checksum(list(request.sha256s))
+        found, missing, damaged = await self.store.find_by_checksum(list(request.sha256s))
         return content_pb2.FindByChecksumResponse(
-            matches=[content_pb2.ChecksumMatch(sha256=s.sha256, storage_id=s.storage_id, size=s.size) for s in found],
-            missing_sha256s=missing,
+            matches=[_match(s) for s in found], missing_sha256s=missing, damaged=[_match(s) for s in damaged]
         )
+
+
+def _match(stored: Stored) -> content_pb2.ChecksumMatch:
+    return content_pb2.ChecksumMatch(sha256=stored.sha256, storage_id=stored.storage_id, size=stored.size)

@@ -16,6 +16,12 @@ class ContentSettings:
     database_url: str = "sqlite:///var/content/content.db"
     storage_dir: Path = Path("var/content/blobs")
     max_object_bytes: int = 64 * MiB
+    # Every kind but CONTENT_KIND_SOURCE_DOCUMENT is text, limited to this size.
+    max_text_bytes: int = 1 * MiB
+    # Upload streams open at once, in all and per connection; seconds an upload may send nothing.
+    max_uploads: int = 256
+    max_uploads_per_connection: int = 64
+    upload_idle_seconds: float = 30.0
     # host:port for Prometheus /metrics; empty to not serve metrics.
     metrics_listen: str = ""
     migrate: bool = False

@@ -1,30 +1,55 @@
-"""The content store: deduplicating, durable storage of texts. No grpc here.
+"""The content store: deduplicating, durable, self-checking storage of texts. No grpc here.
 
-A blob is made durable before its row is committed, and the row is what makes it visible; a
-failed, refused or cancelled upload leaves neither behind.
+The promises (those of content-addressed stores such as git and restic):
+- a blob is durable before its row is committed, and the row is what makes it visible; once the
+  commit is under way it runs to its end whatever happens to the caller, so no cancellation leaves
+  a row without its blob;
+- every read checks the bytes against their sha256: damaged or lost content is DataLoss (and its
+  row is marked so), never other bytes; an upload of the right bytes repairs it under the same id;
+- a failed, refused or cancelled upload leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
 import errno
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from prometheus_client import Counter
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from content_svc.blobs import BlobDirectory
-from content_svc.models import ContentObject
+from content_svc.blobs import BlobDirectory, BlobWriter, Damaged, Expected, age_seconds, finish_even_if_cancelled
+from content_svc.models import ContentObject, HealthProbe
 from mesh_server import errors
 from mesh_server.ids import new_id
+
+log = logging.getLogger("content_svc.store")
 
 MiB = 1024 * 1024
 # SQLite accepts 32,766 bound parameters; stay well below it for IN (...) lists.
 _IN_LIST_CHUNK = 5000
+# Content deduplicated against a stored blob of at most this size has that blob hashed first, so
+# that an upload of the right bytes repairs a damaged blob; larger blobs are checked by size.
+VERIFY_ON_DEDUP_BYTES = 4 * MiB
+# Every kind but this one is text: UTF-8 without NUL characters, at most `max_text_bytes`.
+BINARY_KIND = "CONTENT_KIND_SOURCE_DOCUMENT"
+
+INTACT, DAMAGED, MISSING = "INTACT", "DAMAGED", "MISSING"
+
+INTEGRITY_FAILURES = Counter(
+    "huleedu_content_integrity_failures_total",
+    "Reads or checks that found stored content damaged or missing.",
+    ["state"],
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +62,10 @@ class Description:
     declared_size: int | None = None
     sha256: str = ""
 
+    @property
+    def is_text(self) -> bool:
+        return self.kind != BINARY_KIND
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -47,10 +76,16 @@ class Stored:
     filename: str
     kind: str
     created_at: datetime
+    state: str = INTACT
     deduplicated: bool = False
+    repaired: bool = False
+
+    @property
+    def expected(self) -> Expected:
+        return Expected(self.storage_id, self.size, self.sha256)
 
 
-def _stored(row: ContentObject, deduplicated: bool = False) -> Stored:
+def _stored(row: ContentObject, **outcome: bool) -> Stored:
     return Stored(
         storage_id=row.storage_id,
         sha256=row.sha256,
@@ -59,7 +94,8 @@ def _stored(row: ContentObject, deduplicated: bool = False) -> Stored:
         filename=row.filename,
         kind=row.kind,
         created_at=row.created_at,
-        deduplicated=deduplicated,
+        state=row.state or INTACT,
+        **outcome,
     )
 
 
@@ -68,42 +104,139 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
         yield values[start : start + _IN_LIST_CHUNK]
 
 
+def data_loss(damaged: Sequence[Damaged]) -> errors.DataLoss:
+    """The one message for content that cannot be read as it was stored."""
+    first = damaged[0]
+    more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+    return errors.DataLoss(
+        f"content {first.storage_id} is {first.state.lower()}: {first.reason}{more}; upload the same file "
+        "again to repair it (it keeps its storage id)",
+        field="storage_id",
+        metadata={"storage_ids": ",".join(d.storage_id for d in damaged[:50])},
+    )
+
+
+class TextRules:
+    """Text kinds must be UTF-8 without NUL characters; checked chunk by chunk as content arrives."""
+
+    def __init__(self, filename: str, field: str) -> None:
+        self.filename = filename or "the content"
+        self.field = field
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.offset = 0
+
+    def _refuse(self, why: str) -> errors.InvalidArgument:
+        return errors.InvalidArgument(
+            f"{self.filename}: {why}; text kinds must be UTF-8 text without NUL characters (convert the "
+            "file to UTF-8 text, or upload it as CONTENT_KIND_SOURCE_DOCUMENT)",
+            field=self.field,
+        )
+
+    def update(self, chunk: bytes) -> None:
+        nul = chunk.find(b"\x00")
+        if nul >= 0:
+            raise self._refuse(f"NUL byte at offset {self.offset + nul}")
+        try:
+            self.decoder.decode(chunk)
+        except UnicodeDecodeError as error:
+            raise self._refuse(f"invalid UTF-8 at offset {self.offset + error.start}") from None
+        self.offset += len(chunk)
+
+    def end(self) -> None:
+        try:
+            self.decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise self._refuse("the text ends inside a UTF-8 character") from None
+
+    def check(self, content: bytes) -> None:
+        self.update(content)
+        self.end()
+
+
+@dataclass
+class CheckReport:
+    """What `check` found: rows whose blob is damaged or gone, blobs no row points at."""
+
+    rows: int = 0
+    blobs: int = 0
+    damaged: list[Damaged] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    recent_orphans: list[str] = field(default_factory=list)  # maybe an upload in flight: left alone
+    restored: list[str] = field(default_factory=list)  # marked damaged before, intact now
+    repaired: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not self.damaged and not self.orphans
+
+
 class ContentStore:
-    def __init__(self, engine: AsyncEngine, blobs: BlobDirectory, max_object_bytes: int = 64 * MiB) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        blobs: BlobDirectory,
+        max_object_bytes: int = 64 * MiB,
+        max_text_bytes: int = 1 * MiB,
+    ) -> None:
         self.engine = engine
         self.blobs = blobs
         self.max_object_bytes = max_object_bytes
+        self.max_text_bytes = max_text_bytes
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # Commits under way that the caller may no longer wait for; close() waits for them.
+        self._committing: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        """Let every commit under way reach its end (call before disposing of the engine)."""
+        while self._committing:
+            await asyncio.wait(set(self._committing))
+
+    async def _to_the_end(self, work) -> Any:  # type: ignore[no-untyped-def]
+        task = asyncio.ensure_future(work)
+        self._committing.add(task)
+        task.add_done_callback(self._committing.discard)
+        return await finish_even_if_cancelled(task)
 
     # -- writing ---------------------------------------------------------------------------
 
-    def check_declared_size(self, description: Description, field: str) -> None:
-        if description.declared_size is not None and description.declared_size > self.max_object_bytes:
+    def _limit(self, description: Description) -> tuple[int, str]:
+        if description.is_text:
+            return self.max_text_bytes, "--max-text-bytes, for text kinds"
+        return self.max_object_bytes, "--max-object-bytes"
+
+    def _check_size(self, description: Description, size: int, field: str, declared: bool = False) -> None:
+        limit, setting = self._limit(description)
+        if size > limit:
+            what = f"declared size {size} bytes exceeds" if declared else "content exceeds"
             raise errors.InvalidArgument(
-                f"declared size {description.declared_size} bytes exceeds this service's maximum of "
-                f"{self.max_object_bytes} bytes; split the content or raise --max-object-bytes",
+                f"{description.filename or 'the content'}: {what} this service's maximum of {limit} bytes "
+                f"({setting}); shorten or split it",
                 field=field,
             )
+
+    def check_declared_size(self, description: Description, field: str) -> None:
+        if description.declared_size is not None:
+            self._check_size(description, description.declared_size, field, declared=True)
 
     async def put_stream(
         self, description: Description, chunks: AsyncIterator[bytes], correlation_id: str = ""
     ) -> Stored:
-        """Store streamed content; refuse it as soon as it breaks its description or the maximum.
+        """Store streamed content; refuse it as soon as it breaks its description or a limit.
 
-        When the declared sha256 is of content already stored, the stream is only hashed, to check
-        that it is that content, and nothing is written."""
+        When the declared sha256 is of content already stored intact, the stream is only hashed,
+        to check that it is that content, and nothing is written. When that content is damaged,
+        the stream repairs it."""
         self.check_declared_size(description, "header.declared_size")
         known = await self._find_sha(description.sha256) if description.sha256 else None
-        storage_id = new_id()
-        writer = self.blobs.writer(storage_id if known is None else None)
+        if known is not None and await self._blob_state(known) != INTACT:
+            target = known.storage_id  # write the bytes again, under their old id
+        else:
+            target = None if known is not None else new_id()
+        inspector = TextRules(description.filename, "chunk") if description.is_text else None
+        writer = self.blobs.writer(target, inspector)
         try:
-            await writer.open(description.declared_size)
             async for chunk in chunks:
-                if writer.size + len(chunk) > self.max_object_bytes:
-                    raise errors.InvalidArgument(
-                        f"content exceeds this service's maximum of {self.max_object_bytes} bytes",
-                        field="chunk",
-                    )
+                self._check_size(description, writer.size + len(chunk), "chunk")
                 if description.declared_size is not None and writer.size + len(chunk) > description.declared_size:
                     raise errors.InvalidArgument(
                         f"received more than the declared {description.declared_size} bytes",
@@ -113,14 +246,40 @@ class ContentStore:
             digest = await writer.finish()
             self._verify(description, writer.size, digest, "header")
             existing = known or await self._find_sha(digest)
-            if existing is not None:
-                await writer.discard()
-                return _stored(existing, deduplicated=True)
+            # Stored already: a twin that is intact makes this a duplicate; a damaged one is repaired.
+            if existing is not None and target != existing.storage_id:
+                if target is None or await self._blob_state(existing) == INTACT:
+                    await writer.discard()
+                    return replace(existing, deduplicated=True)
+        except BaseException:
+            await writer.discard()
+            raise
+        if existing is not None:
+            return await self._to_the_end(self._restore(writer, existing))
+        return await self._to_the_end(self._commit_new(writer, target, digest, description, correlation_id))
+
+    async def _restore(self, writer: BlobWriter, existing: Stored) -> Stored:
+        """Put the right bytes back under a damaged object's storage id."""
+        try:
+            await writer.commit(self.blobs.path(existing.storage_id))
+        except BaseException:
+            await writer.discard()
+            raise
+        await self._set_state([existing.storage_id], INTACT)
+        log.warning("content %s repaired by an upload of its bytes", existing.storage_id)
+        return replace(existing, state=INTACT, repaired=True)
+
+    async def _commit_new(
+        self, writer: BlobWriter, storage_id: str, digest: str, description: Description, correlation_id: str
+    ) -> Stored:
+        """Make the blob durable, then commit its row; on a concurrent twin keep the twin."""
+        try:
             await writer.commit()
         except BaseException:
             await writer.discard()
             raise
-        return await self._record(storage_id, digest, writer.size, description, correlation_id)
+        row = self._row(storage_id, digest, writer.size, description, correlation_id)
+        return (await self._insert([row]))[0]
 
     async def put_many(
         self, items: Sequence[tuple[Description, bytes]], correlation_id: str = ""
@@ -129,48 +288,66 @@ class ContentStore:
         results: list[Stored | errors.DomainError | None] = [None] * len(items)
         digests = [hashlib.sha256(content).hexdigest() for _, content in items]
         existing = {row.sha256: row for row in await self._rows_by_sha(list(set(digests)))}
+        states = await self._blob_states(list(existing.values()))
         fresh: dict[str, list[int]] = {}
         for index, ((description, content), digest) in enumerate(zip(items, digests, strict=True)):
             try:
-                if len(content) > self.max_object_bytes:
-                    raise errors.InvalidArgument(
-                        f"content exceeds this service's maximum of {self.max_object_bytes} bytes",
-                        field=f"items[{index}].content",
-                    )
+                self._check_size(description, len(content), f"items[{index}].content")
                 self._verify(description, len(content), digest, f"items[{index}]")
+                if description.is_text:
+                    TextRules(description.filename, f"items[{index}].content").check(content)
             except errors.DomainError as error:
                 results[index] = error
                 continue
-            if digest in existing:
+            if digest in existing and states[existing[digest].storage_id] == INTACT:
                 results[index] = _stored(existing[digest], deduplicated=True)
             else:
                 fresh.setdefault(digest, []).append(index)
-
-        storage_ids = {digest: new_id() for digest in fresh}
-        rows: list[ContentObject] = []
         if fresh:
-            try:
-                await self.blobs.write_small({storage_ids[d]: items[fresh[d][0]][1] for d in fresh})
-            except OSError as error:
-                failure = (
-                    errors.storage_full()
-                    if error.errno == errno.ENOSPC
-                    else errors.Unavailable(f"could not write the blobs: {error.strerror}; retry later")
-                )
-                for indexes in fresh.values():
-                    for index in indexes:
-                        results[index] = failure
-                fresh = {}
-        for digest, indexes in fresh.items():
-            description, content = items[indexes[0]]
-            rows.append(self._row(storage_ids[digest], digest, len(content), description, correlation_id))
-        ours = {row.storage_id for row in rows}
-        for row in await self._insert_many(rows):
-            indexes = fresh[row.sha256]
-            results[indexes[0]] = _stored(row, deduplicated=row.storage_id not in ours)
-            for index in indexes[1:]:
-                results[index] = _stored(row, deduplicated=True)
+            outcomes = await self._to_the_end(self._store_many(items, fresh, existing, correlation_id))
+            for digest, indexes in fresh.items():
+                outcome = outcomes[digest]
+                results[indexes[0]] = outcome
+                for index in indexes[1:]:
+                    results[index] = (
+                        outcome
+                        if isinstance(outcome, errors.DomainError)
+                        else replace(outcome, deduplicated=True, repaired=False)
+                    )
         return [r for r in results if r is not None]
+
+    async def _store_many(
+        self,
+        items: Sequence[tuple[Description, bytes]],
+        fresh: dict[str, list[int]],
+        existing: dict[str, Stored],
+        correlation_id: str,
+    ) -> dict[str, Stored | errors.DomainError]:
+        """Write the blobs of `fresh` (new ones under new ids, damaged ones under their old ids),
+        then commit the new rows and mark the repaired ones intact."""
+        storage_ids = {d: existing[d].storage_id if d in existing else new_id() for d in fresh}
+        try:
+            await self.blobs.write_small({storage_ids[d]: items[fresh[d][0]][1] for d in fresh})
+        except OSError as error:
+            await asyncio.gather(*(self.blobs.remove(storage_ids[d]) for d in fresh if d not in existing))
+            failure = (
+                errors.storage_full()
+                if error.errno == errno.ENOSPC
+                else errors.Unavailable(f"could not write the blobs: {error.strerror}; retry later")
+            )
+            return dict.fromkeys(fresh, failure)
+        outcomes: dict[str, Stored | errors.DomainError] = {}
+        repaired = [d for d in fresh if d in existing]
+        if repaired:
+            await self._set_state([storage_ids[d] for d in repaired], INTACT)
+            outcomes.update({d: replace(existing[d], state=INTACT, repaired=True) for d in repaired})
+        rows = [
+            self._row(storage_ids[d], d, len(items[fresh[d][0]][1]), items[fresh[d][0]][0], correlation_id)
+            for d in fresh
+            if d not in existing
+        ]
+        outcomes.update({stored.sha256: stored for stored in await self._insert(rows)})
+        return outcomes
 
     def _verify(self, description: Description, size: int, digest: str, where: str) -> None:
         if description.declared_size is not None and size != description.declared_size:
@@ -197,94 +374,154 @@ class ContentStore:
             kind=description.kind,
             correlation_id=correlation_id,
             created_at=datetime.now(UTC),
+            state=INTACT,
         )
 
-    async def _record(
-        self, storage_id: str, digest: str, size: int, description: Description, correlation_id: str
-    ) -> Stored:
-        """Commit the row of a durable blob; on a concurrent twin, keep the twin and drop ours."""
-        row = self._row(storage_id, digest, size, description, correlation_id)
-        try:
-            async with self.sessions.begin() as session:
-                session.add(row)
-        except IntegrityError:
-            await self.blobs.remove(storage_id)
-            twin = await self._find_sha(digest)
-            if twin is None:
-                raise
-            return _stored(twin, deduplicated=True)
-        except BaseException:
-            await self.blobs.remove(storage_id)
-            raise
-        return _stored(row)
-
-    async def _insert_many(self, rows: list[ContentObject]) -> list[ContentObject]:
-        """Insert rows in one transaction; fall back to one by one when a twin raced us."""
+    async def _insert(self, rows: list[ContentObject]) -> list[Stored]:
+        """Commit the rows of durable blobs (run to its end: see `_to_the_end`). A row whose sha256
+        a concurrent upload stored first gives way to that twin, and its blob is removed. When the
+        commit fails, a blob is removed only once it is known that no row points at it."""
         if not rows:
             return []
         try:
             async with self.sessions.begin() as session:
                 session.add_all(rows)
-            return rows
+            return [_stored(row) for row in rows]
         except IntegrityError:
-            pass
-        except BaseException:
-            for row in rows:
-                await self.blobs.remove(row.storage_id)
+            if len(rows) > 1:
+                return [stored for row in rows for stored in await self._insert([row])]
+            row = rows[0]
+            await self.blobs.remove(row.storage_id)
+            twin = await self._find_sha(row.sha256)
+            if twin is None:
+                raise
+            return [replace(twin, deduplicated=True)]
+        except Exception:
+            # Did the commit reach the database before it failed? When that cannot be told either,
+            # the blobs stay: an orphan blob is harmless and `check` finds it; a lost blob is not.
+            with contextlib.suppress(Exception):
+                present = {s.storage_id for s in await self.stat_rows([r.storage_id for r in rows])}
+                for row in rows:
+                    if row.storage_id not in present:
+                        await self.blobs.remove(row.storage_id)
             raise
-        stored: list[ContentObject] = []
-        for row in rows:
-            try:
-                async with self.sessions.begin() as session:
-                    session.add(row)
-                stored.append(row)
-            except IntegrityError:
-                await self.blobs.remove(row.storage_id)
-                twin = await self._find_sha(row.sha256)
-                if twin is not None:
-                    stored.append(twin)
-        return stored
+
+    # -- state -----------------------------------------------------------------------------
+
+    async def _set_state(self, storage_ids: Sequence[str], state: str) -> None:
+        async with self.sessions.begin() as session:
+            for part in _chunks(list(storage_ids)):
+                await session.execute(
+                    update(ContentObject).where(ContentObject.storage_id.in_(part)).values(state=state)
+                )
+
+    async def _record_damage(self, damaged: Sequence[Damaged]) -> None:
+        for state in {d.state for d in damaged}:
+            ids = [d.storage_id for d in damaged if d.state == state]
+            INTEGRITY_FAILURES.labels(state).inc(len(ids))
+            log.error("content %s: %s", state.lower(), "; ".join(str(d) for d in damaged if d.state == state))
+            await self._set_state(ids, state)
+
+    async def _blob_state(self, stored: Stored) -> str:
+        return (await self._blob_states([stored]))[stored.storage_id]
+
+    async def _blob_states(self, stored: Sequence[Stored], verify: bool | None = None) -> dict[str, str]:
+        """storage id -> INTACT, DAMAGED or MISSING, as the blobs are now (see `_inspect`)."""
+        problems = await self._inspect(stored, verify)
+        return {storage_id: INTACT if p is None else p.state for storage_id, p in problems.items()}
+
+    async def _inspect(self, stored: Sequence[Stored], verify: bool | None = None) -> dict[str, Damaged | None]:
+        """storage id -> what is wrong with its blob (None: intact); rows whose state changed are
+        updated. `verify` None: hash blobs up to VERIFY_ON_DEDUP_BYTES, check the size of the rest.
+        A row marked damaged stays so until its blob is hashed intact again."""
+
+        def look() -> dict[str, Damaged | None]:
+            problems: dict[str, Damaged | None] = {}
+            for meta in stored:
+                hashing = verify if verify is not None else meta.size <= VERIFY_ON_DEDUP_BYTES
+                try:
+                    (self.blobs.verify if hashing else self.blobs.check_size)(meta.expected)
+                    problems[meta.storage_id] = (
+                        None
+                        if hashing or meta.state == INTACT
+                        else Damaged(meta.storage_id, meta.state, "an earlier read found its bytes changed")
+                    )
+                except Damaged as problem:
+                    problems[meta.storage_id] = problem
+            return problems
+
+        if not stored:
+            return {}
+        problems = await asyncio.to_thread(look)
+        before = {s.storage_id: s.state for s in stored}
+        fresh = [p for p in problems.values() if p is not None and before[p.storage_id] != p.state]
+        if fresh:
+            await self._record_damage(fresh)
+        restored = [i for i, p in problems.items() if p is None and before[i] != INTACT]
+        if restored:
+            await self._set_state(restored, INTACT)
+        return problems
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def _find_sha(self, digest: str) -> ContentObject | None:
+    async def _find_sha(self, digest: str) -> Stored | None:
         async with self.sessions() as session:
-            return (
+            row = (
                 await session.execute(select(ContentObject).where(ContentObject.sha256 == digest))
             ).scalar_one_or_none()
+        return None if row is None else _stored(row)
 
-    async def _rows_by_sha(self, digests: Sequence[str]) -> list[ContentObject]:
-        rows: list[ContentObject] = []
+    async def _rows_by_sha(self, digests: Sequence[str]) -> list[Stored]:
+        rows: list[Stored] = []
         async with self.sessions() as session:
             for part in _chunks(digests):
-                rows += (await session.execute(select(ContentObject).where(ContentObject.sha256.in_(part)))).scalars()
+                query = select(ContentObject).where(ContentObject.sha256.in_(part))
+                rows += [_stored(row) for row in (await session.execute(query)).scalars()]
         return rows
 
-    async def stat(self, storage_ids: Sequence[str]) -> tuple[list[Stored], list[str]]:
-        """Metadata of the stored ids (in request order) and the ids that are missing."""
-        found: dict[str, ContentObject] = {}
-        async with self.sessions() as session:
-            for part in _chunks(list(dict.fromkeys(storage_ids))):
-                query = select(ContentObject).where(ContentObject.storage_id.in_(part))
-                found.update((row.storage_id, row) for row in (await session.execute(query)).scalars())
+    async def stat_rows(self, storage_ids: Sequence[str]) -> list[Stored]:
+        """The rows of the stored ids, in request order, each once (the blobs are not looked at)."""
+        found: dict[str, Stored] = {}
         ordered = list(dict.fromkeys(storage_ids))
-        return [_stored(found[i]) for i in ordered if i in found], [i for i in ordered if i not in found]
+        async with self.sessions() as session:
+            for part in _chunks(ordered):
+                query = select(ContentObject).where(ContentObject.storage_id.in_(part))
+                found.update((row.storage_id, _stored(row)) for row in (await session.execute(query)).scalars())
+        return [found[i] for i in ordered if i in found]
 
-    async def find_by_checksum(self, digests: Sequence[str]) -> tuple[list[Stored], list[str]]:
+    async def stat(
+        self, storage_ids: Sequence[str], verify: bool = False
+    ) -> tuple[list[Stored], list[str], list[Stored]]:
+        """(intact, never stored, damaged or missing) for the ids, in request order. Each blob is
+        looked at: its size, and with `verify` its sha256."""
+        rows = await self.stat_rows(storage_ids)
+        states = await self._blob_states(rows, verify=verify)
+        held = {row.storage_id for row in rows}
+        intact = [replace(r, state=INTACT) for r in rows if states[r.storage_id] == INTACT]
+        damaged = [replace(r, state=states[r.storage_id]) for r in rows if states[r.storage_id] != INTACT]
+        return intact, [i for i in dict.fromkeys(storage_ids) if i not in held], damaged
+
+    async def find_by_checksum(self, digests: Sequence[str]) -> tuple[list[Stored], list[str], list[Stored]]:
+        """(intact, never stored, damaged or missing) by sha256, in request order."""
         ordered = list(dict.fromkeys(digests))
         found = {row.sha256: row for row in await self._rows_by_sha(ordered)}
-        return [_stored(found[d]) for d in ordered if d in found], [d for d in ordered if d not in found]
+        states = await self._blob_states(list(found.values()), verify=False)
+        rows = [found[d] for d in ordered if d in found]
+        return (
+            [r for r in rows if states[r.storage_id] == INTACT],
+            [d for d in ordered if d not in found],
+            [replace(r, state=states[r.storage_id]) for r in rows if states[r.storage_id] != INTACT],
+        )
 
     async def metadata(self, storage_id: str) -> Stored:
-        async with self.sessions() as session:
-            row = await session.get(ContentObject, storage_id)
-        if row is None:
+        rows = await self.stat_rows([storage_id])
+        if not rows:
             raise errors.NotFound(
                 f"no content with storage id {storage_id}; upload it first (Upload or BatchUpload), "
                 "or check that you pass the storage id the service returned, not a file checksum",
                 field="storage_id",
             )
-        return _stored(row)
+        return rows[0]
 
     async def read(self, storage_id: str, max_bytes: int) -> tuple[Stored, bytes]:
         meta = await self.metadata(storage_id)
@@ -293,44 +530,137 @@ class ContentStore:
                 f"content {storage_id} is {meta.size} bytes, more than Get returns ({max_bytes}); use Download",
                 field="storage_id",
             )
-        return meta, await self._read_blob(meta)
+        return (await self._read_verified([meta]))[0]
 
     async def read_many(
         self, storage_ids: Sequence[str], max_total_bytes: int
     ) -> tuple[list[tuple[Stored, bytes]], list[str], list[str]]:
         """Contents in request order up to `max_total_bytes` in all; also the missing ids and the
-        stored ids that did not fit (deferred)."""
-        found, missing = await self.stat(storage_ids)
+        stored ids that did not fit (deferred). DataLoss when any chosen content is damaged."""
+        rows = await self.stat_rows(storage_ids)
+        held = {row.storage_id for row in rows}
         chosen, deferred, total = [], [], 0
-        for meta in found:
+        for meta in rows:
             if total + meta.size > max_total_bytes:
                 deferred.append(meta.storage_id)
             else:
                 chosen.append(meta)
                 total += meta.size
-        contents = await asyncio.gather(*(self._read_blob(meta) for meta in chosen))
-        return list(zip(chosen, contents, strict=True)), missing, deferred
+        missing = [i for i in dict.fromkeys(storage_ids) if i not in held]
+        return await self._read_verified(chosen), missing, deferred
 
-    async def _read_blob(self, meta: Stored) -> bytes:
+    async def _read_verified(self, metas: Sequence[Stored]) -> list[tuple[Stored, bytes]]:
+        def read_all() -> tuple[list[bytes], list[Damaged]]:
+            contents, damaged = [], []
+            for meta in metas:
+                try:
+                    contents.append(self.blobs.read_verified(meta.expected))
+                except Damaged as problem:
+                    damaged.append(problem)
+            return contents, damaged
+
+        if not metas:
+            return []
         try:
-            return await self.blobs.read_all(meta.storage_id)
+            contents, damaged = await asyncio.to_thread(read_all)
         except OSError as error:
-            raise errors.Unavailable(f"blob {meta.storage_id} cannot be read: {error.strerror}") from error
+            raise errors.Unavailable(f"stored content cannot be read: {error.strerror}; retry later") from error
+        if damaged:
+            await self._record_damage(damaged)
+            raise data_loss(damaged)
+        restored = [m.storage_id for m in metas if m.state != INTACT]
+        if restored:
+            await self._set_state(restored, INTACT)
+        return [(replace(m, state=INTACT), c) for m, c in zip(metas, contents, strict=True)]
 
     async def stream(self, storage_id: str, chunk_size: int) -> tuple[Stored, AsyncIterator[bytes]]:
+        """Metadata and the content in chunks; DataLoss before the first chunk when the blob is gone
+        or of another size, after the last when its bytes do not match."""
         meta = await self.metadata(storage_id)
-        return meta, self.blobs.read_chunks(storage_id, chunk_size)
+        state = await self._blob_states([meta], verify=False)
+        if state[storage_id] != INTACT:
+            await self._read_verified([meta])  # raises DataLoss with the reason
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in self.blobs.read_chunks_verified(meta.expected, chunk_size):
+                    yield chunk
+            except Damaged as problem:
+                await self._record_damage([problem])
+                raise data_loss([problem]) from None
+            if meta.state != INTACT:
+                await self._set_state([storage_id], INTACT)
+
+        return replace(meta, state=INTACT), chunks()
+
+    # -- checking --------------------------------------------------------------------------
+
+    async def check(
+        self, verify: bool = True, repair: bool = False, orphan_grace_seconds: float = 600.0
+    ) -> CheckReport:
+        """Every row against its blob (hashed with `verify`, else by size) and every blob against the
+        rows. Rows' states are always brought up to date (damaged, missing, or intact again); with
+        `repair`, blobs no row points at are removed once older than the grace (younger ones may
+        belong to an upload that is about to commit its row)."""
+        report = CheckReport(repaired=repair)
+        files = dict(await asyncio.to_thread(lambda: list(self.blobs.listing())))
+        report.blobs = len(files)
+        seen: set[str] = set()
+        after = ""
+        while True:
+            async with self.sessions() as session:
+                query = (
+                    select(ContentObject)
+                    .where(ContentObject.storage_id > after)
+                    .order_by(ContentObject.storage_id)
+                    .limit(1000)
+                )
+                page = [_stored(row) for row in (await session.execute(query)).scalars()]
+            if not page:
+                break
+            after = page[-1].storage_id
+            report.rows += len(page)
+            seen.update(row.storage_id for row in page)
+            problems = await self._inspect(page, verify=verify)
+            for row in page:
+                problem = problems[row.storage_id]
+                if problem is not None:
+                    report.damaged.append(problem)
+                elif row.state != INTACT:
+                    report.restored.append(row.storage_id)
+        for storage_id, mtime in files.items():
+            if storage_id in seen:
+                continue
+            if age_seconds(mtime) < orphan_grace_seconds:
+                report.recent_orphans.append(storage_id)
+            else:
+                report.orphans.append(storage_id)
+        if repair:
+            # Checked again just before removal: a row may have been committed since the listing.
+            present = {s.storage_id for s in await self.stat_rows(report.orphans)}
+            for storage_id in report.orphans:
+                if storage_id not in present:
+                    await self.blobs.remove(storage_id)
+        return report
 
     # -- health ------------------------------------------------------------------------------
 
     async def problem(self) -> str | None:
-        """None when the store can serve, else what is wrong."""
-        unusable = self.blobs.usable()
+        """None when the store can take writes, else what is wrong: a real write to the blob
+        directory and to the database (a row updated and committed), not only a read."""
+        unusable = await asyncio.to_thread(self.blobs.probe)
         if unusable:
             return unusable
         try:
-            async with self.engine.connect() as connection:
-                await connection.exec_driver_sql("SELECT 1")
+            async with self.sessions.begin() as session:
+                now = datetime.now(UTC)
+                updated = await session.execute(
+                    update(HealthProbe).where(HealthProbe.probe_id == 1).values(probed_at=now)
+                )
+                if updated.rowcount == 0:
+                    session.add(HealthProbe(probe_id=1, probed_at=now))
+        except IntegrityError:
+            return None  # another replica inserted the row first: the write went through
         except (OperationalError, SQLAlchemyError, OSError) as error:
-            return f"database unavailable: {type(error).__name__}"
+            return f"database cannot be written: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
         return None

@@ -20,6 +20,7 @@ class Kind(enum.Enum):
     ABORTED = "ABORTED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
+    DATA_LOSS = "DATA_LOSS"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
     INTERNAL = "INTERNAL"
@@ -77,6 +78,13 @@ class ResourceExhausted(DomainError):
 class Unavailable(DomainError):
     kind = Kind.UNAVAILABLE
     default_error_code = "SERVICE_UNAVAILABLE"
+
+
+class DataLoss(DomainError):
+    """Stored data that is damaged or gone: retrying will not help, repairing will."""
+
+    kind = Kind.DATA_LOSS
+    default_error_code = "CONTENT_DAMAGED"
 
 
 class Unauthenticated(DomainError):

@@ -21,7 +21,13 @@ from mesh_server.tls import MESSAGE_SIZE_OPTIONS, TlsFiles
 
 log = logging.getLogger("mesh.server")
 
-SERVER_OPTIONS = (*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0))
+# HTTP/2 streams one connection may have open at once: a client past it waits for a free stream.
+MAX_STREAMS_PER_CONNECTION = 1000
+SERVER_OPTIONS = (
+    *MESSAGE_SIZE_OPTIONS,
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+)
 
 
 @dataclass

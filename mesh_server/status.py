@@ -41,9 +41,16 @@ def violations_of(error: protovalidate.ValidationError) -> validate_pb2.Violatio
     return validate_pb2.Violations.FromString(error.to_proto().to_binary())
 
 
+def printable(text: str) -> str:
+    """Control characters shown as escapes, so a rule about NUL does not put a NUL in a message."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
+
+
 def describe(violations: validate_pb2.Violations) -> str:
     """One line per violation: `field: what is wrong`."""
-    return "; ".join(f"{field_path(v) or '(message)'}: {v.message} [{v.rule_id}]" for v in violations.violations)
+    return "; ".join(
+        f"{field_path(v) or '(message)'}: {printable(v.message)} [{v.rule_id}]" for v in violations.violations
+    )
 
 
 def _pack(message) -> any_pb2.Any:  # type: ignore[no-untyped-def]
@@ -56,7 +63,9 @@ def validation_status(error: protovalidate.ValidationError) -> grpc.Status:
     violations = violations_of(error)
     bad_request = error_details_pb2.BadRequest(
         field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=field_path(v), description=v.message, reason=v.rule_id)
+            error_details_pb2.BadRequest.FieldViolation(
+                field=field_path(v), description=printable(v.message), reason=v.rule_id
+            )
             for v in violations.violations
         ]
     )

@@ -180,3 +180,63 @@ ADMIN_CASES = [
 @pytest.mark.parametrize(("case", "message", "field"), ADMIN_CASES, ids=[c[0] for c in ADMIN_CASES])
 def test_cj_constraint(case: str, message, field: str) -> None:
     assert field in violated_fields(message)
+
+
+def _request_types():
+    """Every request message of every RPC of our services."""
+    for module in (content_pb2, admin_pb2, assessment_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                yield method.input_type
+
+
+def _string_paths(descriptor, prefix=(), seen=()):
+    """(path of fields, leaf field) for every string field reachable from a message type."""
+    for field in descriptor.fields:
+        path = (*prefix, field)
+        if field.type == field.TYPE_STRING:
+            yield path
+        elif field.type == field.TYPE_MESSAGE and field.message_type.full_name not in seen:
+            if field.message_type.full_name.startswith("google.protobuf."):
+                continue
+            yield from _string_paths(field.message_type, path, (*seen, descriptor.full_name))
+
+
+def _with_nul(descriptor, path) -> tuple[object, str]:
+    """A message of `descriptor` whose string field at `path` holds a NUL; and that field's path."""
+    from google.protobuf import message_factory
+
+    message = message_factory.GetMessageClass(descriptor)()
+    target, names = message, []
+    for field in path[:-1]:
+        if field.is_repeated:
+            target = getattr(target, field.name).add()
+            names.append(f"{field.name}[0]")
+        else:
+            target = getattr(target, field.name)
+            names.append(field.name)
+    leaf = path[-1]
+    if leaf.is_repeated:
+        getattr(target, leaf.name).append("a\x00b")
+        names.append(f"{leaf.name}[0]")
+    else:
+        setattr(target, leaf.name, "a\x00b")
+        names.append(leaf.name)
+    return message, ".".join(names)
+
+
+NUL_CASES = [
+    (descriptor, path) for descriptor in {d.full_name: d for d in _request_types()}.values()
+    for path in _string_paths(descriptor)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "path"),
+    NUL_CASES,
+    ids=[f"{d.name}.{'.'.join(f.name for f in p)}" for d, p in NUL_CASES],
+)
+def test_every_request_string_field_refuses_nul(descriptor, path) -> None:
+    """PostgreSQL cannot store NUL in text: the contract refuses it in every string a request carries."""
+    message, field = _with_nul(descriptor, path)
+    assert field in violated_fields(message)

@@ -7,6 +7,7 @@ import uuid
 import grpc
 import pytest
 from huleedu.cj.v1 import admin_pb2
+from huleedu.common.v1 import common_pb2
 
 from tests.support.cj import create_assignment, register_anchor, store_texts
 from tests.support.grpc_client import error_reason, field_violations
@@ -160,7 +161,7 @@ async def test_correlation_id_passed_on_to_the_content_service(mesh) -> None:
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        (prompt_id,) = await store_texts(mesh.content, ["a prompt"])
+        (prompt_id,) = await store_texts(mesh.content, ["a prompt"], common_pb2.CONTENT_KIND_STUDENT_PROMPT)
         await mesh.admin.CreateAssignment(
             admin_pb2.CreateAssignmentRequest(
                 request_id=rid(),

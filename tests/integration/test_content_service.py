@@ -6,7 +6,6 @@ import asyncio
 import errno
 import hashlib
 import os
-import threading
 
 import grpc
 import pytest
@@ -19,8 +18,11 @@ from runner.client import write_all
 from tests.conftest import start_content
 from tests.support.content import download, upload
 from tests.support.grpc_client import channel, error_reason, field_violations
+from tests.support.readonly import read_only
 
-ESSAY_5K = ("Åsa skrev om vädret – «il fait beau», 天気がいい. " * 120).encode()[: 5 * 1024]
+ESSAY_5K = ("Åsa skrev om vädret – «il fait beau», 天気がいい. " * 120).encode()[: 5 * 1024].decode(errors="ignore").encode()
+# Random bytes are no text: they are uploaded as the one binary kind.
+BINARY = {"kind": common_pb2.CONTENT_KIND_SOURCE_DOCUMENT, "content_type": "application/octet-stream"}
 
 
 def blob_files(app) -> list[str]:
@@ -50,7 +52,7 @@ async def test_50_mib_stream_round_trip_in_64_kib_download_chunks(content_app) -
     data = os.urandom(50 * MiB)
     async with channel(content_app.address) as ch:
         stub = content_pb2_grpc.ContentServiceStub(ch)
-        stored = await upload(stub, data, chunk=1 * MiB)
+        stored = await upload(stub, data, chunk=1 * MiB, **BINARY)
         assert stored.size == len(data)
         with pytest.raises(grpc.aio.AioRpcError) as too_big:
             await stub.Get(content_pb2.GetRequest(storage_id=stored.storage_id))
@@ -72,7 +74,7 @@ async def test_deduplication_sequential_and_concurrent(content_app) -> None:
         again = await upload(stub, ESSAY_5K)
         assert again.storage_id == first.storage_id and again.deduplicated
         twins = os.urandom(200 * 1024)
-        results = await asyncio.gather(*(upload(stub, twins, chunk=16 * 1024) for _ in range(10)))
+        results = await asyncio.gather(*(upload(stub, twins, chunk=16 * 1024, **BINARY) for _ in range(10)))
     assert len({r.storage_id for r in results}) == 1
     assert sum(not r.deduplicated for r in results) == 1
     assert len(blob_files(content_app)) == 2
@@ -83,26 +85,21 @@ async def test_stored_content_sent_with_its_sha256_is_checked_not_written_again(
     data = os.urandom(3 * MiB)
     async with channel(content_app.address) as ch:
         stub = content_pb2_grpc.ContentServiceStub(ch)
-        first = await upload(stub, data, chunk=MiB)
-        # From here on nothing can be written: the storage directory is a plain file.
+        first = await upload(stub, data, chunk=MiB, **BINARY)
+        # From here on nothing can be written to the blob folders; the stored blob can still be read.
         root = content_app.store.blobs.root
-        root.rename(root.with_name("moved"))
-        root.write_bytes(b"")
-        try:
-            again = await upload(stub, data, chunk=MiB)
-            assert again.storage_id == first.storage_id and again.deduplicated
+        with read_only(root, *root.iterdir()):
+            again = await upload(stub, data, chunk=MiB, **BINARY)
+            assert again.storage_id == first.storage_id and again.deduplicated and not again.repaired
             # Without the checksum the service cannot know the content before it has it all: it stores it.
             with pytest.raises(grpc.aio.AioRpcError) as undeclared:
-                await upload(stub, data, chunk=MiB, sha256="")
+                await upload(stub, data, chunk=MiB, sha256="", **BINARY)
             assert undeclared.value.code() == grpc.StatusCode.UNAVAILABLE
             # A stored checksum with other bytes is still refused: the stream is hashed, not trusted.
             with pytest.raises(grpc.aio.AioRpcError) as forged:
-                await upload(stub, os.urandom(3 * MiB), chunk=MiB, sha256=first.sha256)
+                await upload(stub, os.urandom(3 * MiB), chunk=MiB, sha256=first.sha256, **BINARY)
             assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "header.sha256" in field_violations(forged.value)
-        finally:
-            root.unlink()
-            root.with_name("moved").rename(root)
     assert await row_count(content_app) == 1
 
 
@@ -186,7 +183,7 @@ async def test_client_cancel_mid_stream_leaves_nothing(content_app, stored_befor
 
     async def slow():
         yield content_pb2.UploadRequest(
-            header=content_pb2.UploadHeader(kind=1, content_type="a/b", declared_size=len(content), sha256=sha256)
+            header=content_pb2.UploadHeader(kind=5, content_type="a/b", declared_size=len(content), sha256=sha256)
         )
         for _ in range(5):
             yield content_pb2.UploadRequest(chunk=content[:MiB])
@@ -197,25 +194,19 @@ async def test_client_cancel_mid_stream_leaves_nothing(content_app, stored_befor
         stub = content_pb2_grpc.ContentServiceStub(ch)
         before = []
         if stored_before:
-            await upload(stub, content, chunk=MiB)
+            await upload(stub, content, chunk=MiB, **BINARY)
             before = blob_files(content_app)
         call = stub.Upload(slow())
         await asyncio.wait_for(started.wait(), 10)
         await asyncio.sleep(0.3)
-        assert storing_threads() == 1  # the upload's own thread hashes and writes its chunks
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
     for _ in range(50):  # the server notices the cancel asynchronously
-        if blob_files(content_app) == before and not storing_threads():
+        if blob_files(content_app) == before:
             break
         await asyncio.sleep(0.1)
     assert blob_files(content_app) == before and await row_count(content_app) == len(before)
-    assert storing_threads() == 0, "a cancelled upload left its storing thread running"
-
-
-def storing_threads() -> int:
-    return sum(thread.name == "blob-writer" for thread in threading.enumerate())
 
 
 async def test_a_failed_write_back_fails_the_upload(tmp_path, monkeypatch) -> None:
@@ -230,22 +221,22 @@ async def test_a_failed_write_back_fails_the_upload(tmp_path, monkeypatch) -> No
 
     monkeypatch.setattr(blobs, "_sync_and_release", fail_first)
     writer = BlobDirectory(tmp_path).writer("b" * 32)
-    await writer.open(20 * MiB)
-    for _ in range(20):  # write-backs start at 8 and 16 MiB; only the first fails
-        await writer.write(b"w" * MiB)
     with pytest.raises(OSError, match="simulated write-back failure"):
+        for _ in range(20):  # write-backs start at 8 and 16 MiB; only the first fails
+            await writer.write(b"w" * MiB)
         await writer.finish()
     await writer.discard()
 
 
-async def test_a_discarded_writer_ends_its_thread_and_leaves_no_file(tmp_path) -> None:
+async def test_a_discarded_writer_leaves_no_file(tmp_path) -> None:
     writer = BlobDirectory(tmp_path).writer("a" * 32)
-    await writer.open(4 * MiB)
+    assert not (tmp_path / "aa").exists()  # nothing is created before the first chunk
     for _ in range(2):
         await writer.write(b"w" * MiB)
-    assert storing_threads() == 1 and writer.temp_path.exists()
-    await writer.discard()  # mid-stream: no finish() ended the input
-    assert storing_threads() == 0 and list(tmp_path.rglob("*")) == [tmp_path / "aa"]
+    await asyncio.sleep(0.1)
+    assert writer.temp_path.exists()
+    await writer.discard()  # mid-stream: no finish() came
+    assert list(tmp_path.rglob("*")) == [tmp_path / "aa"]
 
 
 async def test_batch_upload_status_per_item(content_app) -> None:
@@ -294,8 +285,8 @@ async def test_batch_get_in_order_with_missing_and_deferred(content_app) -> None
         stub = content_pb2_grpc.ContentServiceStub(ch)
         small = await upload(stub, ESSAY_5K)
         big_bytes = os.urandom(3 * MiB)
-        big = await upload(stub, big_bytes)
-        second_big = await upload(stub, os.urandom(2 * MiB))
+        big = await upload(stub, big_bytes, **BINARY)
+        second_big = await upload(stub, os.urandom(2 * MiB), **BINARY)
         missing_id = "f" * 32
         response = await stub.BatchGet(
             content_pb2.BatchGetRequest(

@@ -82,4 +82,4 @@ async def test_every_error_code_round_trips_through_comparisons_error_code(pg_ur
             assert list(stored) == names
     finally:
         await engine.dispose()
-    assert len(names) == 48
+    assert len(names) == 49

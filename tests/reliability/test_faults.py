@@ -18,7 +18,7 @@ from mesh_server import database
 from runner.client import write_all
 from tests.conftest import start_content
 from tests.support.cj import store_texts, submit_request, wait_until_done
-from tests.support.content import upload, upload_requests
+from tests.support.content import BINARY_KIND, upload, upload_requests
 from tests.support.processes import ServiceProcess
 from tests.support.tools import run
 
@@ -149,7 +149,7 @@ async def test_content_service_killed_mid_upload_leaves_nothing(tmp_path) -> Non
     try:
         async with grpc.aio.insecure_channel(address) as channel:
             call = content_pb2_grpc.ContentServiceStub(channel).Upload()
-            requests = upload_requests(data, chunk=256 * 1024)
+            requests = upload_requests(data, chunk=256 * 1024, kind=BINARY_KIND)
             for _ in range(30):  # header and about 7 MiB, then the server dies
                 await call.write(next(requests))
             await asyncio.sleep(0.2)
@@ -180,15 +180,15 @@ async def test_full_disk_gives_resource_exhausted_and_recovers(sqlite_url, tmp_p
     try:
         async with grpc.aio.insecure_channel(app.address) as channel:
             stub = content_pb2_grpc.ContentServiceStub(channel)
-            await upload(stub, os.urandom(1024 * 1024))
+            await upload(stub, os.urandom(1024 * 1024), kind=BINARY_KIND)
             with pytest.raises(grpc.aio.AioRpcError) as full:
-                await upload(stub, os.urandom(1536 * 1024))
+                await upload(stub, os.urandom(1536 * 1024), kind=BINARY_KIND)
             assert full.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
             assert "space" in full.value.details().lower() or "full" in full.value.details().lower()
             many = await stub.BatchUpload(
                 content_pb2.BatchUploadRequest(
                     items=[
-                        content_pb2.BatchUploadItem(kind=1, content_type="text/plain", content=os.urandom(40_000))
+                        content_pb2.BatchUploadItem(kind=BINARY_KIND, content_type="a/b", content=os.urandom(40_000))
                         for _ in range(40)
                     ]  # fmt: skip
                 )
@@ -197,12 +197,12 @@ async def test_full_disk_gives_resource_exhausted_and_recovers(sqlite_url, tmp_p
             blobs = [p for p in storage.rglob("*") if p.is_file()]
             assert len(blobs) == 1 and not blobs[0].name.endswith(".tmp")  # nothing half-written stays
             assert (await run("mount", "-o", "remount,size=8m", str(storage))).code == 0  # space returns
-            again = await upload(stub, os.urandom(1536 * 1024))
+            again = await upload(stub, os.urandom(1536 * 1024), kind=BINARY_KIND)
             assert len(again.storage_id) == 32
             texts = [os.urandom(40_000) for _ in range(40)]  # enough blobs for the one-flush path
             stored = await stub.BatchUpload(
                 content_pb2.BatchUploadRequest(
-                    items=[content_pb2.BatchUploadItem(kind=1, content_type="text/plain", content=t) for t in texts]
+                    items=[content_pb2.BatchUploadItem(kind=BINARY_KIND, content_type="a/b", content=t) for t in texts]
                 )
             )
             got = await stub.BatchGet(content_pb2.BatchGetRequest(storage_ids=[r.storage_id for r in stored.results]))

@@ -10,6 +10,8 @@ from huleedu.content.v1 import content_pb2
 from runner.client import write_all
 
 CHUNK = 64 * 1024
+# Every other kind is text (UTF-8 without NUL); random bytes are uploaded as this one.
+BINARY_KIND = common_pb2.CONTENT_KIND_SOURCE_DOCUMENT
 
 
 def upload_requests(data: bytes, chunk: int = CHUNK, *, declared_size: int | None = None, sha256: str | None = None,

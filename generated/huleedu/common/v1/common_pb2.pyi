@@ -30,6 +30,10 @@ class _ContentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContentKi
     CONTENT_KIND_STUDENT_PROMPT: _ContentKind.ValueType  # 2
     CONTENT_KIND_JUDGE_RUBRIC: _ContentKind.ValueType  # 3
     CONTENT_KIND_ANCHOR_ESSAY: _ContentKind.ValueType  # 4
+    CONTENT_KIND_SOURCE_DOCUMENT: _ContentKind.ValueType  # 5
+    """An original document as uploaded (any bytes, e.g. a .docx). Every other kind is text:
+    UTF-8 without NUL characters, limited in size by the Content Service (1 MiB by default).
+    """
 
 class ContentKind(_ContentKind, metaclass=_ContentKindEnumTypeWrapper):
     """What a piece of stored content is for."""
@@ -39,6 +43,10 @@ CONTENT_KIND_ESSAY_TEXT: ContentKind.ValueType  # 1
 CONTENT_KIND_STUDENT_PROMPT: ContentKind.ValueType  # 2
 CONTENT_KIND_JUDGE_RUBRIC: ContentKind.ValueType  # 3
 CONTENT_KIND_ANCHOR_ESSAY: ContentKind.ValueType  # 4
+CONTENT_KIND_SOURCE_DOCUMENT: ContentKind.ValueType  # 5
+"""An original document as uploaded (any bytes, e.g. a .docx). Every other kind is text:
+UTF-8 without NUL characters, limited in size by the Content Service (1 MiB by default).
+"""
 Global___ContentKind: _TypeAlias = ContentKind  # noqa: Y015
 
 class _ErrorCode:
@@ -77,6 +85,8 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     ERROR_CODE_REQUEST_QUEUED: _ErrorCode.ValueType  # 27
     ERROR_CODE_PROCESSING_ERROR: _ErrorCode.ValueType  # 28
     ERROR_CODE_INITIALIZATION_FAILED: _ErrorCode.ValueType  # 29
+    ERROR_CODE_CONTENT_DAMAGED: _ErrorCode.ValueType  # 30
+    """Stored content whose bytes no longer match their sha256, or whose blob is gone."""
     ERROR_CODE_CJ_INSUFFICIENT_COMPARISONS: _ErrorCode.ValueType  # 40
     ERROR_CODE_CJ_SCORE_CONVERGENCE_FAILED: _ErrorCode.ValueType  # 41
     ERROR_CODE_CJ_COMPARISON_IMBALANCE: _ErrorCode.ValueType  # 42
@@ -132,6 +142,8 @@ ERROR_CODE_CIRCUIT_BREAKER_OPEN: ErrorCode.ValueType  # 26
 ERROR_CODE_REQUEST_QUEUED: ErrorCode.ValueType  # 27
 ERROR_CODE_PROCESSING_ERROR: ErrorCode.ValueType  # 28
 ERROR_CODE_INITIALIZATION_FAILED: ErrorCode.ValueType  # 29
+ERROR_CODE_CONTENT_DAMAGED: ErrorCode.ValueType  # 30
+"""Stored content whose bytes no longer match their sha256, or whose blob is gone."""
 ERROR_CODE_CJ_INSUFFICIENT_COMPARISONS: ErrorCode.ValueType  # 40
 ERROR_CODE_CJ_SCORE_CONVERGENCE_FAILED: ErrorCode.ValueType  # 41
 ERROR_CODE_CJ_COMPARISON_IMBALANCE: ErrorCode.ValueType  # 42

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from huleedu.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,32 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ContentState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ContentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContentState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTENT_STATE_UNSPECIFIED: _ContentState.ValueType  # 0
+    CONTENT_STATE_INTACT: _ContentState.ValueType  # 1
+    """The blob is there; its size (and, when verified, its sha256) matches."""
+    CONTENT_STATE_DAMAGED: _ContentState.ValueType  # 2
+    """The blob's bytes no longer match the recorded size or sha256."""
+    CONTENT_STATE_MISSING: _ContentState.ValueType  # 3
+    """The blob is gone."""
+
+class ContentState(_ContentState, metaclass=_ContentStateEnumTypeWrapper):
+    """Whether stored content can be read as it was uploaded."""
+
+CONTENT_STATE_UNSPECIFIED: ContentState.ValueType  # 0
+CONTENT_STATE_INTACT: ContentState.ValueType  # 1
+"""The blob is there; its size (and, when verified, its sha256) matches."""
+CONTENT_STATE_DAMAGED: ContentState.ValueType  # 2
+"""The blob's bytes no longer match the recorded size or sha256."""
+CONTENT_STATE_MISSING: ContentState.ValueType  # 3
+"""The blob is gone."""
+Global___ContentState: _TypeAlias = ContentState  # noqa: Y015
 
 @_typing.final
 class UploadHeader(_message.Message):
@@ -90,11 +117,16 @@ class UploadResponse(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    REPAIRED_FIELD_NUMBER: _builtins.int
     storage_id: _builtins.str
     sha256: _builtins.str
     size: _builtins.int
     deduplicated: _builtins.bool
     """True when the bytes were already stored; storage_id is the existing one."""
+    repaired: _builtins.bool
+    """True when the bytes were stored before but damaged or lost, and this upload restored them
+    under the same storage_id.
+    """
     def __init__(
         self,
         *,
@@ -102,10 +134,11 @@ class UploadResponse(_message.Message):
         sha256: _builtins.str = ...,
         size: _builtins.int = ...,
         deduplicated: _builtins.bool = ...,
+        repaired: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "sha256", b"sha256", "size", b"size", "storage_id", b"storage_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "repaired", b"repaired", "sha256", b"sha256", "size", b"size", "storage_id", b"storage_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,12 +205,15 @@ class BatchUploadResult(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    REPAIRED_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Position of the item in the request."""
     storage_id: _builtins.str
     sha256: _builtins.str
     size: _builtins.int
     deduplicated: _builtins.bool
+    repaired: _builtins.bool
+    """True when this item restored damaged or lost content under its old storage_id."""
     @_builtins.property
     def error(self) -> _common_pb2.ErrorDetail:
         """Set when this item was not stored; the other items are unaffected."""
@@ -191,10 +227,11 @@ class BatchUploadResult(_message.Message):
         size: _builtins.int = ...,
         deduplicated: _builtins.bool = ...,
         error: _common_pb2.ErrorDetail | None = ...,
+        repaired: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "error", b"error", "index", b"index", "sha256", b"sha256", "size", b"size", "storage_id", b"storage_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "error", b"error", "index", b"index", "repaired", b"repaired", "sha256", b"sha256", "size", b"size", "storage_id", b"storage_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -231,12 +268,14 @@ class ContentMetadata(_message.Message):
     FILENAME_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     storage_id: _builtins.str
     sha256: _builtins.str
     size: _builtins.int
     content_type: _builtins.str
     filename: _builtins.str
     kind: _common_pb2.ContentKind.ValueType
+    state: Global___ContentState.ValueType
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -249,10 +288,11 @@ class ContentMetadata(_message.Message):
         filename: _builtins.str = ...,
         kind: _common_pb2.ContentKind.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        state: Global___ContentState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "filename", b"filename", "kind", b"kind", "sha256", b"sha256", "size", b"size", "storage_id", b"storage_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "filename", b"filename", "kind", b"kind", "sha256", b"sha256", "size", b"size", "state", b"state", "storage_id", b"storage_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -403,16 +443,22 @@ class StatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STORAGE_IDS_FIELD_NUMBER: _builtins.int
+    VERIFY_FIELD_NUMBER: _builtins.int
+    verify: _builtins.bool
+    """Read and hash every blob (costs a read of the content); without it, existence and size are
+    checked.
+    """
     @_builtins.property
     def storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         storage_ids: _abc.Iterable[_builtins.str] | None = ...,
+        verify: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["storage_ids", b"storage_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["storage_ids", b"storage_ids", "verify", b"verify"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -424,19 +470,29 @@ class StatResponse(_message.Message):
 
     FOUND_FIELD_NUMBER: _builtins.int
     MISSING_STORAGE_IDS_FIELD_NUMBER: _builtins.int
+    DAMAGED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def found(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentMetadata]: ...
+    def found(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentMetadata]:
+        """Intact content only."""
+
     @_builtins.property
-    def missing_storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def missing_storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids the service never held."""
+
+    @_builtins.property
+    def damaged(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentMetadata]:
+        """Held, but damaged or lost (state says which): upload the same bytes again to repair."""
+
     def __init__(
         self,
         *,
         found: _abc.Iterable[Global___ContentMetadata] | None = ...,
         missing_storage_ids: _abc.Iterable[_builtins.str] | None = ...,
+        damaged: _abc.Iterable[Global___ContentMetadata] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "missing_storage_ids", b"missing_storage_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["damaged", b"damaged", "found", b"found", "missing_storage_ids", b"missing_storage_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -493,19 +549,27 @@ class FindByChecksumResponse(_message.Message):
 
     MATCHES_FIELD_NUMBER: _builtins.int
     MISSING_SHA256S_FIELD_NUMBER: _builtins.int
+    DAMAGED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def matches(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChecksumMatch]: ...
+    def matches(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChecksumMatch]:
+        """Stored and intact."""
+
     @_builtins.property
     def missing_sha256s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def damaged(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChecksumMatch]:
+        """Stored, but damaged or lost: upload the bytes again to repair (same storage id)."""
+
     def __init__(
         self,
         *,
         matches: _abc.Iterable[Global___ChecksumMatch] | None = ...,
         missing_sha256s: _abc.Iterable[_builtins.str] | None = ...,
+        damaged: _abc.Iterable[Global___ChecksumMatch] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["matches", b"matches", "missing_sha256s", b"missing_sha256s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["damaged", b"damaged", "matches", b"matches", "missing_sha256s", b"missing_sha256s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

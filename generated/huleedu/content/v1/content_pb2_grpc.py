@@ -93,7 +93,9 @@ class ContentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Content up to 4 MiB in one message; larger content needs Download.
+        """Content up to 4 MiB in one message; larger content needs Download. Every read checks the
+        content against its sha256: damaged or lost content is DATA_LOSS naming the storage id (upload
+        the same bytes again to repair it), never OK with other bytes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,28 +103,31 @@ class ContentServiceServicer:
 
     def BatchGet(self, request, context):
         """Many small texts in one call (like Bazel's BatchReadBlobs): at most 4 MiB of content per
-        response; ids left over are listed as deferred, to be asked for again.
+        response; ids left over are listed as deferred, to be asked for again. DATA_LOSS when any
+        of them is damaged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Download(self, request, context):
-        """Server stream: metadata first, then 64 KiB chunks.
+        """Server stream: metadata first, then 64 KiB chunks. The stream is hashed as it is sent: a
+        mismatch ends it with DATA_LOSS instead of OK.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stat(self, request, context):
-        """Metadata for many ids, reporting the missing ones.
+        """Metadata for many ids, reporting the missing and the damaged ones.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FindByChecksum(self, request, context):
-        """Maps sha256 values to the storage ids already holding those bytes.
+        """Maps sha256 values to the storage ids already holding those bytes intact; damaged ones are
+        listed apart (upload them to repair).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,17 +40,25 @@ class ContentServiceStub:
     BatchUpload: _grpc.UnaryUnaryMultiCallable[_content_pb2.BatchUploadRequest, _content_pb2.BatchUploadResponse]
     """Many small texts in one call, with a status per item."""
     Get: _grpc.UnaryUnaryMultiCallable[_content_pb2.GetRequest, _content_pb2.GetResponse]
-    """Content up to 4 MiB in one message; larger content needs Download."""
+    """Content up to 4 MiB in one message; larger content needs Download. Every read checks the
+    content against its sha256: damaged or lost content is DATA_LOSS naming the storage id (upload
+    the same bytes again to repair it), never OK with other bytes.
+    """
     BatchGet: _grpc.UnaryUnaryMultiCallable[_content_pb2.BatchGetRequest, _content_pb2.BatchGetResponse]
     """Many small texts in one call (like Bazel's BatchReadBlobs): at most 4 MiB of content per
-    response; ids left over are listed as deferred, to be asked for again.
+    response; ids left over are listed as deferred, to be asked for again. DATA_LOSS when any
+    of them is damaged.
     """
     Download: _grpc.UnaryStreamMultiCallable[_content_pb2.DownloadRequest, _content_pb2.DownloadResponse]
-    """Server stream: metadata first, then 64 KiB chunks."""
+    """Server stream: metadata first, then 64 KiB chunks. The stream is hashed as it is sent: a
+    mismatch ends it with DATA_LOSS instead of OK.
+    """
     Stat: _grpc.UnaryUnaryMultiCallable[_content_pb2.StatRequest, _content_pb2.StatResponse]
-    """Metadata for many ids, reporting the missing ones."""
+    """Metadata for many ids, reporting the missing and the damaged ones."""
     FindByChecksum: _grpc.UnaryUnaryMultiCallable[_content_pb2.FindByChecksumRequest, _content_pb2.FindByChecksumResponse]
-    """Maps sha256 values to the storage ids already holding those bytes."""
+    """Maps sha256 values to the storage ids already holding those bytes intact; damaged ones are
+    listed apart (upload them to repair).
+    """
 
 @_typing.type_check_only
 class ContentServiceAsyncStub(ContentServiceStub):
@@ -64,17 +72,25 @@ class ContentServiceAsyncStub(ContentServiceStub):
     BatchUpload: _aio.UnaryUnaryMultiCallable[_content_pb2.BatchUploadRequest, _content_pb2.BatchUploadResponse]  # type: ignore[assignment]
     """Many small texts in one call, with a status per item."""
     Get: _aio.UnaryUnaryMultiCallable[_content_pb2.GetRequest, _content_pb2.GetResponse]  # type: ignore[assignment]
-    """Content up to 4 MiB in one message; larger content needs Download."""
+    """Content up to 4 MiB in one message; larger content needs Download. Every read checks the
+    content against its sha256: damaged or lost content is DATA_LOSS naming the storage id (upload
+    the same bytes again to repair it), never OK with other bytes.
+    """
     BatchGet: _aio.UnaryUnaryMultiCallable[_content_pb2.BatchGetRequest, _content_pb2.BatchGetResponse]  # type: ignore[assignment]
     """Many small texts in one call (like Bazel's BatchReadBlobs): at most 4 MiB of content per
-    response; ids left over are listed as deferred, to be asked for again.
+    response; ids left over are listed as deferred, to be asked for again. DATA_LOSS when any
+    of them is damaged.
     """
     Download: _aio.UnaryStreamMultiCallable[_content_pb2.DownloadRequest, _content_pb2.DownloadResponse]  # type: ignore[assignment]
-    """Server stream: metadata first, then 64 KiB chunks."""
+    """Server stream: metadata first, then 64 KiB chunks. The stream is hashed as it is sent: a
+    mismatch ends it with DATA_LOSS instead of OK.
+    """
     Stat: _aio.UnaryUnaryMultiCallable[_content_pb2.StatRequest, _content_pb2.StatResponse]  # type: ignore[assignment]
-    """Metadata for many ids, reporting the missing ones."""
+    """Metadata for many ids, reporting the missing and the damaged ones."""
     FindByChecksum: _aio.UnaryUnaryMultiCallable[_content_pb2.FindByChecksumRequest, _content_pb2.FindByChecksumResponse]  # type: ignore[assignment]
-    """Maps sha256 values to the storage ids already holding those bytes."""
+    """Maps sha256 values to the storage ids already holding those bytes intact; damaged ones are
+    listed apart (upload them to repair).
+    """
 
 class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores texts, hands out storage ids, streams them back. Identical bytes are
@@ -103,7 +119,10 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _content_pb2.GetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_content_pb2.GetResponse, _abc.Awaitable[_content_pb2.GetResponse]]:
-        """Content up to 4 MiB in one message; larger content needs Download."""
+        """Content up to 4 MiB in one message; larger content needs Download. Every read checks the
+        content against its sha256: damaged or lost content is DATA_LOSS naming the storage id (upload
+        the same bytes again to repair it), never OK with other bytes.
+        """
 
     @_abc_1.abstractmethod
     def BatchGet(
@@ -112,7 +131,8 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_content_pb2.BatchGetResponse, _abc.Awaitable[_content_pb2.BatchGetResponse]]:
         """Many small texts in one call (like Bazel's BatchReadBlobs): at most 4 MiB of content per
-        response; ids left over are listed as deferred, to be asked for again.
+        response; ids left over are listed as deferred, to be asked for again. DATA_LOSS when any
+        of them is damaged.
         """
 
     @_abc_1.abstractmethod
@@ -121,7 +141,9 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _content_pb2.DownloadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_content_pb2.DownloadResponse], _abc.AsyncIterator[_content_pb2.DownloadResponse]]:
-        """Server stream: metadata first, then 64 KiB chunks."""
+        """Server stream: metadata first, then 64 KiB chunks. The stream is hashed as it is sent: a
+        mismatch ends it with DATA_LOSS instead of OK.
+        """
 
     @_abc_1.abstractmethod
     def Stat(
@@ -129,7 +151,7 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _content_pb2.StatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_content_pb2.StatResponse, _abc.Awaitable[_content_pb2.StatResponse]]:
-        """Metadata for many ids, reporting the missing ones."""
+        """Metadata for many ids, reporting the missing and the damaged ones."""
 
     @_abc_1.abstractmethod
     def FindByChecksum(
@@ -137,6 +159,8 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _content_pb2.FindByChecksumRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_content_pb2.FindByChecksumResponse, _abc.Awaitable[_content_pb2.FindByChecksumResponse]]:
-        """Maps sha256 values to the storage ids already holding those bytes."""
+        """Maps sha256 values to the storage ids already holding those bytes intact; damaged ones are
+        listed apart (upload them to repair).
+        """
 
 def add_ContentServiceServicer_to_server(servicer: ContentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

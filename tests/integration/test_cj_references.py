@@ -1,0 +1,104 @@
+"""The CJ Service accepts only storage ids of intact content of the right kind, and no NUL in any
+string it would store; on SQLite and PostgreSQL, through real Content and CJ servers."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from huleedu.cj.v1 import admin_pb2
+from huleedu.common.v1 import common_pb2
+
+from tests.support.cj import create_assignment, register_anchor, store_texts, submit_request
+from tests.support.grpc_client import error_reason, field_violations
+
+ESSAYS = [f"Essay number {i}, about rivers and the towns beside them." for i in range(3)]
+
+
+def prompt_ref(storage_id: str) -> common_pb2.StorageReference:
+    return common_pb2.StorageReference(kind=common_pb2.CONTENT_KIND_STUDENT_PROMPT, storage_id=storage_id)
+
+
+async def batch_count(mesh) -> int:
+    from huleedu.cj.v1 import assessment_pb2
+
+    return len((await mesh.assessment.ListBatches(assessment_pb2.ListBatchesRequest())).batches)
+
+
+@pytest.mark.parametrize("how", ["flipped byte", "deleted"])
+async def test_submit_refuses_damaged_essays_and_prompts_naming_them(mesh, how: str) -> None:
+    from tests.integration.test_content_integrity import damage
+
+    ids = await store_texts(mesh.content, ESSAYS)
+    (prompt_id,) = await store_texts(mesh.content, ["Write about a river."], common_pb2.CONTENT_KIND_STUDENT_PROMPT)
+    damage(mesh.content_app.store.blobs.path(ids[1]), how)
+    with pytest.raises(grpc.aio.AioRpcError) as essay:
+        await mesh.assessment.SubmitBatch(submit_request(ids))
+    assert essay.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "essay s001" in essay.value.details() and ids[1] in essay.value.details()
+    assert "upload the same file again" in essay.value.details()
+    assert error_reason(essay.value) == "CONTENT_DAMAGED"
+    assert "essays[1].text_storage_id" in field_violations(essay.value)
+
+    (fresh,) = await store_texts(mesh.content, [ESSAYS[1]])  # the repair: same bytes, same id
+    assert fresh == ids[1]
+    damage(mesh.content_app.store.blobs.path(prompt_id), how)
+    with pytest.raises(grpc.aio.AioRpcError) as prompt:
+        await mesh.assessment.SubmitBatch(submit_request(ids, student_prompt_ref=prompt_ref(prompt_id)))
+    assert prompt.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "the student prompt" in prompt.value.details() and prompt_id in prompt.value.details()
+    assert await batch_count(mesh) == 0  # nothing was persisted
+    await store_texts(mesh.content, ["Write about a river."], common_pb2.CONTENT_KIND_STUDENT_PROMPT)
+    accepted = await mesh.assessment.SubmitBatch(submit_request(ids, student_prompt_ref=prompt_ref(prompt_id)))
+    assert len(accepted.batch.batch_id) == 32
+
+
+async def test_references_must_point_at_content_of_their_kind(mesh) -> None:
+    ids = await store_texts(mesh.content, ESSAYS)
+    with pytest.raises(grpc.aio.AioRpcError) as prompt:  # an essay's blob as the prompt
+        await mesh.assessment.SubmitBatch(submit_request(ids, student_prompt_ref=prompt_ref(ids[0])))
+    assert prompt.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "stored as a essay text, not as a student prompt" in prompt.value.details()
+    assert "student_prompt_ref.storage_id" in field_violations(prompt.value)
+    (rubric_id,) = await store_texts(mesh.content, ["Judge the ideas first."], common_pb2.CONTENT_KIND_JUDGE_RUBRIC)
+    with pytest.raises(grpc.aio.AioRpcError) as essay:  # a rubric as an essay
+        await mesh.assessment.SubmitBatch(submit_request([ids[0], rubric_id]))
+    assert "essay s001" in essay.value.details() and "judge rubric" in essay.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as assignment:  # an essay as the assignment's prompt
+        await mesh.admin.CreateAssignment(
+            admin_pb2.CreateAssignmentRequest(request_id=str(uuid.uuid4()), assignment_id="a1",
+                                              grade_scale="swedish_8_anchor", student_prompt_storage_id=ids[0])
+        )  # fmt: skip
+    assert assignment.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "student_prompt_storage_id" in field_violations(assignment.value)
+    await create_assignment(mesh, "a2", "swedish_8_anchor")
+    with pytest.raises(grpc.aio.AioRpcError) as anchor:  # a prompt as an anchor essay
+        await mesh.admin.RegisterAnchor(
+            admin_pb2.RegisterAnchorRequest(request_id=str(uuid.uuid4()), assignment_id="a2", label="A1", grade="A",
+                                            storage_id=(await create_assignment(mesh, "a3")).student_prompt_storage_id)
+        )  # fmt: skip
+    assert anchor.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "anchor A1" in anchor.value.details()
+    # An essay's text registered as an anchor is fine: both kinds are essays.
+    await register_anchor(mesh, "a2", "B1", "B", ESSAYS[2])
+
+
+async def test_nul_in_strings_is_invalid_argument_and_nothing_is_stored(mesh) -> None:
+    ids = await store_texts(mesh.content, ESSAYS)
+    refusals = [
+        mesh.assessment.SubmitBatch(submit_request(ids, batch_label="label\x00")),
+        mesh.assessment.SubmitBatch(submit_request(ids, course_code="ENG\x005", user_id="ada")),
+        mesh.admin.CreateAssignment(
+            admin_pb2.CreateAssignmentRequest(request_id=str(uuid.uuid4()), assignment_id="n1",
+                                              grade_scale="swedish_8_anchor", instructions="Judge\x00 this.")
+        ),
+    ]  # fmt: skip
+    fields = ["batch_label", "course_code", "instructions"]
+    for call, field in zip(refusals, fields, strict=True):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in field_violations(refused.value)
+    assert await batch_count(mesh) == 0
+    listed = await mesh.admin.ListAssignments(admin_pb2.ListAssignmentsRequest())
+    assert list(listed.assignments) == []
