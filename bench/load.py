@@ -90,7 +90,7 @@ async def one_round(content: str, cj: str, batches: int, essays: int, uploads: i
         async def uploader(queue: asyncio.Queue[int]) -> None:
             while not queue.empty():
                 number = queue.get_nowait()
-                stored = await upload(store, os.urandom(5 * 1024), 64 * 1024)
+                stored = await upload(store, os.urandom(2560).hex().encode(), 64 * 1024)  # 5 KiB of text
                 stat = store.Stat(content_pb2.StatRequest(storage_ids=[stored.storage_id]))
                 if not (await timing.timed("Stat", stat)).found:
                     problems.append(f"upload {number} not found after storing")

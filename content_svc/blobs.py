@@ -62,13 +62,21 @@ class BlobWriter:
     # while the stream goes on: the fsync at the end then only waits for the tail, and the next
     # chunks reuse freed pages instead of claiming new ones (which costs more than the drop).
     WRITEBACK_BYTES = 8 * 1024 * 1024
+    # Blocks are reserved ahead of the writes (which makes them cheaper), at most this far beyond
+    # what has arrived and never beyond the declared size: an idle upload reserves nothing.
+    RESERVE_BYTES = 8 * 1024 * 1024
 
-    def __init__(self, final_path: Path | None, inspector: Inspector | None = None) -> None:
+    def __init__(
+        self, final_path: Path | None, inspector: Inspector | None = None, expected_size: int | None = None
+    ) -> None:
         """`final_path` None: hash the stream only, storing nothing (for content already stored)."""
         self.final_path = final_path
+        self.expected_size = expected_size or 0
+        self._reserved = 0
         self.temp_path = None if final_path is None else _temp_path(final_path)
         self.inspector = inspector
-        self.size = 0
+        self.size = 0  # bytes received
+        self.size_stored = 0  # bytes written to the temp file
         self._hash = hashlib.sha256()
         self._file: Any = None
         self._storing: concurrent.futures.Future[None] | None = None  # the chunk in flight
@@ -86,6 +94,12 @@ class BlobWriter:
             self.final_path.parent.mkdir(exist_ok=True)
             # Unbuffered: each chunk goes to the kernel in one write.
             self._file = open(self.temp_path, "wb", buffering=0)  # noqa: SIM115 - closed by commit or discard
+        end = self.size_stored + len(chunk)
+        if end > self._reserved and self._reserved < self.expected_size:
+            more = min(max(end, self._reserved + self.RESERVE_BYTES), self.expected_size) - self._reserved
+            os.posix_fallocate(self._file.fileno(), self._reserved, more)
+            self._reserved += more
+        self.size_stored = end
         view = memoryview(chunk)
         while view:  # an unbuffered write may take fewer bytes than offered
             view = view[self._file.write(view) :]
@@ -266,9 +280,11 @@ class BlobDirectory:
     def path(self, storage_id: str) -> Path:
         return self.root / storage_id[:2] / storage_id
 
-    def writer(self, storage_id: str | None, inspector: Inspector | None = None) -> BlobWriter:
+    def writer(
+        self, storage_id: str | None, inspector: Inspector | None = None, expected_size: int | None = None
+    ) -> BlobWriter:
         """A writer for a new blob; with no storage id, one that only hashes what it is given."""
-        return BlobWriter(None if storage_id is None else self.path(storage_id), inspector)
+        return BlobWriter(None if storage_id is None else self.path(storage_id), inspector, expected_size)
 
     def prepare(self) -> int:
         """Create the root and remove temp files a crash left behind; returns how many."""

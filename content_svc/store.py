@@ -233,7 +233,7 @@ class ContentStore:
         else:
             target = None if known is not None else new_id()
         inspector = TextRules(description.filename, "chunk") if description.is_text else None
-        writer = self.blobs.writer(target, inspector)
+        writer = self.blobs.writer(target, inspector, description.declared_size)
         try:
             async for chunk in chunks:
                 self._check_size(description, writer.size + len(chunk), "chunk")
@@ -502,10 +502,11 @@ class ContentStore:
         return intact, [i for i in dict.fromkeys(storage_ids) if i not in held], damaged
 
     async def find_by_checksum(self, digests: Sequence[str]) -> tuple[list[Stored], list[str], list[Stored]]:
-        """(intact, never stored, damaged or missing) by sha256, in request order."""
+        """(intact, never stored, damaged or missing) by sha256, in request order. A client uploads
+        what is not intact, so blobs up to VERIFY_ON_DEDUP_BYTES are hashed to be sure."""
         ordered = list(dict.fromkeys(digests))
         found = {row.sha256: row for row in await self._rows_by_sha(ordered)}
-        states = await self._blob_states(list(found.values()), verify=False)
+        states = await self._blob_states(list(found.values()))
         rows = [found[d] for d in ordered if d in found]
         return (
             [r for r in rows if states[r.storage_id] == INTACT],

@@ -141,12 +141,17 @@ async def storage_ids_for(
     wanted = {item.sha256: (item, kind) for item, kind in items}
     known = {sha: cache[sha] for sha in wanted if sha in cache}
     if known:
-        stat = await mesh.content.Stat(content_pb2.StatRequest(storage_ids=list(set(known.values()))))
-        missing = set(stat.missing_storage_ids)
-        known = {sha: sid for sha, sid in known.items() if sid not in missing}  # stale entries dropped
+        stat = await mesh.content.Stat(
+            content_pb2.StatRequest(storage_ids=list(set(known.values())), verify=True), metadata=mesh.metadata
+        )
+        intact = {meta.storage_id for meta in stat.found}
+        # Stale entries are dropped: gone from the service, or damaged there (the upload repairs them).
+        known = {sha: sid for sha, sid in known.items() if sid in intact}
     rest = [sha for sha in wanted if sha not in known]
     if rest:
-        found = await mesh.content.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=rest))
+        found = await mesh.content.FindByChecksum(
+            content_pb2.FindByChecksumRequest(sha256s=rest), metadata=mesh.metadata
+        )
         known.update({m.sha256: m.storage_id for m in found.matches})
     limit = asyncio.Semaphore(concurrency)
     failures: dict[str, str] = {}

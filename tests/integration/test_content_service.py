@@ -20,7 +20,9 @@ from tests.support.content import download, upload
 from tests.support.grpc_client import channel, error_reason, field_violations
 from tests.support.readonly import read_only
 
-ESSAY_5K = ("Åsa skrev om vädret – «il fait beau», 天気がいい. " * 120).encode()[: 5 * 1024].decode(errors="ignore").encode()
+ESSAY_5K = (
+    ("Åsa skrev om vädret – «il fait beau», 天気がいい. " * 120).encode()[: 5 * 1024].decode(errors="ignore").encode()
+)
 # Random bytes are no text: they are uploaded as the one binary kind.
 BINARY = {"kind": common_pb2.CONTENT_KIND_SOURCE_DOCUMENT, "content_type": "application/octet-stream"}
 

@@ -160,3 +160,33 @@ async def test_admin_commands(mesh, tmp_path) -> None:
     assert json.loads(shown.stdout)["student_prompt_storage_id"]
     bad = await runner(mesh, "admin", "create-assignment", "--assignment-id", "w2", "--grade-scale", "nope")
     assert bad.code == 2 and "swedish_8_anchor" in bad.stderr and "Traceback" not in bad.output
+
+
+async def test_a_rerun_repairs_content_that_was_lost_or_damaged(mesh, tmp_path) -> None:
+    """Blobs lost (an interrupted upload, a restored backup) or damaged on disk: the runner's cache
+    and FindByChecksum no longer vouch for them, so the rerun uploads them again and the run works."""
+    from huleedu.content.v1 import content_pb2
+
+    from tests.integration.test_content_integrity import damage
+
+    folder = essays_folder(tmp_path, n=4)
+    args = ["run", str(folder), "--budget", "8", "--runs-dir", str(tmp_path / "runs")]
+    first = await runner(mesh, *args, "--cache-dir", str(tmp_path / "cache"))
+    assert first.code == 0, first.output
+    files = sorted((folder / "students").iterdir())
+    digests = [hashlib.sha256(path.read_bytes()).hexdigest() for path in files[:2]]
+    found = await mesh.content.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=digests))
+    blobs = mesh.content_app.store.blobs
+    damage(blobs.path(found.matches[0].storage_id), "deleted")
+    damage(blobs.path(found.matches[1].storage_id), "flipped byte")
+    for cache in ("cache", "fresh-cache"):  # with the runner's cache of storage ids, and without
+        if cache == "fresh-cache":
+            damage(blobs.path(found.matches[0].storage_id), "truncated")
+            damage(blobs.path(found.matches[1].storage_id), "deleted")
+        again = await runner(mesh, *args, "--cache-dir", str(tmp_path / cache))
+        assert again.code == 0, again.output
+        assert "uploaded 2 file(s)" in again.stderr
+        stat = await mesh.content.Stat(
+            content_pb2.StatRequest(storage_ids=[m.storage_id for m in found.matches], verify=True)
+        )
+        assert len(stat.found) == 2 and list(stat.damaged) == []

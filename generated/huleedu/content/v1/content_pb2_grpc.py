@@ -126,8 +126,9 @@ class ContentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FindByChecksum(self, request, context):
-        """Maps sha256 values to the storage ids already holding those bytes intact; damaged ones are
-        listed apart (upload them to repair).
+        """Maps sha256 values to the storage ids already holding those bytes intact (texts are hashed
+        to be sure; larger content is checked by size); damaged ones are listed apart (upload them to
+        repair).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

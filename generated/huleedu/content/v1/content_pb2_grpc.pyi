@@ -56,8 +56,9 @@ class ContentServiceStub:
     Stat: _grpc.UnaryUnaryMultiCallable[_content_pb2.StatRequest, _content_pb2.StatResponse]
     """Metadata for many ids, reporting the missing and the damaged ones."""
     FindByChecksum: _grpc.UnaryUnaryMultiCallable[_content_pb2.FindByChecksumRequest, _content_pb2.FindByChecksumResponse]
-    """Maps sha256 values to the storage ids already holding those bytes intact; damaged ones are
-    listed apart (upload them to repair).
+    """Maps sha256 values to the storage ids already holding those bytes intact (texts are hashed
+    to be sure; larger content is checked by size); damaged ones are listed apart (upload them to
+    repair).
     """
 
 @_typing.type_check_only
@@ -88,8 +89,9 @@ class ContentServiceAsyncStub(ContentServiceStub):
     Stat: _aio.UnaryUnaryMultiCallable[_content_pb2.StatRequest, _content_pb2.StatResponse]  # type: ignore[assignment]
     """Metadata for many ids, reporting the missing and the damaged ones."""
     FindByChecksum: _aio.UnaryUnaryMultiCallable[_content_pb2.FindByChecksumRequest, _content_pb2.FindByChecksumResponse]  # type: ignore[assignment]
-    """Maps sha256 values to the storage ids already holding those bytes intact; damaged ones are
-    listed apart (upload them to repair).
+    """Maps sha256 values to the storage ids already holding those bytes intact (texts are hashed
+    to be sure; larger content is checked by size); damaged ones are listed apart (upload them to
+    repair).
     """
 
 class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -159,8 +161,9 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _content_pb2.FindByChecksumRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_content_pb2.FindByChecksumResponse, _abc.Awaitable[_content_pb2.FindByChecksumResponse]]:
-        """Maps sha256 values to the storage ids already holding those bytes intact; damaged ones are
-        listed apart (upload them to repair).
+        """Maps sha256 values to the storage ids already holding those bytes intact (texts are hashed
+        to be sure; larger content is checked by size); damaged ones are listed apart (upload them to
+        repair).
         """
 
 def add_ContentServiceServicer_to_server(servicer: ContentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
