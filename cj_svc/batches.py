@@ -217,7 +217,7 @@ class Batches:
         if not storage_id:
             return ""
         try:
-            return await self.content.text(storage_id)
+            text = await self.content.text(storage_id)
         except errors.FailedPrecondition:
             PROMPT_FETCH_FAILURES.labels("not_found").inc()
             raise
@@ -227,6 +227,14 @@ class Batches:
         except errors.DomainError:
             PROMPT_FETCH_FAILURES.labels("unavailable").inc()
             raise
+        if "\x00" in text:  # stored before the Content Service refused NUL in texts; no database takes it
+            PROMPT_FETCH_FAILURES.labels("not_text").inc()
+            raise errors.FailedPrecondition(
+                f"the {what} {storage_id} holds NUL characters; upload it again as plain UTF-8 text and use the "
+                "new storage id",
+                field="student_prompt_ref" if what == "prompt" else "assignment_id",
+            )
+        return text
 
     async def _by_request_id(self, request_id: str) -> BatchView | None:
         async with self.sessions() as session:

@@ -3,6 +3,7 @@ string it would store; on SQLite and PostgreSQL, through real Content and CJ ser
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import grpc
@@ -102,3 +103,20 @@ async def test_nul_in_strings_is_invalid_argument_and_nothing_is_stored(mesh) ->
     assert await batch_count(mesh) == 0
     listed = await mesh.admin.ListAssignments(admin_pb2.ListAssignmentsRequest())
     assert list(listed.assignments) == []
+
+
+async def test_a_prompt_stored_with_nul_before_the_rule_is_refused_not_internal(mesh) -> None:
+    """Content stored before texts were checked may hold NUL; no database can store it as text."""
+    from content_svc.store import Description
+
+    ids = await store_texts(mesh.content, ESSAYS)
+    store = mesh.content_app.store
+    old = "ab" * 16
+    text = b"Write about\x00 a river."
+    await store.blobs.write_small({old: text})
+    description = Description(kind="CONTENT_KIND_STUDENT_PROMPT", content_type="text/plain")
+    await store._insert([store._row(old, hashlib.sha256(text).hexdigest(), len(text), description, "")])
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await mesh.assessment.SubmitBatch(submit_request(ids, student_prompt_ref=prompt_ref(old)))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "NUL" in refused.value.details()
+    assert await batch_count(mesh) == 0
