@@ -11,6 +11,7 @@ Everything that matters is in the database, so a restart resumes every unfinishe
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import random
@@ -140,7 +141,9 @@ class _Texts:
         return self.fetches[storage_id]
 
     async def _fetch_all(self, groups: list[list[str]]) -> None:
-        for group in groups:
+        pending = collections.deque(groups)
+        while pending:
+            group = pending.popleft()
             try:
                 for attempt in range(CONTENT_ATTEMPTS):
                     try:
@@ -150,6 +153,13 @@ class _Texts:
                         if attempt == CONTENT_ATTEMPTS - 1:
                             raise
                         await asyncio.sleep(0.5 * 2**attempt)
+            except errors.DataLoss as error:
+                if len(group) == 1:
+                    self.fetches[group[0]].set_exception(error)
+                    continue
+                # One damaged text fails the whole BatchGet: ask for each alone, so only it fails.
+                pending.extendleft([storage_id] for storage_id in reversed(group))
+                continue
             except errors.DomainError as error:
                 for storage_id in group:
                     self.fetches[storage_id].set_exception(error)

@@ -3,6 +3,7 @@ string it would store; on SQLite and PostgreSQL, through real Content and CJ ser
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 
@@ -120,3 +121,24 @@ async def test_a_prompt_stored_with_nul_before_the_rule_is_refused_not_internal(
         await mesh.assessment.SubmitBatch(submit_request(ids, student_prompt_ref=prompt_ref(old)))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "NUL" in refused.value.details()
     assert await batch_count(mesh) == 0
+
+
+async def test_a_text_damaged_during_a_batch_fails_only_itself(mesh) -> None:
+    """The workflow fetches texts a hundred per BatchGet; one damaged text must not take the others down."""
+    from cj_svc.content_client import ContentClient
+    from cj_svc.workflow import _Texts
+    from mesh_server import errors
+    from tests.integration.test_content_integrity import damage
+
+    texts = [f"Essay {i} on bridges and the people who build them." for i in range(150)]
+    ids = await store_texts(mesh.content, texts)
+    damage(mesh.content_app.store.blobs.path(ids[42]), "flipped byte")
+    client = ContentClient(mesh.content_app.address)
+    fetching = _Texts(client, ids)
+    try:
+        results = await asyncio.gather(*(fetching.get(i) for i in ids), return_exceptions=True)
+    finally:
+        fetching.close()
+        await client.close()
+    assert isinstance(results[42], errors.DataLoss) and results[42].error_code == "CONTENT_DAMAGED"
+    assert [r for i, r in enumerate(results) if i != 42] == [t for i, t in enumerate(texts) if i != 42]
