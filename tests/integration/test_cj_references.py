@@ -142,3 +142,31 @@ async def test_a_text_damaged_during_a_batch_fails_only_itself(mesh) -> None:
         await client.close()
     assert isinstance(results[42], errors.DataLoss) and results[42].error_code == "CONTENT_DAMAGED"
     assert [r for i, r in enumerate(results) if i != 42] == [t for i, t in enumerate(texts) if i != 42]
+
+
+async def test_an_essay_longer_than_the_cj_service_reads_is_refused_at_submit(sqlite_url, tmp_path) -> None:
+    """A Content Service may take texts larger than Get answers (--max-text-bytes); the CJ Service
+    refuses them at submit, naming the essay, instead of failing them later."""
+    from huleedu.cj.v1 import assessment_pb2_grpc
+    from huleedu.content.v1 import content_pb2_grpc
+
+    from tests.conftest import start_cj, start_content
+    from tests.support.content import upload
+    from tests.support.grpc_client import channel
+
+    content = await start_content(sqlite_url, tmp_path / "blobs", max_text_bytes=6 * 1024 * 1024)
+    cj = await start_cj(f"sqlite:///{tmp_path / 'cj.db'}", content.address, judge_provider="simulated")
+    try:
+        async with channel(content.address) as content_channel, channel(cj.address) as cj_channel:
+            content_stub = content_pb2_grpc.ContentServiceStub(content_channel)
+            (short,) = await store_texts(content_stub, ["short"])
+            long = await upload(content_stub, b"long " * 1_000_000, chunk=1024 * 1024)
+            ids = [short, long.storage_id]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await assessment_pb2_grpc.AssessmentServiceStub(cj_channel).SubmitBatch(submit_request(ids))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "essay s001" in refused.value.details() and "5000000 bytes" in refused.value.details()
+        assert "essays[1].text_storage_id" in field_violations(refused.value)
+    finally:
+        await cj.stop()
+        await content.stop()
