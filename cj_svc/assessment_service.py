@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
 from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc
 from huleedu.common.v1 import common_pb2
 
-from cj_svc.batches import FINAL_STATES, BatchRequest, BatchView, EssayInput, Results
+from cj_svc.batches import EVERYONE, FINAL_STATES, BatchRequest, BatchView, Caller, EssayInput, Results
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Comparison
 from cj_svc.workflow import Workflow
 from mesh_server import correlation, interceptor
+from mesh_server.auth import owner_of
 from mesh_server.convert import timestamp
 
 # Looking again at least this often sees changes made by another replica.
@@ -138,11 +140,25 @@ def results_message(results: Results) -> assessment_pb2.BatchResults:
 
 
 def fingerprint(request: assessment_pb2.SubmitBatchRequest) -> str:
-    """sha256 of the request without its request_id: the same request retried has the same one."""
+    """sha256 of the request's known fields without its request_id: the same request retried has
+    the same one, whatever fields a newer client adds that this service does not know."""
     copy = assessment_pb2.SubmitBatchRequest()
     copy.CopyFrom(request)
+    copy.DiscardUnknownFields()
     copy.request_id = ""
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def caller() -> Caller:
+    """Whose batches this RPC may see and change (everyone's on an open mesh)."""
+    principal = interceptor.principal.get()
+    if principal is None or not principal.token_hash:
+        return EVERYONE
+    return Caller(
+        owner=owner_of(principal),
+        sees_all=not principal.isolated,
+        may_cancel_others="admin" in principal.roles,
+    )
 
 
 class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
@@ -152,10 +168,13 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
 
     async def SubmitBatch(self, request: assessment_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext):
         judge = request.judge
+        principal = interceptor.principal.get()
         view, created = await self.batches.submit(
             BatchRequest(
-                request_id=request.request_id,
+                # One UUID, however it is spelled (AIP-155): the contract checked it is one.
+                request_id=str(uuid.UUID(request.request_id)),
                 fingerprint=fingerprint(request),
+                owner=owner_of(principal),
                 batch_label=request.batch_label,
                 essays=[EssayInput(e.essay_id, e.text_storage_id, e.display_name) for e in request.essays],
                 prompt_storage_id=request.student_prompt_ref.storage_id
@@ -164,7 +183,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 assignment_id=request.assignment_id,
                 language=request.language,
                 course_code=request.course_code,
-                user_id=caller.user_id if (caller := interceptor.principal.get()) else request.user_id,
+                user_id=principal.user_id if principal is not None else request.user_id,
                 org_id=request.org_id,
                 judge_provider=judge.provider,
                 judge_model=judge.model,
@@ -173,25 +192,27 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 judge_system_prompt=judge.system_prompt,
                 comparison_budget=request.comparison_budget if request.HasField("comparison_budget") else None,
                 correlation_id=correlation.current.get(),
+                submitted_by=principal,
             )
         )
         self.workflow.launch(view.batch.batch_id)
         return assessment_pb2.SubmitBatchResponse(batch=batch_message(view), created=created)
 
     async def GetBatch(self, request: assessment_pb2.GetBatchRequest, context: grpc.aio.ServicerContext):
-        return assessment_pb2.GetBatchResponse(batch=batch_message(await self.batches.get(request.batch_id)))
+        return assessment_pb2.GetBatchResponse(batch=batch_message(await self.batches.get(request.batch_id, caller())))
 
     async def ListBatches(self, request: assessment_pb2.ListBatchesRequest, context: grpc.aio.ServicerContext):
         state = assessment_pb2.BatchState.Name(request.state).removeprefix("BATCH_STATE_") if request.state else None
-        views, token = await self.batches.list(request.page_size, request.page_token, state)
+        views, token = await self.batches.list(request.page_size, request.page_token, state, caller())
         return assessment_pb2.ListBatchesResponse(batches=[batch_message(v) for v in views], next_page_token=token)
 
     async def WatchBatch(
         self, request: assessment_pb2.WatchBatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[assessment_pb2.WatchBatchResponse]:
         last = None
+        watcher = caller()
         while True:
-            message = batch_message(await self.batches.get(request.batch_id))
+            message = batch_message(await self.batches.get(request.batch_id, watcher))
             snapshot = (message.state, message.progress.SerializeToString(), message.state_reason)
             if snapshot != last:
                 yield assessment_pb2.WatchBatchResponse(batch=message)
@@ -202,16 +223,16 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
 
     async def GetBatchResults(self, request: assessment_pb2.GetBatchResultsRequest, context: grpc.aio.ServicerContext):
         return assessment_pb2.GetBatchResultsResponse(
-            results=results_message(await self.batches.results(request.batch_id))
+            results=results_message(await self.batches.results(request.batch_id, caller()))
         )
 
     async def ListComparisons(self, request: assessment_pb2.ListComparisonsRequest, context: grpc.aio.ServicerContext):
-        rows, token = await self.batches.comparisons(request.batch_id, request.page_size, request.page_token)
+        rows, token = await self.batches.comparisons(request.batch_id, request.page_size, request.page_token, caller())
         return assessment_pb2.ListComparisonsResponse(
             comparisons=[comparison_message(r) for r in rows], next_page_token=token
         )
 
     async def CancelBatch(self, request: assessment_pb2.CancelBatchRequest, context: grpc.aio.ServicerContext):
         return assessment_pb2.CancelBatchResponse(
-            batch=batch_message(await self.workflow.cancel(request.batch_id, request.reason))
+            batch=batch_message(await self.workflow.cancel(request.batch_id, request.reason, caller()))
         )

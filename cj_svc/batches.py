@@ -9,7 +9,7 @@ States and their allowed transitions (enforced by `transition`, a conditional UP
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from prometheus_client import Counter as MetricCounter
@@ -22,6 +22,7 @@ from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
 from mesh_server import errors
+from mesh_server.auth import Principal
 from mesh_server.ids import new_id
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
@@ -39,6 +40,26 @@ PROMPT_FETCH_FAILURES = MetricCounter(
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Whose batches a request may see and change. Batches are filed under their owner (the
+    caller's user when tokens are on, '' on an open mesh)."""
+
+    owner: str = ""
+    sees_all: bool = True
+    may_cancel_others: bool = True
+
+    def sees(self, batch: Batch) -> bool:
+        return self.sees_all or batch.owner == self.owner
+
+    def may_cancel(self, batch: Batch) -> bool:
+        return batch.owner == self.owner or self.may_cancel_others
+
+
+# The service itself, and every caller of an open mesh.
+EVERYONE = Caller()
+
+
+@dataclass(frozen=True)
 class EssayInput:
     essay_id: str
     text_storage_id: str
@@ -49,6 +70,7 @@ class EssayInput:
 class BatchRequest:
     request_id: str
     fingerprint: str
+    owner: str
     batch_label: str
     essays: list[EssayInput]
     prompt_storage_id: str = ""
@@ -64,6 +86,8 @@ class BatchRequest:
     judge_system_prompt: str = ""
     comparison_budget: int | None = None
     correlation_id: str = ""
+    # Who submits: the essays and the prompt it sends must be content it may read.
+    submitted_by: Principal | None = None
 
 
 @dataclass
@@ -107,15 +131,8 @@ class Batches:
 
     async def submit(self, request: BatchRequest) -> tuple[BatchView, bool]:
         """Check everything, then store the batch in one transaction. (view, created)."""
-        existing = await self._by_request_id(request.request_id)
+        existing = await self._same_request(request)
         if existing is not None:
-            if existing.batch.request_fingerprint != request.fingerprint:
-                raise errors.AlreadyExists(
-                    f"request_id {request.request_id} was already used for a different request "
-                    f"(batch {existing.batch.batch_id}); send a new request_id for a new batch",
-                    field="request_id",
-                    error_code="INVALID_REQUEST",
-                )
             return existing, False
         assignment, anchors = await self._assignment(request.assignment_id)
         prompt_id = request.prompt_storage_id or (assignment.student_prompt_storage_id if assignment else "") or ""
@@ -127,20 +144,27 @@ class Batches:
                 f"essay ids {', '.join(clashes)} are also anchor labels of {request.assignment_id!r}; rename the essays",
                 field="essays",
             )
-        references = [
+        # The caller's own references, checked as the caller sees the Content Service; the
+        # assignment's (anchors, its prompt and rubric: an admin's content) as the service sees it.
+        sent = [
             Reference(f"essays[{i}].text_storage_id", f"essay {e.essay_id}", e.text_storage_id, ESSAY_KINDS)
             for i, e in enumerate(request.essays)
         ]
-        references += [
+        assigned = [
             Reference("assignment_id", f"anchor {a.label} of {request.assignment_id!r}", a.storage_id, ESSAY_KINDS)
             for a in anchors
         ]
         if prompt_id:
-            prompt_field = "student_prompt_ref.storage_id" if request.prompt_storage_id else "assignment_id"
-            references.append(Reference(prompt_field, "the student prompt", prompt_id, PROMPT_KINDS))
+            prompt = Reference("student_prompt_ref.storage_id", "the student prompt", prompt_id, PROMPT_KINDS)
+            (sent if request.prompt_storage_id else assigned).append(
+                prompt if request.prompt_storage_id else replace(prompt, field="assignment_id")
+            )
         if rubric_id:
-            references.append(Reference("assignment_id", "the assignment's judge rubric", rubric_id, RUBRIC_KINDS))
-        held = await self.content.held([r.storage_id for r in references])
+            assigned.append(Reference("assignment_id", "the assignment's judge rubric", rubric_id, RUBRIC_KINDS))
+        held = await self.content.held([r.storage_id for r in sent], request.submitted_by)
+        if assigned:
+            held.update(await self.content.held([r.storage_id for r in assigned]))
+        references = sent + assigned
         for storage_id in (prompt_id, rubric_id):
             if storage_id and storage_id not in held:
                 PROMPT_FETCH_FAILURES.labels("not_found").inc()
@@ -152,6 +176,7 @@ class Batches:
         now = datetime.now(UTC)
         batch = Batch(
             batch_id=new_id(),
+            owner=request.owner,
             request_id=request.request_id,
             request_fingerprint=request.fingerprint,
             batch_label=request.batch_label,
@@ -195,7 +220,7 @@ class Batches:
                 await session.flush()
                 session.add_all(rows)
         except IntegrityError:
-            existing = await self._by_request_id(request.request_id)  # a concurrent retry won the race
+            existing = await self._same_request(request)  # a concurrent call with this request id won
             if existing is None:
                 raise
             return existing, False
@@ -236,10 +261,22 @@ class Batches:
             )
         return text
 
-    async def _by_request_id(self, request_id: str) -> BatchView | None:
+    async def _same_request(self, request: BatchRequest) -> BatchView | None:
+        """The caller's batch of this request id (a retry: same batch), AlreadyExists when that id
+        was used for another request, None when it is new (AIP-155)."""
         async with self.sessions() as session:
-            batch = (await session.execute(select(Batch).where(Batch.request_id == request_id))).scalar_one_or_none()
-            return None if batch is None else await self._view(session, batch)
+            query = select(Batch).where(Batch.owner == request.owner, Batch.request_id == request.request_id)
+            batch = (await session.execute(query)).scalar_one_or_none()
+            if batch is None:
+                return None
+            if batch.request_fingerprint != request.fingerprint:
+                raise errors.AlreadyExists(
+                    f"request_id {request.request_id} was already used for a different request "
+                    f"(batch {batch.batch_id}); send a new request_id for a new batch",
+                    field="request_id",
+                    error_code="INVALID_REQUEST",
+                )
+            return await self._view(session, batch)
 
     @staticmethod
     async def _view(session: AsyncSession, batch: Batch) -> BatchView:
@@ -254,22 +291,27 @@ class Batches:
         )
         return BatchView(batch, counts.get(False, 0), counts.get(True, 0))
 
-    async def get(self, batch_id: str) -> BatchView:
+    async def get(self, batch_id: str, caller: Caller = EVERYONE) -> BatchView:
+        """The batch, if the caller may see it; NotFound alike whether it is someone else's or none."""
         async with self.sessions() as session:
             batch = await session.get(Batch, batch_id)
-            if batch is None:
-                raise errors.NotFound(f"no batch {batch_id}; list batches with ListBatches", field="batch_id")
+            if batch is None or not caller.sees(batch):
+                raise errors.NotFound(f"no batch {batch_id}; list your batches with ListBatches", field="batch_id")
             return await self._view(session, batch)
 
-    async def list(self, page_size: int, page_token: str, state: str | None) -> tuple[list[BatchView], str]:
+    async def list(
+        self, page_size: int, page_token: str, state: str | None, caller: Caller = EVERYONE
+    ) -> tuple[list[BatchView], str]:
         size = page_size or 50
         async with self.sessions() as session:
             query = select(Batch).order_by(Batch.created_at.desc(), Batch.batch_id.desc())
+            if not caller.sees_all:
+                query = query.where(Batch.owner == caller.owner)
             if state:
                 query = query.where(Batch.state == state)
             if page_token:
                 anchor = await session.get(Batch, page_token)
-                if anchor is None:
+                if anchor is None or not caller.sees(anchor):
                     raise errors.InvalidArgument("page_token is not one this service handed out", field="page_token")
                 query = query.where(
                     (Batch.created_at < anchor.created_at)
@@ -279,7 +321,12 @@ class Batches:
             views = [await self._view(session, b) for b in rows[:size]]
         return views, rows[size - 1].batch_id if len(rows) > size else ""
 
-    async def cancel(self, batch_id: str, reason: str) -> BatchView:
+    async def cancel(self, batch_id: str, reason: str, caller: Caller = EVERYONE) -> BatchView:
+        view = await self.get(batch_id, caller)
+        if not caller.may_cancel(view.batch):
+            raise errors.PermissionDenied(
+                f"batch {batch_id} is not yours; only its owner or an admin may cancel it", field="batch_id"
+            )
         async with self.sessions.begin() as session:
             moved = await transition(session, batch_id, "CANCELLED", reason or "cancelled by request")
         view = await self.get(batch_id)
@@ -289,8 +336,10 @@ class Batches:
             )
         return view
 
-    async def comparisons(self, batch_id: str, page_size: int, page_token: str) -> tuple[list[Comparison], str]:
-        await self.get(batch_id)
+    async def comparisons(
+        self, batch_id: str, page_size: int, page_token: str, caller: Caller = EVERYONE
+    ) -> tuple[list[Comparison], str]:
+        await self.get(batch_id, caller)
         size = page_size or 100
         async with self.sessions() as session:
             query = select(Comparison).where(Comparison.batch_id == batch_id)
@@ -299,8 +348,8 @@ class Batches:
             rows = list((await session.execute(query.order_by(Comparison.comparison_id).limit(size + 1))).scalars())
         return rows[:size], rows[size - 1].comparison_id if len(rows) > size else ""
 
-    async def results(self, batch_id: str) -> Results:
-        view = await self.get(batch_id)
+    async def results(self, batch_id: str, caller: Caller = EVERYONE) -> Results:
+        view = await self.get(batch_id, caller)
         async with self.sessions() as session:
             essays = list(
                 (

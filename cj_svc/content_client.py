@@ -8,6 +8,7 @@ from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
 from cj_svc.references import Held
 from mesh_server import errors
+from mesh_server.auth import Principal, behalf_metadata
 from mesh_server.correlation import PropagatingClientInterceptor
 from mesh_server.tls import TlsFiles, open_channel
 
@@ -33,9 +34,10 @@ class ContentClient:
             f"the Content Service holds damaged content: {error.details()}", error_code="CONTENT_DAMAGED"
         )
 
-    async def held(self, storage_ids: list[str]) -> dict[str, Held]:
+    async def held(self, storage_ids: list[str], behalf: Principal | None = None) -> dict[str, Held]:
         """What the Content Service holds of these ids, each blob hashed (Stat with verify): kind,
-        size and state; ids it never held are absent."""
+        size and state; ids it never held are absent. With `behalf`, as seen by that caller: what
+        it may not read is absent too."""
         wanted = list(dict.fromkeys(storage_ids))
         held: dict[str, Held] = {}
         for start in range(0, len(wanted), 10_000):
@@ -43,6 +45,7 @@ class ContentClient:
                 response = await self.stub.Stat(
                     content_pb2.StatRequest(storage_ids=wanted[start : start + 10_000], verify=True),
                     timeout=self.timeout,
+                    metadata=behalf_metadata(behalf),
                 )
             except grpc.aio.AioRpcError as error:
                 raise self._unavailable(error) from None

@@ -63,10 +63,17 @@ class Batch(Base):
     """One assessment request and the durable state of its workflow."""
 
     __tablename__ = "batches"
-    __table_args__ = (Index("batches_state_idx", "state"),)
+    __table_args__ = (
+        Index("batches_state_idx", "state"),
+        # A request id is the caller's own: two users may send the same one.
+        UniqueConstraint("owner", "request_id", name="batches_owner_request_key"),
+        Index("batches_owner_created_idx", "owner", "created_at"),
+    )
 
     batch_id: Mapped[str] = mapped_column(STORAGE_ID, primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(36), unique=True)
+    # Whose batch it is: the caller's user when tokens are on, '' on an open mesh.
+    owner: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    request_id: Mapped[str] = mapped_column(String(36))
     # sha256 of the request, so that a reused request_id with a different request is refused
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     batch_label: Mapped[str] = mapped_column(String(255))

@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from cj_svc.batches import Batches, transition
+from cj_svc.batches import EVERYONE, Batches, Caller, transition
 from cj_svc.content_client import ContentClient
 from cj_svc.engine.bradley_terry import (
     Comparisons,
@@ -228,8 +228,8 @@ class Workflow:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         await self.judges.close()
 
-    async def cancel(self, batch_id: str, reason: str):  # type: ignore[no-untyped-def]
-        view = await self.batches.cancel(batch_id, reason)
+    async def cancel(self, batch_id: str, reason: str, caller: Caller = EVERYONE):  # type: ignore[no-untyped-def]
+        view = await self.batches.cancel(batch_id, reason, caller)
         task = self.tasks.get(batch_id)
         if task is not None and not task.done():
             task.cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -29,6 +29,24 @@ class ContentObject(Base):
     # A huleedu.content.v1.ContentState name without its prefix (INTACT, DAMAGED, MISSING), as text:
     # what the last read or check found. An upload of the same bytes sets it back to INTACT.
     state: Mapped[str] = mapped_column(String(20), nullable=False, default="INTACT", server_default="INTACT")
+
+
+class ContentGrant(Base):
+    """Who may read stored content when tokens are on: each user (and organisation) that uploaded
+    its bytes. The bytes are stored once, whoever sends them; the grants say whose they are."""
+
+    __tablename__ = "content_grants"
+    __table_args__ = (
+        Index("content_grants_user_idx", "user_id"),
+        Index("content_grants_org_idx", "org_id"),
+    )
+
+    storage_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("content_objects.storage_id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class HealthProbe(Base):

@@ -13,8 +13,8 @@ from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 from prometheus_client import Counter
 
-from content_svc.store import ContentStore, Description, Stored
-from mesh_server import correlation, errors
+from content_svc.store import ContentStore, Description, Reader, Stored
+from mesh_server import auth, correlation, errors, interceptor
 from mesh_server.convert import timestamp
 
 GET_MAX_BYTES = 4 * 1024 * 1024
@@ -87,6 +87,16 @@ class UploadLimits:
             ) from None
 
 
+def reader(context: grpc.aio.ServicerContext) -> Reader | None:
+    """Whose content this call may read and is filed under: the caller's own when it has a token
+    and a role that does not see everything; a `service` caller acting for a user reads as that
+    user (see mesh_server.auth). None: everything (an open mesh, admins, auditors, services)."""
+    principal = auth.on_behalf_of(interceptor.principal.get(), context.invocation_metadata())
+    if principal is None or not principal.isolated:
+        return None
+    return Reader(principal.user_id, principal.org_id)
+
+
 def _count(stored: Stored) -> None:
     UPLOADS.inc()
     if stored.deduplicated:
@@ -104,9 +114,11 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
         self, request_iterator: AsyncIterator[content_pb2.UploadRequest], context: grpc.aio.ServicerContext
     ) -> content_pb2.UploadResponse:
         with self.limits.slot(context.peer()):
-            return await self._upload(aiter(request_iterator))
+            return await self._upload(aiter(request_iterator), reader(context))
 
-    async def _upload(self, messages: AsyncIterator[content_pb2.UploadRequest]) -> content_pb2.UploadResponse:
+    async def _upload(
+        self, messages: AsyncIterator[content_pb2.UploadRequest], uploader: Reader | None
+    ) -> content_pb2.UploadResponse:
         first = await self.limits.next(messages)
         if first is None or first.WhichOneof("payload") != "header":
             raise errors.InvalidArgument(
@@ -130,7 +142,7 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
             declared_size=header.declared_size,
             sha256=header.sha256,
         )
-        stored = await self.store.put_stream(description, chunks(), correlation.current.get())
+        stored = await self.store.put_stream(description, chunks(), correlation.current.get(), uploader)
         _count(stored)
         return content_pb2.UploadResponse(
             storage_id=stored.storage_id,
@@ -156,7 +168,8 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
             for item in request.items
         ]
         response = content_pb2.BatchUploadResponse()
-        for index, outcome in enumerate(await self.store.put_many(items, correlation.current.get())):
+        outcomes = await self.store.put_many(items, correlation.current.get(), reader(context))
+        for index, outcome in enumerate(outcomes):
             result = response.results.add(index=index)
             if isinstance(outcome, errors.DomainError):
                 result.error.error_code = common_pb2.ErrorCode.Value(f"ERROR_CODE_{outcome.error_code}")
@@ -175,13 +188,13 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
         return response
 
     async def Get(self, request: content_pb2.GetRequest, context: grpc.aio.ServicerContext) -> content_pb2.GetResponse:
-        stored, content = await self.store.read(request.storage_id, GET_MAX_BYTES)
+        stored, content = await self.store.read(request.storage_id, GET_MAX_BYTES, reader(context))
         return content_pb2.GetResponse(metadata=metadata_message(stored), content=content)
 
     async def BatchGet(
         self, request: content_pb2.BatchGetRequest, context: grpc.aio.ServicerContext
     ) -> content_pb2.BatchGetResponse:
-        found, missing, deferred = await self.store.read_many(list(request.storage_ids), GET_MAX_BYTES)
+        found, missing, deferred = await self.store.read_many(list(request.storage_ids), GET_MAX_BYTES, reader(context))
         return content_pb2.BatchGetResponse(
             items=[content_pb2.GetResponse(metadata=metadata_message(meta), content=data) for meta, data in found],
             missing_storage_ids=missing,
@@ -191,7 +204,7 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
     async def Download(
         self, request: content_pb2.DownloadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[content_pb2.DownloadResponse]:
-        stored, chunks = await self.store.stream(request.storage_id, DOWNLOAD_CHUNK_BYTES)
+        stored, chunks = await self.store.stream(request.storage_id, DOWNLOAD_CHUNK_BYTES, reader(context))
         first = True
         async for chunk in chunks:
             yield content_pb2.DownloadResponse(metadata=metadata_message(stored) if first else None, chunk=chunk)
@@ -202,7 +215,9 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
     async def Stat(
         self, request: content_pb2.StatRequest, context: grpc.aio.ServicerContext
     ) -> content_pb2.StatResponse:
-        found, missing, damaged = await self.store.stat(list(request.storage_ids), verify=request.verify)
+        found, missing, damaged = await self.store.stat(
+            list(request.storage_ids), verify=request.verify, reader=reader(context)
+        )
         return content_pb2.StatResponse(
             found=[metadata_message(s) for s in found],
             missing_storage_ids=missing,
@@ -212,7 +227,7 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
     async def FindByChecksum(
         self, request: content_pb2.FindByChecksumRequest, context: grpc.aio.ServicerContext
     ) -> content_pb2.FindByChecksumResponse:
-        found, missing, damaged = await self.store.find_by_checksum(list(request.sha256s))
+        found, missing, damaged = await self.store.find_by_checksum(list(request.sha256s), reader(context))
         return content_pb2.FindByChecksumResponse(
             matches=[_match(s) for s in found], missing_sha256s=missing, damaged=[_match(s) for s in damaged]
         )

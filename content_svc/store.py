@@ -24,11 +24,13 @@ from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from content_svc.blobs import BlobDirectory, BlobWriter, Damaged, Expected, age_seconds, finish_even_if_cancelled
-from content_svc.models import ContentObject, HealthProbe
+from content_svc.models import ContentGrant, ContentObject, HealthProbe
 from mesh_server import errors
 from mesh_server.ids import new_id
 
@@ -65,6 +67,15 @@ class Description:
     @property
     def is_text(self) -> bool:
         return self.kind != BINARY_KIND
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A caller who sees only its own content (tokens on): what it, or its organisation, uploaded.
+    Where a method takes `Reader | None`, None sees everything (an open mesh, admins, services)."""
+
+    user_id: str
+    org_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,13 +230,21 @@ class ContentStore:
             self._check_size(description, description.declared_size, field, declared=True)
 
     async def put_stream(
-        self, description: Description, chunks: AsyncIterator[bytes], correlation_id: str = ""
+        self,
+        description: Description,
+        chunks: AsyncIterator[bytes],
+        correlation_id: str = "",
+        uploader: Reader | None = None,
     ) -> Stored:
         """Store streamed content; refuse it as soon as it breaks its description or a limit.
 
         When the declared sha256 is of content already stored intact, the stream is only hashed,
         to check that it is that content, and nothing is written. When that content is damaged,
-        the stream repairs it."""
+        the stream repairs it. The uploader may read it from then on."""
+        stored = await self._put_stream(description, chunks, correlation_id)
+        return (await self._to_the_end(self._grant([stored], uploader)))[0]
+
+    async def _put_stream(self, description: Description, chunks: AsyncIterator[bytes], correlation_id: str) -> Stored:
         self.check_declared_size(description, "header.declared_size")
         known = await self._find_sha(description.sha256) if description.sha256 else None
         if known is not None and await self._blob_state(known) != INTACT:
@@ -282,9 +301,18 @@ class ContentStore:
         return (await self._insert([row]))[0]
 
     async def put_many(
-        self, items: Sequence[tuple[Description, bytes]], correlation_id: str = ""
+        self, items: Sequence[tuple[Description, bytes]], correlation_id: str = "", uploader: Reader | None = None
     ) -> list[Stored | errors.DomainError]:
-        """Store many small texts; each gets its result or its own error."""
+        """Store many small texts; each gets its result or its own error. The uploader may read
+        what was stored from then on."""
+        results = await self._put_many(items, correlation_id)
+        stored = [r for r in results if isinstance(r, Stored)]
+        granted = iter(await self._to_the_end(self._grant(stored, uploader)))
+        return [next(granted) if isinstance(r, Stored) else r for r in results]
+
+    async def _put_many(
+        self, items: Sequence[tuple[Description, bytes]], correlation_id: str
+    ) -> list[Stored | errors.DomainError]:
         results: list[Stored | errors.DomainError | None] = [None] * len(items)
         digests = [hashlib.sha256(content).hexdigest() for _, content in items]
         existing = {row.sha256: row for row in await self._rows_by_sha(list(set(digests)))}
@@ -406,6 +434,45 @@ class ContentStore:
                         await self.blobs.remove(row.storage_id)
             raise
 
+    # -- who may read -------------------------------------------------------------------------
+
+    async def _visible(self, storage_ids: Iterable[str], reader: Reader | None) -> set[str]:
+        """The ids among these that the reader may read."""
+        wanted = list(dict.fromkeys(storage_ids))
+        if reader is None:
+            return set(wanted)
+        owned = (ContentGrant.user_id == reader.user_id) | (
+            (ContentGrant.org_id == reader.org_id) & (ContentGrant.org_id != "")
+        )
+        visible: set[str] = set()
+        async with self.sessions() as session:
+            for part in _chunks(wanted):
+                query = select(ContentGrant.storage_id).where(ContentGrant.storage_id.in_(part), owned)
+                visible.update((await session.execute(query)).scalars())
+        return visible
+
+    async def _only_visible(self, rows: list[Stored], reader: Reader | None) -> list[Stored]:
+        if reader is None:
+            return rows
+        visible = await self._visible((row.storage_id for row in rows), reader)
+        return [row for row in rows if row.storage_id in visible]
+
+    async def _grant(self, stored: Sequence[Stored], uploader: Reader | None) -> list[Stored]:
+        """Let the uploader read what it uploaded. To it, content that others stored is new: it
+        learns neither that the bytes were stored before nor that they were damaged."""
+        if uploader is None or not stored:
+            return list(stored)
+        had = await self._visible((s.storage_id for s in stored), uploader)
+        new = list(dict.fromkeys(s.storage_id for s in stored if s.storage_id not in had))
+        if new:
+            now = datetime.now(UTC)
+            rows = [{"storage_id": i, "user_id": uploader.user_id, "org_id": uploader.org_id, "created_at": now}
+                    for i in new]  # fmt: skip
+            async with self.sessions.begin() as session:
+                insert = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
+                await session.execute(insert(ContentGrant).on_conflict_do_nothing(), rows)
+        return [s if s.storage_id in had else replace(s, deduplicated=False, repaired=False) for s in stored]
+
     # -- state -----------------------------------------------------------------------------
 
     async def _set_state(self, storage_ids: Sequence[str], state: str) -> None:
@@ -490,22 +557,25 @@ class ContentStore:
         return [found[i] for i in ordered if i in found]
 
     async def stat(
-        self, storage_ids: Sequence[str], verify: bool = False
+        self, storage_ids: Sequence[str], verify: bool = False, reader: Reader | None = None
     ) -> tuple[list[Stored], list[str], list[Stored]]:
         """(intact, never stored, damaged or missing) for the ids, in request order. Each blob is
-        looked at: its size, and with `verify` its sha256."""
-        rows = await self.stat_rows(storage_ids)
+        looked at: its size, and with `verify` its sha256. What the reader may not read is, to it,
+        never stored."""
+        rows = await self._only_visible(await self.stat_rows(storage_ids), reader)
         states = await self._blob_states(rows, verify=verify)
         held = {row.storage_id for row in rows}
         intact = [replace(r, state=INTACT) for r in rows if states[r.storage_id] == INTACT]
         damaged = [replace(r, state=states[r.storage_id]) for r in rows if states[r.storage_id] != INTACT]
         return intact, [i for i in dict.fromkeys(storage_ids) if i not in held], damaged
 
-    async def find_by_checksum(self, digests: Sequence[str]) -> tuple[list[Stored], list[str], list[Stored]]:
+    async def find_by_checksum(
+        self, digests: Sequence[str], reader: Reader | None = None
+    ) -> tuple[list[Stored], list[str], list[Stored]]:
         """(intact, never stored, damaged or missing) by sha256, in request order. A client uploads
         what is not intact, so blobs up to VERIFY_ON_DEDUP_BYTES are hashed to be sure."""
         ordered = list(dict.fromkeys(digests))
-        found = {row.sha256: row for row in await self._rows_by_sha(ordered)}
+        found = {row.sha256: row for row in await self._only_visible(await self._rows_by_sha(ordered), reader)}
         states = await self._blob_states(list(found.values()))
         rows = [found[d] for d in ordered if d in found]
         return (
@@ -514,8 +584,8 @@ class ContentStore:
             [replace(r, state=states[r.storage_id]) for r in rows if states[r.storage_id] != INTACT],
         )
 
-    async def metadata(self, storage_id: str) -> Stored:
-        rows = await self.stat_rows([storage_id])
+    async def metadata(self, storage_id: str, reader: Reader | None = None) -> Stored:
+        rows = await self._only_visible(await self.stat_rows([storage_id]), reader)
         if not rows:
             raise errors.NotFound(
                 f"no content with storage id {storage_id}; upload it first (Upload or BatchUpload), "
@@ -524,8 +594,8 @@ class ContentStore:
             )
         return rows[0]
 
-    async def read(self, storage_id: str, max_bytes: int) -> tuple[Stored, bytes]:
-        meta = await self.metadata(storage_id)
+    async def read(self, storage_id: str, max_bytes: int, reader: Reader | None = None) -> tuple[Stored, bytes]:
+        meta = await self.metadata(storage_id, reader)
         if meta.size > max_bytes:
             raise errors.FailedPrecondition(
                 f"content {storage_id} is {meta.size} bytes, more than Get returns ({max_bytes}); use Download",
@@ -534,11 +604,11 @@ class ContentStore:
         return (await self._read_verified([meta]))[0]
 
     async def read_many(
-        self, storage_ids: Sequence[str], max_total_bytes: int
+        self, storage_ids: Sequence[str], max_total_bytes: int, reader: Reader | None = None
     ) -> tuple[list[tuple[Stored, bytes]], list[str], list[str]]:
         """Contents in request order up to `max_total_bytes` in all; also the missing ids and the
         stored ids that did not fit (deferred). DataLoss when any chosen content is damaged."""
-        rows = await self.stat_rows(storage_ids)
+        rows = await self._only_visible(await self.stat_rows(storage_ids), reader)
         held = {row.storage_id for row in rows}
         chosen, deferred, total = [], [], 0
         for meta in rows:
@@ -574,10 +644,12 @@ class ContentStore:
             await self._set_state(restored, INTACT)
         return [(replace(m, state=INTACT), c) for m, c in zip(metas, contents, strict=True)]
 
-    async def stream(self, storage_id: str, chunk_size: int) -> tuple[Stored, AsyncIterator[bytes]]:
+    async def stream(
+        self, storage_id: str, chunk_size: int, reader: Reader | None = None
+    ) -> tuple[Stored, AsyncIterator[bytes]]:
         """Metadata and the content in chunks; DataLoss before the first chunk when the blob is gone
         or of another size, after the last when its bytes do not match."""
-        meta = await self.metadata(storage_id)
+        meta = await self.metadata(storage_id, reader)
         state = await self._blob_states([meta], verify=False)
         if state[storage_id] != INTACT:
             await self._read_verified([meta])  # raises DataLoss with the reason

@@ -30,18 +30,18 @@ def upload_requests(data: bytes, chunk: int = CHUNK, *, declared_size: int | Non
         yield content_pb2.UploadRequest(chunk=data[start : start + chunk])
 
 
-async def upload(stub, data: bytes, **header) -> content_pb2.UploadResponse:
+async def upload(stub, data: bytes, metadata=(), **header) -> content_pb2.UploadResponse:
     """Upload; when the server refuses early, its status is what the returned call raises."""
-    call = stub.Upload()
+    call = stub.Upload(metadata=metadata)
     await write_all(call, upload_requests(data, **header))
     return await call
 
 
-async def download(stub, storage_id: str) -> tuple[content_pb2.ContentMetadata, bytes]:
-    metadata = None
+async def download(stub, storage_id: str, metadata=()) -> tuple[content_pb2.ContentMetadata, bytes]:
+    found = None
     parts = []
-    async for message in stub.Download(content_pb2.DownloadRequest(storage_id=storage_id)):
+    async for message in stub.Download(content_pb2.DownloadRequest(storage_id=storage_id), metadata=metadata):
         if message.HasField("metadata"):
-            metadata = message.metadata
+            found = message.metadata
         parts.append(message.chunk)
-    return metadata, b"".join(parts)
+    return found, b"".join(parts)
