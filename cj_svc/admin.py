@@ -13,7 +13,7 @@ from cj_svc.content_client import ContentClient
 from cj_svc.engine.scales import SCALES, get_scale
 from cj_svc.models import Anchor, Assignment
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
-from mesh_server import errors
+from mesh_server import errors, pages
 
 
 def known_scale(key: str, field: str = "grade_scale") -> str:
@@ -87,14 +87,15 @@ class AdminStore:
             raise not_found(assignment_id)
         return row
 
-    async def list_assignments(self, page_size: int, after: str) -> tuple[list[Assignment], str]:
+    async def list_assignments(self, page_size: int, page_token: str) -> tuple[list[Assignment], str]:
         size = page_size or 100
+        after = pages.position("assignments", page_token)
         async with self.sessions() as session:
             query = select(Assignment).where(Assignment.assignment_id > after).order_by(Assignment.assignment_id)
             rows = list((await session.execute(query.limit(size + 1))).scalars())
         more = len(rows) > size
         rows = rows[:size]
-        return rows, rows[-1].assignment_id if more else ""
+        return rows, pages.next_token("assignments", rows[-1].assignment_id if more else "")
 
     async def update_assignment(self, assignment_id: str, **changes: str | None) -> Assignment:
         changes = {k: v for k, v in changes.items() if v is not None}

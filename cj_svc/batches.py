@@ -21,7 +21,7 @@ from cj_svc.admin import not_found
 from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
-from mesh_server import errors
+from mesh_server import errors, pages
 from mesh_server.auth import Principal
 from mesh_server.ids import new_id
 
@@ -309,8 +309,8 @@ class Batches:
                 query = query.where(Batch.owner == caller.owner)
             if state:
                 query = query.where(Batch.state == state)
-            if page_token:
-                anchor = await session.get(Batch, page_token)
+            if after := pages.position("batches", page_token):
+                anchor = await session.get(Batch, after)
                 if anchor is None or not caller.sees(anchor):
                     raise errors.InvalidArgument("page_token is not one this service handed out", field="page_token")
                 query = query.where(
@@ -319,7 +319,7 @@ class Batches:
                 )
             rows = list((await session.execute(query.limit(size + 1))).scalars())
             views = [await self._view(session, b) for b in rows[:size]]
-        return views, rows[size - 1].batch_id if len(rows) > size else ""
+        return views, pages.next_token("batches", rows[size - 1].batch_id if len(rows) > size else "")
 
     async def cancel(self, batch_id: str, reason: str, caller: Caller = EVERYONE) -> BatchView:
         view = await self.get(batch_id, caller)
@@ -341,12 +341,13 @@ class Batches:
     ) -> tuple[list[Comparison], str]:
         await self.get(batch_id, caller)
         size = page_size or 100
+        listing = f"comparisons of {batch_id}"
         async with self.sessions() as session:
             query = select(Comparison).where(Comparison.batch_id == batch_id)
-            if page_token:
-                query = query.where(Comparison.comparison_id > page_token)
+            if after := pages.position(listing, page_token):
+                query = query.where(Comparison.comparison_id > after)
             rows = list((await session.execute(query.order_by(Comparison.comparison_id).limit(size + 1))).scalars())
-        return rows[:size], rows[size - 1].comparison_id if len(rows) > size else ""
+        return rows[:size], pages.next_token(listing, rows[size - 1].comparison_id if len(rows) > size else "")
 
     async def results(self, batch_id: str, caller: Caller = EVERYONE) -> Results:
         view = await self.get(batch_id, caller)

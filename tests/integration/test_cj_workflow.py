@@ -165,3 +165,49 @@ async def test_cancel_stops_promptly(mesh, tmp_path) -> None:
     )
     final = await watch_to_end(mesh, submitted.batch.batch_id, timeout=10)
     assert final.state == assessment_pb2.BATCH_STATE_CANCELLED and final.state_reason == "test"
+
+
+async def test_page_tokens_are_checked_not_trusted(mesh) -> None:
+    from huleedu.cj.v1 import admin_pb2
+
+    storage_ids = await store_texts(mesh.content, [f"paged essay {i}" for i in range(5)])
+    batches = [
+        (await mesh.assessment.SubmitBatch(submit_request(storage_ids, comparison_budget=4))).batch for _ in range(2)
+    ]
+    finals = [await watch_to_end(mesh, b.batch_id) for b in batches]
+    seen, token = [], ""
+    while True:  # paging reaches every comparison once
+        page = await mesh.assessment.ListComparisons(
+            assessment_pb2.ListComparisonsRequest(batch_id=finals[0].batch_id, page_size=1, page_token=token)
+        )
+        seen += [c.comparison_id for c in page.comparisons]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == finals[0].progress.comparisons_done + finals[0].progress.comparisons_failed
+    first = await mesh.assessment.ListComparisons(
+        assessment_pb2.ListComparisonsRequest(batch_id=finals[0].batch_id, page_size=1)
+    )
+    batches_page = await mesh.assessment.ListBatches(assessment_pb2.ListBatchesRequest(page_size=1))
+    refusals = {
+        "garbage": [
+            mesh.assessment.ListComparisons(
+                assessment_pb2.ListComparisonsRequest(batch_id=finals[0].batch_id, page_token=bad)
+            )
+            for bad in ("zzzz", "!", seen[0])
+        ]
+        + [mesh.assessment.ListBatches(assessment_pb2.ListBatchesRequest(page_token=bad)) for bad in ("zzzz", "!")]
+        + [mesh.admin.ListAssignments(admin_pb2.ListAssignmentsRequest(page_token=bad)) for bad in ("zzzz", "!")],
+        "another list's": [
+            mesh.assessment.ListComparisons(  # the first batch's token on the second batch
+                assessment_pb2.ListComparisonsRequest(batch_id=finals[1].batch_id, page_token=first.next_page_token)
+            ),
+            mesh.admin.ListAssignments(admin_pb2.ListAssignmentsRequest(page_token=batches_page.next_page_token)),
+        ],
+    }
+    for what, calls in refusals.items():
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what
+            assert "page_token" in refused.value.details(), what

@@ -143,6 +143,7 @@ class SubmitBatchRequest(_message.Message):
     COMPARISON_BUDGET_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     batch_label: _builtins.str
+    """Trimmed: no whitespace (Unicode's included) and no invisible character at either end."""
     assignment_id: _builtins.str
     """Empty for a guest run: a ranking without grades."""
     language: _builtins.str
