@@ -10,7 +10,7 @@ import typer
 
 from cj_svc.settings import CJSettings
 from mesh_server import database, logs
-from mesh_server.auth import hash_token
+from mesh_server.auth import hash_token, secret
 from mesh_server.cli import run_service
 
 app = typer.Typer(
@@ -47,7 +47,12 @@ def serve(
     content_tls_ca: Annotated[str, _opt("content_tls_ca", "PEM CA of the Content Service's certificate")] = "",
     content_tls_cert: Annotated[str, _opt("content_tls_cert", "PEM client certificate for the Content Service")] = "",
     content_tls_key: Annotated[str, _opt("content_tls_key", "PEM key of --content-tls-cert")] = "",
-    content_token: Annotated[str, _opt("content_token", "bearer token for the Content Service")] = "",
+    content_token: Annotated[
+        str, _opt("content_token", "bearer token for the Content Service (prefer --content-token-file)")
+    ] = "",
+    content_token_file: Annotated[
+        str, _opt("content_token_file", "file whose first line is the Content Service's bearer token")
+    ] = "",
     judge_provider: Annotated[
         str, _opt("judge_provider", "heuristic, simulated, openai or anthropic")
     ] = _d.judge_provider,
@@ -81,6 +86,10 @@ def serve(
 
     logs.configure(log_level, log_json)
     given = dict(locals())
+    try:
+        given["content_token"] = secret(content_token, content_token_file, "--content-token")
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     settings = CJSettings(**{f.name: given[f.name] for f in fields(CJSettings) if f.name in given})
     run_service(lambda: start(settings), ready_file, "cj-svc")
 

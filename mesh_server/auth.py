@@ -18,6 +18,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from mesh_server import errors
 
@@ -26,7 +27,23 @@ METADATA_KEY = "authorization"
 # not see, the service is not shown either.
 ON_BEHALF_OF_USER = "huleedu-on-behalf-of-user"
 ON_BEHALF_OF_ORG = "huleedu-on-behalf-of-org"
-SEES_ALL_ROLES = frozenset({"admin", "auditor"})
+SEES_ALL_ROLES = frozenset({"admin", "auditor", "service"})
+
+
+def secret(value: str, file: str | None, option: str) -> str:
+    """A secret given directly (flag or environment) or, better, in a file (first line, trimmed):
+    a file keeps it out of `ps` and shell history. Both given is a mistake worth saying."""
+    if not file:
+        return value
+    if value:
+        raise ValueError(f"give {option} or {option}-file, not both")
+    try:
+        lines = Path(file).read_text().splitlines()
+    except OSError as error:
+        raise ValueError(f"{option}-file {file}: {error.strerror}") from None
+    if not lines or not lines[0].strip():
+        raise ValueError(f"{option}-file {file} is empty; put the token on its first line")
+    return lines[0].strip()
 
 
 def hash_token(token: str) -> str:

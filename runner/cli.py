@@ -25,6 +25,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mesh_server.auth import secret
 from mesh_server.status import describe, violations_of
 from mesh_server.tls import TlsFiles
 from runner import inventory as inv
@@ -51,12 +52,19 @@ def main(
     content_address: Annotated[str, typer.Option(envvar="CJ_RUNNER_CONTENT_ADDRESS")] = Options.content_address,
     cj_address: Annotated[str, typer.Option(envvar="CJ_RUNNER_CJ_ADDRESS")] = Options.cj_address,
     token: Annotated[str, typer.Option(envvar="CJ_RUNNER_TOKEN", help="bearer token, when the services need one")] = "",
+    token_file: Annotated[
+        str, typer.Option(envvar="CJ_RUNNER_TOKEN_FILE", help="file whose first line is the bearer token")
+    ] = "",
     tls_ca: Annotated[str, typer.Option(envvar="CJ_RUNNER_TLS_CA", help="PEM CA of the services' certificates")] = "",
     tls_cert: Annotated[
         str, typer.Option(envvar="CJ_RUNNER_TLS_CERT", help="PEM client certificate (mutual TLS)")
     ] = "",
     tls_key: Annotated[str, typer.Option(envvar="CJ_RUNNER_TLS_KEY", help="PEM key of --tls-cert")] = "",
 ) -> None:
+    try:
+        token = secret(token, token_file, "--token")
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     Options.content_address, Options.cj_address, Options.token = content_address, cj_address, token
     Options.tls = TlsFiles(tls_cert, tls_key, tls_ca)
 

@@ -15,6 +15,7 @@ from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2_grpc
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
+from mesh_server.correlation import PropagatingClientInterceptor
 from mesh_server.ids import STORAGE_ID_PATTERN
 from mesh_server.tls import TlsFiles, open_channel
 from runner.inventory import Item
@@ -48,8 +49,10 @@ class Mesh:
     tls: TlsFiles = field(default_factory=TlsFiles)
 
     def __post_init__(self) -> None:
-        self.content_channel = open_channel(self.content_address, self.tls)
-        self.cj_channel = open_channel(self.cj_address, self.tls)
+        # The token (and a correlation id) go with every call, so that no call site can forget them.
+        interceptors = [PropagatingClientInterceptor(self.token)]
+        self.content_channel = open_channel(self.content_address, self.tls, interceptors=interceptors)
+        self.cj_channel = open_channel(self.cj_address, self.tls, interceptors=interceptors)
         self.content = content_pb2_grpc.ContentServiceStub(self.content_channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.cj_channel)
         self.assessment = assessment_pb2_grpc.AssessmentServiceStub(self.cj_channel)

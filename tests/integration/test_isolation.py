@@ -249,3 +249,39 @@ async def store_open(mesh) -> list[str]:
     from tests.support.cj import store_texts
 
     return await store_texts(mesh.content, TEXTS)
+
+
+async def test_tokens_from_files_keep_secrets_off_the_command_line(tmp_path, sqlite_url) -> None:
+    """`cj-svc --content-token-file` and `cj-runner --token-file`: no secret in `ps` or shell history."""
+    from tests.support.processes import ServiceProcess
+    from tests.support.tools import run, tool
+
+    content_app = await start_content(sqlite_url, tmp_path / "blobs", tokens=token_spec(include_service=True))
+    (tmp_path / "cj.token").write_text("cj-service-secret\n")
+    (tmp_path / "bob.token").write_text("bob-secret\n")
+    cj = ServiceProcess(
+        "cj-svc",
+        ["--listen", "127.0.0.1:0", "--database-url", f"sqlite:///{tmp_path}/cj.db", "--migrate",
+         "--content-address", content_app.address, "--tokens", token_spec(include_service=False),
+         "--content-token-file", str(tmp_path / "cj.token"), "--judge-provider", "simulated"],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        cj_address = await cj.start()
+        ps = await run("ps", "-eo", "args")
+        assert "cj-service-secret" not in ps.stdout and "bob-secret" not in ps.stdout
+        from tests.runner.test_runner_cli import essays_folder
+
+        folder = essays_folder(tmp_path, n=3)
+        result = await run(
+            tool("cj-runner"), "--content-address", content_app.address, "--cj-address", cj_address,
+            "--token-file", str(tmp_path / "bob.token"), "run", str(folder), "--budget", "3",
+            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), timeout=90,
+        )  # fmt: skip
+        assert result.code == 0, result.output
+        both = await run(tool("cj-runner"), "--token", "x", "--token-file", str(tmp_path / "bob.token"), "plan",
+                         str(folder))  # fmt: skip
+        assert both.code == 2 and "not both" in both.output
+    finally:
+        await cj.stop()
+        await content_app.stop()
