@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cj_svc.content_client import ContentClient
 from cj_svc.engine.scales import SCALES, get_scale
 from cj_svc.models import Anchor, Assignment
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
-from mesh_server import errors, pages
+from mesh_server import database, errors, pages
 
 
 def known_scale(key: str, field: str = "grade_scale") -> str:
@@ -72,8 +73,11 @@ class AdminStore:
             updated_at=now,
         )
         try:
-            async with self.sessions.begin() as session:
+
+            async def transaction(session: AsyncSession) -> Any:
                 session.add(row)
+
+            await database.write(self.sessions, transaction)
         except IntegrityError:
             raise errors.AlreadyExists(
                 f"assignment {assignment_id!r} exists already; update it instead", field="assignment_id"
@@ -104,7 +108,8 @@ class AdminStore:
         await self._check_stored(
             *_assignment_references(changes.get("student_prompt_storage_id"), changes.get("judge_rubric_storage_id"))
         )
-        async with self.sessions.begin() as session:
+
+        async def transaction(session: AsyncSession) -> Any:
             row = await session.get(Assignment, assignment_id, with_for_update=True)
             if row is None:
                 raise not_found(assignment_id)
@@ -118,10 +123,12 @@ class AdminStore:
             for key, value in changes.items():
                 setattr(row, key, value or (None if key.endswith("storage_id") else ""))
             row.updated_at = datetime.now(UTC)
-        return row
+            return row
+
+        return await database.write(self.sessions, transaction)
 
     async def delete_assignment(self, assignment_id: str) -> None:
-        async with self.sessions.begin() as session:
+        async def transaction(session: AsyncSession) -> Any:
             row = await session.get(Assignment, assignment_id)
             if row is None:
                 raise not_found(assignment_id)
@@ -130,6 +137,8 @@ class AdminStore:
             ).scalars():
                 await session.delete(anchor)
             await session.delete(row)
+
+        await database.write(self.sessions, transaction)
 
     async def register_anchor(self, assignment_id: str, label: str, grade: str, storage_id: str) -> tuple[Anchor, bool]:
         assignment = await self.get_assignment(assignment_id)
@@ -140,7 +149,8 @@ class AdminStore:
             raise errors.InvalidArgument(str(error), field="grade") from None
         await self._check_stored(Reference("storage_id", f"anchor {label}", storage_id, ESSAY_KINDS))
         now = datetime.now(UTC)
-        async with self.sessions.begin() as session:
+
+        async def transaction(session: AsyncSession) -> Any:
             query = select(Anchor).where(
                 Anchor.assignment_id == assignment_id, Anchor.label == label, Anchor.grade_scale == scale.key
             )
@@ -154,7 +164,9 @@ class AdminStore:
                 session.add(row)
             else:
                 row.grade, row.storage_id, row.updated_at = grade, storage_id, now
-        return row, created
+            return row, created
+
+        return await database.write(self.sessions, transaction)
 
     async def list_anchors(self, assignment_id: str) -> list[Anchor]:
         assignment = await self.get_assignment(assignment_id)
@@ -168,7 +180,8 @@ class AdminStore:
 
     async def delete_anchor(self, assignment_id: str, label: str) -> None:
         await self.get_assignment(assignment_id)
-        async with self.sessions.begin() as session:
+
+        async def transaction(session: AsyncSession) -> Any:
             rows = list(
                 (
                     await session.execute(
@@ -180,3 +193,5 @@ class AdminStore:
                 raise errors.NotFound(f"assignment {assignment_id!r} has no anchor {label!r}", field="label")
             for row in rows:
                 await session.delete(row)
+
+        await database.write(self.sessions, transaction)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from cj_svc.admin import AdminStore
 from cj_svc.admin_service import AdminService
 from cj_svc.assessment_service import AssessmentService
 from cj_svc.content_client import ContentClient
+from cj_svc.models import HealthProbe
 from cj_svc.settings import CJSettings
 from cj_svc.workflow import Workflow
 from mesh_server import database
@@ -39,8 +41,8 @@ class CJApp:
         return self.server.address
 
     async def stop(self) -> None:
-        await self.server.stop()
-        await self.workflow.stop()
+        # RPCs drain while the batches reach a safe point: the two graces overlap.
+        await asyncio.gather(self.server.stop(), self.workflow.stop())
         await self.content.close()
         await self.engine.dispose()
 
@@ -55,8 +57,7 @@ async def start(settings: CJSettings) -> CJApp:
     workflow = Workflow(settings, sessions, content)
 
     async def readiness() -> str | None:
-        await database.ping(engine)
-        return await content.ready()
+        return await database.probe_write(sessions, HealthProbe) or await content.ready()
 
     server = MeshServer(
         [

@@ -15,7 +15,7 @@ from cj_svc.batches import EVERYONE, FINAL_STATES, BatchRequest, BatchView, Call
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Comparison
 from cj_svc.workflow import Workflow
-from mesh_server import correlation, interceptor
+from mesh_server import correlation, errors, interceptor
 from mesh_server.auth import owner_of
 from mesh_server.convert import timestamp
 
@@ -220,6 +220,11 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
             if message.state in {state_value(s) for s in FINAL_STATES}:
                 return
             await self.workflow.wait_for_change(request.batch_id, WATCH_POLL_SECONDS)
+            if self.workflow.closing:
+                raise errors.Unavailable(
+                    "this CJ Service is stopping; watch the batch again (it goes on after the restart, or on "
+                    "another replica)"
+                )
 
     async def GetBatchResults(self, request: assessment_pb2.GetBatchResultsRequest, context: grpc.aio.ServicerContext):
         return assessment_pb2.GetBatchResultsResponse(

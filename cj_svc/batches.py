@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter as MetricCounter
 from sqlalchemy import func, select, update
@@ -21,7 +22,7 @@ from cj_svc.admin import not_found
 from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
-from mesh_server import errors, pages
+from mesh_server import database, errors, pages
 from mesh_server.auth import Principal
 from mesh_server.ids import new_id
 
@@ -215,10 +216,13 @@ class Batches:
             for i, a in enumerate(anchors)
         ]  # fmt: skip
         try:
-            async with self.sessions.begin() as session:
+
+            async def transaction(session: AsyncSession) -> Any:
                 session.add(batch)
                 await session.flush()
                 session.add_all(rows)
+
+            await database.write(self.sessions, transaction)
         except IntegrityError:
             existing = await self._same_request(request)  # a concurrent call with this request id won
             if existing is None:
@@ -327,8 +331,11 @@ class Batches:
             raise errors.PermissionDenied(
                 f"batch {batch_id} is not yours; only its owner or an admin may cancel it", field="batch_id"
             )
-        async with self.sessions.begin() as session:
-            moved = await transition(session, batch_id, "CANCELLED", reason or "cancelled by request")
+
+        async def transaction(session: AsyncSession) -> bool:
+            return await transition(session, batch_id, "CANCELLED", reason or "cancelled by request")
+
+        moved = await database.write(self.sessions, transaction)
         view = await self.get(batch_id)
         if not moved and view.batch.state != "CANCELLED":
             raise errors.FailedPrecondition(

@@ -14,9 +14,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cj_svc.models import Batch
+from mesh_server import database
 
 UNFINISHED = ("PENDING", "RUNNING", "FINALIZING")
 
@@ -39,18 +40,21 @@ class Leases:
     async def claim(self, batch_id: str) -> bool:
         """Take the batch if it is free, expired or already ours."""
         now = datetime.now(UTC)
-        async with self.sessions.begin() as session:
-            result = await session.execute(
+        result = await database.write(
+            self.sessions,
+            lambda session: session.execute(
                 update(Batch)
                 .where(Batch.batch_id == batch_id, *self._claimable(now))
                 .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=self.seconds))
-            )
+            ),
+        )
         return result.rowcount == 1
 
     async def claim_free(self, limit: int = 20) -> list[str]:
         """Claim up to `limit` unfinished batches that nobody holds (or whose lease expired)."""
         now = datetime.now(UTC)
-        async with self.sessions.begin() as session:
+
+        async def claim(session: AsyncSession) -> list[str]:
             ids = list(
                 (
                     await session.execute(
@@ -68,24 +72,30 @@ class Leases:
                     .where(Batch.batch_id.in_(ids))
                     .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=self.seconds))
                 )
-        return ids
+            return ids
+
+        return await database.write(self.sessions, claim)
 
     async def renew(self, batch_id: str) -> None:
         """Extend our lease; LeaseLost if it is no longer ours."""
         now = datetime.now(UTC)
-        async with self.sessions.begin() as session:
-            result = await session.execute(
+        result = await database.write(
+            self.sessions,
+            lambda session: session.execute(
                 update(Batch)
                 .where(Batch.batch_id == batch_id, Batch.lease_owner == self.owner)
                 .values(lease_expires_at=now + timedelta(seconds=self.seconds))
-            )
+            ),
+        )
         if result.rowcount != 1:
             raise LeaseLost(f"batch {batch_id} is no longer leased to {self.owner}")
 
     async def release(self, batch_id: str) -> None:
-        async with self.sessions.begin() as session:
-            await session.execute(
+        await database.write(
+            self.sessions,
+            lambda session: session.execute(
                 update(Batch)
                 .where(Batch.batch_id == batch_id, Batch.lease_owner == self.owner)
                 .values(lease_owner=None, lease_expires_at=None)
-            )
+            ),
+        )

@@ -192,3 +192,12 @@ class GradeProjection(Base):
     probabilities: Mapped[str] = mapped_column(Text)
     confidence: Mapped[float] = mapped_column(Float)
     confidence_label: Mapped[str] = mapped_column(String(10))
+
+
+class HealthProbe(Base):
+    """One row that the health check writes to, to learn that the database still takes writes."""
+
+    __tablename__ = "cj_health_probe"
+
+    probe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    probed_at: Mapped[datetime] = mapped_column(TIMESTAMP)

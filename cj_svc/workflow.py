@@ -18,12 +18,13 @@ import random
 import socket
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Histogram
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cj_svc.batches import EVERYONE, Batches, Caller, transition
 from cj_svc.content_client import ContentClient
@@ -45,10 +46,15 @@ from cj_svc.judges.factory import Judges
 from cj_svc.leases import LeaseLost, Leases
 from cj_svc.models import Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.settings import CJSettings
-from mesh_server import correlation, errors
+from mesh_server import correlation, database, errors
 from mesh_server.ids import new_id
 
 log = logging.getLogger("cj_svc.workflow")
+
+# How long CancelBatch waits for the batch's task to settle (its PENDING rows marked, its lease let go).
+CANCEL_WAIT_SECONDS = 3.0
+# How long a stopping service lets its batches reach a safe point before cutting them off.
+STOP_GRACE_SECONDS = 2.0
 
 COMPARISONS = Counter(
     "huleedu_cj_comparisons_total", "Comparisons answered, by outcome and error code.", ["outcome", "error_code"]
@@ -94,7 +100,8 @@ class _Recorder:
             for comparison_id, values in taken
         ]
         table = Comparison.__table__
-        async with self.sessions.begin() as session:
+
+        async def transaction(session: AsyncSession) -> Any:
             await session.execute(  # one executemany for the whole group
                 update(table)
                 .where(table.c.comparison_id == bindparam("cid"), table.c.status == "PENDING")
@@ -119,6 +126,8 @@ class _Recorder:
                     updated_at=datetime.now(UTC),
                 )
             )
+
+        await database.write(self.sessions, transaction)
 
 
 class _Texts:
@@ -184,12 +193,16 @@ class Workflow:
         self.judges = Judges(settings)
         self.service_limit = asyncio.Semaphore(settings.service_concurrency)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Set to ask a batch's task to stop at its next safe point (cancelled, lease lost, shutdown):
+        # a task is never cut off in the middle of its work.
+        self._stops: dict[str, asyncio.Event] = {}
         self._changes: dict[str, asyncio.Event] = {}
         # Replicas sharing a database must have distinct ids; a restarted process with the same id
         # takes its own leases back at once.
         self.replica_id = settings.replica_id or socket.gethostname()
         self.leases = Leases(sessions, self.replica_id, settings.lease_seconds)
         self._claimer: asyncio.Task[None] | None = None
+        self.closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -215,25 +228,44 @@ class Workflow:
 
     def launch(self, batch_id: str) -> bool:
         """Start working a batch unless this process already does; True when started."""
-        if batch_id in self.tasks and not self.tasks[batch_id].done():
-            return False
+        if self.closing or (batch_id in self.tasks and not self.tasks[batch_id].done()):
+            return False  # while stopping, a new batch waits for the next start (it stays PENDING)
+        self._stops[batch_id] = asyncio.Event()
         self.tasks[batch_id] = asyncio.create_task(self._run(batch_id), name=f"batch-{batch_id}")
         return True
 
-    async def stop(self) -> None:
+    def _ask_to_stop(self, batch_id: str) -> None:
+        stop = self._stops.get(batch_id)
+        if stop is not None:
+            stop.set()
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Ask every batch to stop where it stands (answers already received are written, the
+        judge calls in flight are dropped and asked again on resume); cut off what is still
+        running after `grace`: its writes end first (see database.write)."""
+        self.closing = True
+        for change in self._changes.values():  # watchers wake up and end their streams
+            change.set()
         if self._claimer is not None:
             self._claimer.cancel()
-        for task in self.tasks.values():
-            task.cancel()
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for batch_id in self.tasks:
+            self._ask_to_stop(batch_id)
+        running = [task for task in self.tasks.values() if not task.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
         await self.judges.close()
 
     async def cancel(self, batch_id: str, reason: str, caller: Caller = EVERYONE):  # type: ignore[no-untyped-def]
+        """Cancel the batch (one short transaction) and ask its task to stop; wait a little for it
+        to settle, without ever cutting it off (a cancelled RPC leaves the task to finish)."""
         view = await self.batches.cancel(batch_id, reason, caller)
+        self._ask_to_stop(batch_id)
         task = self.tasks.get(batch_id)
         if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait([task], timeout=CANCEL_WAIT_SECONDS)
         return view
 
     async def wait_for_change(self, batch_id: str, timeout: float) -> None:
@@ -255,13 +287,14 @@ class Workflow:
     async def _run(self, batch_id: str) -> None:
         if not await self.leases.claim(batch_id):
             return  # another replica works it
-        renewing = asyncio.create_task(self._renew(batch_id, asyncio.current_task()))
+        renewing = asyncio.create_task(self._renew(batch_id))
         try:
             async with self.sessions() as session:
                 batch = await session.get(Batch, batch_id)
             if batch is not None:
                 correlation.current.set(batch.correlation_id)
             await self._work_through_outages(batch_id)
+            await self._settle_cancelled(batch_id)
         except asyncio.CancelledError:
             await self._settle_cancelled(batch_id)
             raise
@@ -295,7 +328,7 @@ class Workflow:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    async def _renew(self, batch_id: str, worker: asyncio.Task[None] | None) -> None:
+    async def _renew(self, batch_id: str) -> None:
         """Keep the lease while the batch is worked; stop the work when another replica has it."""
         while True:
             await asyncio.sleep(self.settings.lease_seconds / 3)
@@ -303,20 +336,22 @@ class Workflow:
                 await self.leases.renew(batch_id)
             except LeaseLost as lost:
                 log.warning("%s; stopping here", lost)
-                if worker is not None:
-                    worker.cancel()
+                self._ask_to_stop(batch_id)
                 return
             except (SQLAlchemyError, OSError) as error:
                 log.warning("could not renew the lease of batch %s: %s", batch_id, error)
 
     async def _fail(self, batch_id: str, reason: str) -> None:
-        async with self.sessions.begin() as session:
+        async def transaction(session: AsyncSession) -> Any:
             if await transition(session, batch_id, "FAILED", reason):
                 await self._observe_duration(session, batch_id, "FAILED")
 
+        await database.write(self.sessions, transaction)
+
     async def _settle_cancelled(self, batch_id: str) -> None:
         """Comparisons sent but unanswered when a batch was cancelled are marked CANCELLED."""
-        async with self.sessions.begin() as session:
+
+        async def transaction(session: AsyncSession) -> Any:
             batch = await session.get(Batch, batch_id)
             if batch is not None and batch.state == "CANCELLED":
                 await session.execute(
@@ -326,14 +361,18 @@ class Workflow:
                 )
                 await self._observe_duration(session, batch_id, "CANCELLED")
 
+        await database.write(self.sessions, transaction)
+
     async def _observe_duration(self, session, batch_id: str, state: str) -> None:  # type: ignore[no-untyped-def]
         batch = await session.get(Batch, batch_id)
         created = batch.created_at if batch.created_at.tzinfo else batch.created_at.replace(tzinfo=UTC)
         BATCH_SECONDS.labels(state).observe((datetime.now(UTC) - created).total_seconds())
 
     async def _work(self, batch_id: str) -> None:
-        async with self.sessions.begin() as session:
+        async def transaction(session: AsyncSession) -> Any:
             await transition(session, batch_id, "RUNNING")
+
+        await database.write(self.sessions, transaction)
         batch, essays = await self._load(batch_id)
         if batch.state == "FINALIZING":
             await self._finalize(batch_id)
@@ -356,8 +395,12 @@ class Workflow:
         # The prior's width is re-chosen each time a wave is fully answered (after a restart, the
         # waves answered before are replayed first).
         prior, fed = PriorChoice(len(essays)), 0
+        stop = self._stops.setdefault(batch_id, asyncio.Event())
+        stopping = asyncio.ensure_future(stop.wait())
         try:
             while True:
+                if stop.is_set():
+                    return
                 batch, rows = await self._batch_and_comparisons(batch_id)
                 if batch.state != "RUNNING":
                     return
@@ -403,14 +446,15 @@ class Workflow:
                     return
                 # Wait for at least one answer (for all of them once the batch is stopping).
                 goal = min(refill_at, len(inflight) - 1) if reason == StopReason.CONTINUE else 0
-                while inflight and len(inflight) > goal:
-                    await asyncio.wait(list(inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+                while inflight and len(inflight) > goal and not stop.is_set():
+                    await asyncio.wait([*inflight.values(), stopping], return_when=asyncio.FIRST_COMPLETED)
                     for task in [t for t in inflight.values() if t.done()]:
                         task.result()  # a judging task that crashed fails the batch
                     inflight = {cid: t for cid, t in inflight.items() if not t.done()}
                 await recorder.flush()
                 self._changed(batch_id)
         finally:
+            stopping.cancel()
             for task in inflight.values():
                 task.cancel()
             await asyncio.gather(*inflight.values(), return_exceptions=True)
@@ -496,13 +540,16 @@ class Workflow:
             }
             for e in essays
         ]
-        async with self.sessions.begin() as session:
+
+        async def transaction(session: AsyncSession) -> Any:
             await session.execute(update(BatchEssay), scores)  # one executemany by primary key
             await session.execute(
                 update(Batch)
                 .where(Batch.batch_id == batch_id)
                 .values(current_ssr=ssr, max_score_change=change, updated_at=datetime.now(UTC))
             )
+
+        await database.write(self.sessions, transaction)
 
     async def _write_wave(
         self, batch: Batch, wave: list[tuple[int, int]], essays: list[BatchEssay]
@@ -517,7 +564,8 @@ class Workflow:
             )
             for a, b in wave
         ]  # fmt: skip
-        async with self.sessions.begin() as session:
+
+        async def transaction(session: AsyncSession) -> Any:
             session.add_all(rows)
             # Fenced by the lease: a replica that lost the batch writes no new comparisons.
             owned = await session.execute(
@@ -527,6 +575,8 @@ class Workflow:
             )
             if owned.rowcount != 1:
                 raise LeaseLost(f"batch {batch.batch_id} is no longer leased to {self.replica_id}")  # rolls back
+
+        await database.write(self.sessions, transaction)
         return rows
 
     async def _judge(self, batch: Batch, row: Comparison, request: JudgeRequest) -> dict:
@@ -570,8 +620,11 @@ class Workflow:
     async def _finalize(self, batch_id: str, why: str = "", alpha: float | None = None) -> None:
         """Final scores, ranks and grades; `alpha` is the prior the workflow chose (after a restart,
         the choice is replayed from the stored answers)."""
-        async with self.sessions.begin() as session:
+
+        async def transaction(session: AsyncSession) -> Any:
             await transition(session, batch_id, "FINALIZING", f"stopped: {why}" if why else None)
+
+        await database.write(self.sessions, transaction)
         batch, essays = await self._load(batch_id)
         if batch.state != "FINALIZING":
             return
@@ -590,7 +643,8 @@ class Workflow:
         projections, note = self._projections(batch, essays, result)
         position_bias, position_bias_se = judge_position_bias(result, data)
         now = datetime.now(UTC)
-        async with self.sessions.begin() as session:
+
+        async def store_results(session: AsyncSession) -> Any:
             await session.execute(delete(GradeProjection).where(GradeProjection.batch_id == batch_id))
             await session.execute(delete(BatchResult).where(BatchResult.batch_id == batch_id))
             await session.execute(  # one executemany by primary key
@@ -620,6 +674,8 @@ class Workflow:
             if not await transition(session, batch_id, "COMPLETED"):
                 raise RuntimeError("batch left FINALIZING while its results were computed")  # rolls back
             await self._observe_duration(session, batch_id, "COMPLETED")
+
+        await database.write(self.sessions, store_results)
 
     @staticmethod
     def _projections(batch: Batch, essays: list[BatchEssay], result: Fit) -> tuple[list[GradeProjection], str]:

@@ -10,19 +10,19 @@ import ctypes
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import aiofiles.os
 
 from mesh_server.ids import new_id
+from mesh_server.tasks import run_to_end
 
 TEMP_SUFFIX = ".tmp"
 PROBE_NAME = ".health-probe"
 
-T = TypeVar("T")
 
 # Every upload's chunks are hashed and written by this bounded pool, one chunk of an upload at a
 # time: an upload that sends nothing holds no thread, and thousands of open uploads hold a handful.
@@ -116,7 +116,7 @@ class BlobWriter:
         """Wait for the chunk in flight (even when cancelled: the file is not ours to close before)."""
         if self._storing is not None:
             job, self._storing = self._storing, None
-            await finish_even_if_cancelled(asyncio.wrap_future(job))
+            await run_to_end(asyncio.wrap_future(job))
 
     async def write(self, chunk: bytes) -> None:
         await self._settle()  # raises what storing the previous chunk raised
@@ -147,7 +147,7 @@ class BlobWriter:
 
     async def discard(self) -> None:
         """Remove the temp file, even when the calling task is being cancelled."""
-        await finish_even_if_cancelled(self._remove_temp())
+        await run_to_end(self._remove_temp())
 
     async def _remove_temp(self) -> None:
         with contextlib.suppress(Exception):  # the upload failed already; its error is reported
@@ -161,20 +161,6 @@ class BlobWriter:
         if self.temp_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 await aiofiles.os.remove(self.temp_path)
-
-
-async def finish_even_if_cancelled(work: Coroutine[Any, Any, T] | asyncio.Future[T]) -> T:
-    """Run `work` to its end and return its result, even when the caller is cancelled meanwhile
-    (the caller's cancellation is raised once the work has ended): a cancelled RPC must neither
-    leave half-written files nor undo a commit that reached the database."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller's cancellation is what propagates
-        raise
 
 
 def _temp_path(final_path: Path) -> Path:
@@ -396,7 +382,7 @@ class BlobDirectory:
             with contextlib.suppress(FileNotFoundError):
                 await aiofiles.os.remove(self.path(storage_id))
 
-        await finish_even_if_cancelled(unlink())
+        await run_to_end(unlink())
 
 
 def age_seconds(mtime: float) -> float:

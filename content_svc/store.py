@@ -26,13 +26,14 @@ from prometheus_client import Counter
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from content_svc.blobs import BlobDirectory, BlobWriter, Damaged, Expected, age_seconds, finish_even_if_cancelled
+from content_svc.blobs import BlobDirectory, BlobWriter, Damaged, Expected, age_seconds
 from content_svc.models import ContentGrant, ContentObject, HealthProbe
-from mesh_server import errors
+from mesh_server import database, errors
 from mesh_server.ids import new_id
+from mesh_server.tasks import run_to_end
 
 log = logging.getLogger("content_svc.store")
 
@@ -206,7 +207,7 @@ class ContentStore:
         task = asyncio.ensure_future(work)
         self._committing.add(task)
         task.add_done_callback(self._committing.discard)
-        return await finish_even_if_cancelled(task)
+        return await run_to_end(task)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -724,16 +725,4 @@ class ContentStore:
         unusable = await asyncio.to_thread(self.blobs.probe)
         if unusable:
             return unusable
-        try:
-            async with self.sessions.begin() as session:
-                now = datetime.now(UTC)
-                updated = await session.execute(
-                    update(HealthProbe).where(HealthProbe.probe_id == 1).values(probed_at=now)
-                )
-                if updated.rowcount == 0:
-                    session.add(HealthProbe(probe_id=1, probed_at=now))
-        except IntegrityError:
-            return None  # another replica inserted the row first: the write went through
-        except (OperationalError, SQLAlchemyError, OSError) as error:
-            return f"database cannot be written: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
-        return None
+        return await database.probe_write(self.sessions, HealthProbe)

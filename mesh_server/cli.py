@@ -28,7 +28,7 @@ def run_service(start: Callable[[], Awaitable[Any]], ready_file: Path | None, na
             temp.write_text(json.dumps(addresses))
             temp.replace(ready_file)
         try:
-            await app.server.run_until_signalled()
+            await app.server.wait_for_signal()
         finally:
             await app.stop()
 

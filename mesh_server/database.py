@@ -6,17 +6,24 @@ PostgreSQL via asyncpg in production; SQLite via aiosqlite as the embedded defau
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import MetaData, event, update
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from mesh_server.tasks import run_to_end
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+T = TypeVar("T")
 
 
 class NotMigrated(Exception):
@@ -127,6 +134,41 @@ def run_migrations(metadata: MetaData) -> None:
     asyncio.run(main())
 
 
-async def ping(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
+async def write(sessions: async_sessionmaker, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`work` in one transaction that runs to its end even if the caller is cancelled meanwhile
+    (the cancellation is raised after it): a cancelled RPC or task never leaves a transaction open
+    (on SQLite, one left open holds the only write lock) nor a write half done."""
+
+    async def transaction() -> T:
+        async with sessions.begin() as session:
+            return await work(session)
+
+    return await run_to_end(transaction())
+
+
+class HealthProbeRow(Protocol):
+    """A service's one-row table that health checks write to (`probe_id`, `probed_at`)."""
+
+    probe_id: Any
+    probed_at: Any
+
+    def __init__(self, *, probe_id: int, probed_at: datetime) -> None: ...
+
+
+async def probe_write(sessions: async_sessionmaker, table: type[HealthProbeRow]) -> str | None:
+    """None when the database takes a write (a row updated and committed), else why not: a
+    database that answers reads but refuses writes (read-only, disk full) is not healthy."""
+
+    async def touch(session: AsyncSession) -> None:
+        now = datetime.now(UTC)
+        updated = await session.execute(update(table).where(table.probe_id == 1).values(probed_at=now))
+        if updated.rowcount == 0:
+            session.add(table(probe_id=1, probed_at=now))
+
+    try:
+        await write(sessions, touch)
+    except IntegrityError:
+        return None  # another replica inserted the row first: the write went through
+    except (SQLAlchemyError, OSError) as error:
+        return f"database cannot be written: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    return None

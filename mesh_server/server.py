@@ -21,6 +21,8 @@ from mesh_server.tls import MESSAGE_SIZE_OPTIONS, TlsFiles
 
 log = logging.getLogger("mesh.server")
 
+# After the grace, how long to wait for the handlers grpc's stop() left running (grpc/grpc#37239).
+SETTLE_SECONDS = 1.0
 # HTTP/2 streams one connection may have open at once: a client past it waits for a free stream.
 MAX_STREAMS_PER_CONNECTION = 1000
 SERVER_OPTIONS = (
@@ -116,14 +118,13 @@ class MeshServer:
         if self.server is not None:
             await self.server.stop(self.grace_seconds)
         if self.interceptor is not None:
-            await self.interceptor.settle(self.grace_seconds)
+            await self.interceptor.settle(SETTLE_SECONDS)
 
-    async def run_until_signalled(self) -> None:
-        """Serve until SIGTERM or SIGINT, then go NOT_SERVING and stop with grace."""
+    async def wait_for_signal(self) -> None:
+        """Return on SIGTERM or SIGINT (the caller then stops the whole service, this server included)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping (grace %.1f s)", self.grace_seconds)
-        await self.stop()

@@ -25,7 +25,7 @@ from runner.client import write_all
 from tests.conftest import start_content
 from tests.support.content import BINARY_KIND, download, upload
 from tests.support.grpc_client import channel, error_reason, field_violations
-from tests.support.readonly import read_only
+from tests.support.readonly import database_read_only, read_only
 from tests.support.tools import VENV_BIN, run
 
 ESSAY = ("A coherent essay about the sea, with a beginning, a middle and an end. " * 12).encode()
@@ -386,21 +386,9 @@ async def test_health_not_serving_while_the_database_cannot_be_written(database_
     app.server.readiness_interval = 0.2
     try:
         await wait_for_health(app, health_pb2.HealthCheckResponse.SERVING)
-        if database_url.startswith("sqlite"):
-            database = Path(database_url.removeprefix("sqlite:///"))
-            # Not the -shm file: SQLite maps it into memory, and a write to a frozen mapping is SIGBUS.
-            with read_only(database, database.with_name(database.name + "-wal"), database.parent):
-                await wait_for_health(app, health_pb2.HealthCheckResponse.NOT_SERVING)
-        else:
-            cluster = request.getfixturevalue("pg_cluster")
-            name = database_url.rsplit("/", 1)[1]
-            cluster.psql(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
-            cluster.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
-            try:
-                await wait_for_health(app, health_pb2.HealthCheckResponse.NOT_SERVING)
-            finally:
-                cluster.psql(f"ALTER DATABASE {name} RESET default_transaction_read_only")
-                cluster.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        cluster = None if database_url.startswith("sqlite") else request.getfixturevalue("pg_cluster")
+        async with database_read_only(database_url, cluster):
+            await wait_for_health(app, health_pb2.HealthCheckResponse.NOT_SERVING)
         await wait_for_health(app, health_pb2.HealthCheckResponse.SERVING)
         async with channel(app.address) as ch:  # and it takes writes again
             assert len((await upload(content_pb2_grpc.ContentServiceStub(ch), ESSAY)).storage_id) == 32

@@ -35,3 +35,24 @@ def freeze(*paths: Path) -> None:
 
 def thaw(*paths: Path) -> None:
     _set([p for p in paths if p.exists()], False)
+
+
+@contextlib.asynccontextmanager
+async def database_read_only(url: str, cluster=None):  # type: ignore[no-untyped-def]
+    """The database at `url` refuses writes inside the block (reads still work): on SQLite its files
+    are made immutable, on PostgreSQL new transactions are read-only and open sessions are ended."""
+    if url.startswith("sqlite"):
+        database = Path(url.removeprefix("sqlite:///"))
+        # Not the -shm file: SQLite maps it into memory, and a write to a frozen mapping is SIGBUS.
+        with read_only(database, database.with_name(database.name + "-wal"), database.parent):
+            yield
+        return
+    name = url.rsplit("/", 1)[1]
+    kick = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    cluster.psql(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    cluster.psql(kick)
+    try:
+        yield
+    finally:
+        cluster.psql(f"ALTER DATABASE {name} RESET default_transaction_read_only")
+        cluster.psql(kick)

@@ -1,0 +1,172 @@
+"""Cancels and stops at any moment leave the CJ Service's database clean and writable: no PENDING
+comparison of a cancelled batch, no lease, no transaction left open; SIGTERM ends the process within
+its grace, and every batch resumes after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+import uuid
+
+import grpc
+import pytest
+from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc
+from huleedu.content.v1 import content_pb2_grpc
+from sqlalchemy import text
+
+from mesh_server import database
+from tests.support.cj import store_texts, submit_request
+from tests.support.processes import ServiceProcess
+
+
+async def pending_and_leases(url: str, batch_id: str) -> tuple[int, str | None]:
+    engine = database.create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            pending = (
+                await connection.execute(
+                    text("SELECT count(*) FROM comparisons WHERE batch_id = :b AND status = 'PENDING'"), {"b": batch_id}
+                )
+            ).scalar_one()
+            lease = (
+                await connection.execute(text("SELECT lease_owner FROM batches WHERE batch_id = :b"), {"b": batch_id})
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    return pending, lease
+
+
+async def test_cancel_at_random_moments_leaves_no_pending_row_no_lease_and_a_writable_database(
+    mesh, cj_database_url
+) -> None:
+    await mesh.restart_cj(judge_provider="simulated", simulated_latency_ms=3, batch_concurrency=3)
+    storage_ids = await store_texts(mesh.content, [f"essay {i} about the sea and the shore" for i in range(10)])
+    rng = random.Random(11)
+    slowest = 0.0
+    for attempt in range(30):
+        batch = (await mesh.assessment.SubmitBatch(submit_request(storage_ids, comparison_budget=400))).batch
+        await asyncio.sleep(rng.random() * 0.4)  # anywhere in its waves: judging, recording, fitting, planning
+        started = time.monotonic()
+        # Half of the calls give up early themselves: a cancelled RPC must not leave a write half done.
+        timeout = 0.01 if attempt % 2 else 10
+        try:
+            await mesh.assessment.CancelBatch(
+                assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=batch.batch_id),
+                timeout=timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            assert error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.FAILED_PRECONDITION)
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # it may not have reached the database
+                await mesh.assessment.CancelBatch(
+                    assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=batch.batch_id)
+                )
+        slowest = max(slowest, time.monotonic() - started)
+        async with asyncio.timeout(10):  # the batch's task settles
+            while True:
+                got = (await mesh.assessment.GetBatch(assessment_pb2.GetBatchRequest(batch_id=batch.batch_id))).batch
+                pending, lease = await pending_and_leases(cj_database_url, batch.batch_id)
+                if got.state != assessment_pb2.BATCH_STATE_RUNNING and pending == 0 and lease is None:
+                    break
+                await asyncio.sleep(0.05)
+        assert got.state in (assessment_pb2.BATCH_STATE_CANCELLED, assessment_pb2.BATCH_STATE_COMPLETED)
+    assert slowest < 5.0
+    # The database still takes writes at once: a new batch is accepted and completes.
+    started = time.monotonic()
+    last = (await mesh.assessment.SubmitBatch(submit_request(storage_ids, comparison_budget=10))).batch
+    assert time.monotonic() - started < 2.0
+    async with asyncio.timeout(30):
+        async for update in mesh.assessment.WatchBatch(assessment_pb2.WatchBatchRequest(batch_id=last.batch_id)):
+            final = update.batch
+    assert final.state == assessment_pb2.BATCH_STATE_COMPLETED
+
+
+@pytest.mark.timeout(180)
+async def test_sigterm_with_twenty_batches_running_exits_within_grace_and_all_resume(
+    content_app, cj_database_url, tmp_path
+) -> None:
+    grace = 5.0
+    args = ["--listen", "127.0.0.1:0", "--database-url", cj_database_url, "--content-address", content_app.address,
+            "--migrate", "--judge-provider", "simulated", "--simulated-latency-ms", "40", "--batch-concurrency", "4"]  # fmt: skip
+    cj = ServiceProcess("cj-svc", args, tmp_path)
+    async with grpc.aio.insecure_channel(content_app.address) as content_channel:
+        storage_ids = await store_texts(
+            content_pb2_grpc.ContentServiceStub(content_channel), [f"essay {i} on rivers" for i in range(12)]
+        )
+    address = await cj.start()
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = assessment_pb2_grpc.AssessmentServiceStub(channel)
+            batches = [
+                (await stub.SubmitBatch(submit_request(storage_ids, comparison_budget=200))).batch.batch_id
+                for _ in range(20)
+            ]
+            watchers = [  # clients watching while the service stops
+                asyncio.ensure_future(drain(stub.WatchBatch(assessment_pb2.WatchBatchRequest(batch_id=b))))
+                for b in batches[:5]
+            ]
+            await asyncio.sleep(1.0)
+            started = time.monotonic()
+            cj.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(cj.process.wait(), grace + 10)
+            stopped_in = time.monotonic() - started
+            ended = await asyncio.gather(*watchers, return_exceptions=True)
+        # Watchers are told at once that the service stops (and go on watching after the restart).
+        assert all(isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNAVAILABLE for e in ended)
+        assert all("stopping" in e.details() for e in ended)
+        print(f"SIGTERM with 20 batches running: stopped in {stopped_in:.2f} s")
+        assert stopped_in < grace + 2.0, f"SIGTERM took {stopped_in:.1f} s"
+        assert cj.process.returncode == 0
+
+        address = await cj.start()
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = assessment_pb2_grpc.AssessmentServiceStub(channel)
+            async with asyncio.timeout(120):
+                for batch_id in batches:
+                    async for update in stub.WatchBatch(assessment_pb2.WatchBatchRequest(batch_id=batch_id)):
+                        final = update.batch
+                    assert final.state == assessment_pb2.BATCH_STATE_COMPLETED, final.state_reason
+        engine = database.create_engine(cj_database_url)
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    text(
+                        "SELECT b.batch_id, b.comparisons_done, b.lease_owner,"
+                        " (SELECT count(*) FROM comparisons c WHERE c.batch_id = b.batch_id AND c.status = 'DONE'),"
+                        " (SELECT count(*) FROM comparisons c WHERE c.batch_id = b.batch_id AND c.status = 'PENDING')"
+                        " FROM batches b"
+                    )
+                )
+            ).all()
+        await engine.dispose()
+        for batch_id, counted, lease, done, pending in rows:
+            assert counted == done and pending == 0, batch_id  # every answer recorded exactly once
+            assert lease is None, batch_id
+    finally:
+        await cj.stop()
+
+
+async def drain(stream) -> None:
+    async for _ in stream:
+        pass
+
+
+async def test_health_not_serving_while_the_cj_database_cannot_be_written(mesh, cj_database_url, request) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tests.support.readonly import database_read_only
+
+    mesh.cj_app.server.readiness_interval = 0.2
+    health = health_pb2_grpc.HealthStub(mesh.channels[0])
+
+    async def becomes(status: int) -> None:
+        async with asyncio.timeout(8):
+            while (await health.Check(health_pb2.HealthCheckRequest())).status != status:  # noqa: ASYNC110 - polling a server
+                await asyncio.sleep(0.1)
+
+    await becomes(health_pb2.HealthCheckResponse.SERVING)
+    cluster = None if cj_database_url.startswith("sqlite") else request.getfixturevalue("pg_cluster")
+    async with database_read_only(cj_database_url, cluster):
+        await becomes(health_pb2.HealthCheckResponse.NOT_SERVING)
+    await becomes(health_pb2.HealthCheckResponse.SERVING)
