@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import functools
 import json
 import logging
 import random
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from prometheus_client import Counter, Histogram
@@ -50,6 +54,7 @@ from mesh_server import correlation, database, errors
 from mesh_server.ids import new_id
 
 log = logging.getLogger("cj_svc.workflow")
+T = TypeVar("T")
 
 # How long CancelBatch waits for the batch's task to settle (its PENDING rows marked, its lease let go).
 CANCEL_WAIT_SECONDS = 3.0
@@ -73,6 +78,36 @@ ANSWER_COLUMNS = (
     "status", "winner", "confidence", "justification", "model", "tokens_in", "tokens_out", "latency_ms",
     "error_code", "error_message", "attempts", "completed_at",
 )  # fmt: skip
+
+
+# CPU-heavy engine work (fits, pairing, the prior's choice, projection) runs in this pool, off the
+# event loop, so that no RPC of another client waits on it. Two threads: numpy's linear algebra
+# releases the GIL, and each batch hands over one piece of work at a time, so the queue is bounded
+# by the batches being worked.
+_ENGINE = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="cj-engine")
+
+
+async def off_loop(function: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_ENGINE, functools.partial(function, *args))
+
+
+# The columns of a comparison that the wave loop reads (rows carry them as attributes).
+WAVE_COLUMNS = (
+    Comparison.comparison_id, Comparison.wave, Comparison.essay_a_id, Comparison.essay_b_id,
+    Comparison.status, Comparison.winner, Comparison.attempts, Comparison.model,
+)  # fmt: skip
+
+
+@dataclass
+class _Final:
+    fit: Fit
+    rank: np.ndarray
+    wins: np.ndarray
+    losses: np.ndarray
+    projections: list[GradeProjection]
+    note: str
+    position_bias: float
+    position_bias_se: float
 
 
 class _Recorder:
@@ -407,8 +442,8 @@ class Workflow:
                 orphans = [r for r in rows if r.status == "PENDING" and r.comparison_id not in inflight]
                 if orphans:  # sent before a restart, never answered: ask again
                     self._start(batch, orphans, texts, essays, limit, recorder, inflight)
-                fed = await asyncio.to_thread(self._feed_prior, prior, rows, position, fed)
-                result = self._fit(len(essays), rows, position, previous, prior.alpha)
+                fed = await off_loop(self._feed_prior, prior, rows, position, fed)
+                result = await off_loop(self._fit, len(essays), rows, position, previous, prior.alpha)
                 change = None
                 if result is not None:
                     if previous is not None:
@@ -427,9 +462,10 @@ class Workflow:
                 if reason == StopReason.CONTINUE and len(inflight) <= refill_at:
                     busy = {position[r.essay_a_id] for r in rows if r.comparison_id in inflight}
                     busy |= {position[r.essay_b_id] for r in rows if r.comparison_id in inflight}
-                    wave = self._next_wave(
-                        len(essays), is_anchor, rows, position, result, rng, batch.comparison_budget - len(rows), busy
-                    )
+                    wave = await off_loop(
+                        self._next_wave,
+                        len(essays), is_anchor, rows, position, result, rng, batch.comparison_budget - len(rows), busy,
+                    )  # fmt: skip
                     if wave:
                         new_rows = await self._write_wave(batch, wave, essays)
                         self._start(batch, new_rows, texts, essays, limit, recorder, inflight)
@@ -486,10 +522,13 @@ class Workflow:
             return batch, list((await session.execute(query)).scalars())
 
     async def _batch_and_comparisons(self, batch_id: str) -> tuple[Batch, list[Comparison]]:
+        """The batch and what the wave loop needs of its comparisons, as plain rows: building ORM
+        objects for tens of thousands of rows would hold the event loop for every other client."""
         async with self.sessions() as session:
             batch = await session.get(Batch, batch_id)
-            rows = list((await session.execute(select(Comparison).where(Comparison.batch_id == batch_id))).scalars())
-        return batch, rows
+            query = select(*WAVE_COLUMNS).where(Comparison.batch_id == batch_id)
+            rows = list((await session.execute(query)).all())
+        return batch, rows  # type: ignore[return-value]
 
     @staticmethod
     def _comparisons(rows: list[Comparison], position: dict[str, int]) -> Comparisons:
@@ -633,15 +672,11 @@ class Workflow:
         data = self._comparisons(rows, position)
         if alpha is None:
             waves = np.array([r.wave for r in rows if r.status == "DONE"], np.int64)
-            alpha = (await asyncio.to_thread(PriorChoice.replay, len(essays), data, waves)).alpha
-        result = fit(len(essays), data, alpha)
-        order = np.argsort(-result.scores, kind="stable")
-        rank = np.empty(len(essays), int)
-        rank[order] = np.arange(1, len(essays) + 1)
-        wins = np.bincount(np.where(data.first_won, data.first, data.second), minlength=len(essays))
-        losses = np.bincount(np.where(data.first_won, data.second, data.first), minlength=len(essays))
-        projections, note = self._projections(batch, essays, result)
-        position_bias, position_bias_se = judge_position_bias(result, data)
+            alpha = (await off_loop(PriorChoice.replay, len(essays), data, waves)).alpha
+        final = await off_loop(self._final_numbers, batch, essays, data, alpha)
+        result, rank, wins, losses = final.fit, final.rank, final.wins, final.losses
+        projections, note = final.projections, final.note
+        position_bias, position_bias_se = final.position_bias, final.position_bias_se
         now = datetime.now(UTC)
 
         async def store_results(session: AsyncSession) -> Any:
@@ -676,6 +711,26 @@ class Workflow:
             await self._observe_duration(session, batch_id, "COMPLETED")
 
         await database.write(self.sessions, store_results)
+
+    @classmethod
+    def _final_numbers(cls, batch: Batch, essays: list[BatchEssay], data: Comparisons, alpha: float) -> _Final:
+        """The final fit and all that follows from it (CPU-heavy: run off the event loop)."""
+        result = fit(len(essays), data, alpha)
+        order = np.argsort(-result.scores, kind="stable")
+        rank = np.empty(len(essays), int)
+        rank[order] = np.arange(1, len(essays) + 1)
+        projections, note = cls._projections(batch, essays, result)
+        position_bias, position_bias_se = judge_position_bias(result, data)
+        return _Final(
+            fit=result,
+            rank=rank,
+            wins=np.bincount(np.where(data.first_won, data.first, data.second), minlength=len(essays)),
+            losses=np.bincount(np.where(data.first_won, data.second, data.first), minlength=len(essays)),
+            projections=projections,
+            note=note,
+            position_bias=position_bias,
+            position_bias_se=position_bias_se,
+        )
 
     @staticmethod
     def _projections(batch: Batch, essays: list[BatchEssay], result: Fit) -> tuple[list[GradeProjection], str]:

@@ -12,8 +12,11 @@ It measures surface features that correlate with quality; it does not understand
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import math
 import re
+from collections import OrderedDict
 
 from cj_svc.judges.base import JudgeRequest, Verdict
 
@@ -52,10 +55,33 @@ def quality(text: str, prompt: str = "") -> float:
 
 
 class HeuristicJudge:
+    """Each essay's score is computed once (cached by the sha256 of essay and prompt, so the cache
+    holds numbers, not texts), and long texts are scored in a thread, off the event loop."""
+
     provider = "heuristic"
+    CACHED_SCORES = 50_000
+    # Texts longer than this are scored in a thread (a 1 MiB text takes about a tenth of a second).
+    THREAD_ABOVE_CHARS = 20_000
+
+    def __init__(self) -> None:
+        self._scores: OrderedDict[tuple[bytes, bytes], float] = OrderedDict()
+
+    async def _quality(self, text: str, prompt: str) -> float:
+        key = (hashlib.sha256(text.encode()).digest(), hashlib.sha256(prompt.encode()).digest())
+        score = self._scores.get(key)
+        if score is None:
+            long = len(text) > self.THREAD_ABOVE_CHARS
+            score = await asyncio.to_thread(quality, text, prompt) if long else quality(text, prompt)
+            self._scores[key] = score
+            if len(self._scores) > self.CACHED_SCORES:
+                self._scores.popitem(last=False)
+        else:
+            self._scores.move_to_end(key)
+        return score
 
     async def compare(self, request: JudgeRequest) -> Verdict:
-        a, b = quality(request.essay_a, request.prompt), quality(request.essay_b, request.prompt)
+        a = await self._quality(request.essay_a, request.prompt)
+        b = await self._quality(request.essay_b, request.prompt)
         gap = abs(a - b)
         return Verdict(
             winner="A" if a >= b else "B",
