@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -96,6 +96,20 @@ WAVE_COLUMNS = (
     Comparison.comparison_id, Comparison.wave, Comparison.essay_a_id, Comparison.essay_b_id,
     Comparison.status, Comparison.winner, Comparison.attempts, Comparison.model,
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _NewComparison:
+    """A comparison just written, with the columns of WAVE_COLUMNS."""
+
+    comparison_id: str
+    wave: int
+    essay_a_id: str
+    essay_b_id: str
+    status: str
+    attempts: int
+    model: str
+    winner: str | None = None
 
 
 @dataclass
@@ -590,22 +604,21 @@ class Workflow:
 
         await database.write(self.sessions, transaction)
 
-    async def _write_wave(
-        self, batch: Batch, wave: list[tuple[int, int]], essays: list[BatchEssay]
-    ) -> list[Comparison]:
+    async def _write_wave(self, batch: Batch, wave: list[tuple[int, int]], essays: list[BatchEssay]) -> list[Any]:
+        """Store a wave's comparisons as PENDING (one executemany, no ORM objects: a wave of a
+        national cohort has thousands); returns them as rows like those the wave loop reads."""
         now = datetime.now(UTC)
         number = batch.wave + 1
-        rows = [
-            Comparison(
-                comparison_id=new_id(), batch_id=batch.batch_id, wave=number, essay_a_id=essays[a].essay_id,
-                essay_b_id=essays[b].essay_id, status="PENDING", attempts=0, request_correlation_id=batch.correlation_id,
-                provider=batch.judge_provider, model=batch.judge_model, created_at=now, replica_id=self.replica_id,
-            )
+        values = [
+            {"comparison_id": new_id(), "batch_id": batch.batch_id, "wave": number, "essay_a_id": essays[a].essay_id,
+             "essay_b_id": essays[b].essay_id, "status": "PENDING", "attempts": 0,
+             "request_correlation_id": batch.correlation_id, "provider": batch.judge_provider,
+             "model": batch.judge_model, "created_at": now, "replica_id": self.replica_id}
             for a, b in wave
         ]  # fmt: skip
 
         async def transaction(session: AsyncSession) -> Any:
-            session.add_all(rows)
+            await session.execute(insert(Comparison), values)
             # Fenced by the lease: a replica that lost the batch writes no new comparisons.
             owned = await session.execute(
                 update(Batch)
@@ -616,7 +629,7 @@ class Workflow:
                 raise LeaseLost(f"batch {batch.batch_id} is no longer leased to {self.replica_id}")  # rolls back
 
         await database.write(self.sessions, transaction)
-        return rows
+        return [_NewComparison(**{c.key: v[c.key] for c in WAVE_COLUMNS if c.key in v}) for v in values]
 
     async def _judge(self, batch: Batch, row: Comparison, request: JudgeRequest) -> dict:
         """Ask the judge, retrying retryable failures with backoff; the row's new values."""
