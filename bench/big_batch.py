@@ -51,9 +51,10 @@ def request(ids: list[str], label: str, budget: int) -> assessment_pb2.SubmitBat
 
 
 async def main(essays: int, seconds: float) -> None:
-    with content_service() as content, cj_service(
-        content, extra=["--judge-provider", "simulated", "--simulated-latency-ms", "20"]
-    ) as cj:
+    with (
+        content_service() as content,
+        cj_service(content, extra=["--judge-provider", "simulated", "--simulated-latency-ms", "20"]) as cj,
+    ):
         async with grpc.aio.insecure_channel(content) as cc, grpc.aio.insecure_channel(cj) as jc:
             store_stub = content_pb2_grpc.ContentServiceStub(cc)
             assessment = assessment_pb2_grpc.AssessmentServiceStub(jc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import statistics
 import sys
@@ -90,7 +91,8 @@ async def one_round(content: str, cj: str, batches: int, essays: int, uploads: i
         async def uploader(queue: asyncio.Queue[int]) -> None:
             while not queue.empty():
                 number = queue.get_nowait()
-                stored = await upload(store, os.urandom(2560).hex().encode(), 64 * 1024)  # 5 KiB of text
+                essay = os.urandom(2560).hex().encode()  # 5 KiB of text
+                stored = await upload(store, essay, hashlib.sha256(essay).hexdigest(), 64 * 1024)
                 stat = store.Stat(content_pb2.StatRequest(storage_ids=[stored.storage_id]))
                 if not (await timing.timed("Stat", stat)).found:
                     problems.append(f"upload {number} not found after storing")

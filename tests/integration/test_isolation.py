@@ -285,3 +285,16 @@ async def test_tokens_from_files_keep_secrets_off_the_command_line(tmp_path, sql
     finally:
         await cj.stop()
         await content_app.stop()
+
+
+async def test_the_bearer_scheme_is_case_insensitive(secured) -> None:
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        listed = await secured.assessment.ListBatches(
+            assessment_pb2.ListBatchesRequest(), metadata=(("authorization", f"{scheme} bob-secret"),)
+        )
+        assert list(listed.batches) == []
+    with pytest.raises(grpc.aio.AioRpcError) as basic:
+        await secured.assessment.ListBatches(
+            assessment_pb2.ListBatchesRequest(), metadata=(("authorization", "Basic bob-secret"),)
+        )
+    assert basic.value.code() == grpc.StatusCode.UNAUTHENTICATED
