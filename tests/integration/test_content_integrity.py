@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from content_svc.models import ContentObject
@@ -77,6 +78,8 @@ async def test_damaged_content_is_data_loss_until_an_upload_repairs_it(content_a
         stub = content_pb2_grpc.ContentServiceStub(ch)
         stored = await upload(stub, ESSAY)
         damage(blob_path(content_app, stored.storage_id), how)
+        state_name = "MISSING" if how == "deleted" else "DAMAGED"
+        counted = REGISTRY.get_sample_value("huleedu_content_integrity_failures_total", {"state": state_name}) or 0
 
         stat = await stub.Stat(content_pb2.StatRequest(storage_ids=[stored.storage_id], verify=True))
         assert list(stat.found) == [] and list(stat.missing_storage_ids) == []
@@ -91,6 +94,10 @@ async def test_damaged_content_is_data_loss_until_an_upload_repairs_it(content_a
             assert lost.value.code() == grpc.StatusCode.DATA_LOSS, lost.value.details()
             assert stored.storage_id in lost.value.details() and "upload the same file again" in lost.value.details()
             assert error_reason(lost.value) == "CONTENT_DAMAGED"
+        # Found once and counted once (reads after that know it already).
+        assert (
+            REGISTRY.get_sample_value("huleedu_content_integrity_failures_total", {"state": state_name}) == counted + 1
+        )
         # Once a read found it, Stat says so without being asked to hash; FindByChecksum does not
         # offer it as a match (a runner would then skip the upload that repairs it).
         stat = await stub.Stat(content_pb2.StatRequest(storage_ids=[stored.storage_id]))
