@@ -17,7 +17,7 @@ import contextlib
 import errno
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -50,7 +50,7 @@ INTACT, DAMAGED, MISSING = "INTACT", "DAMAGED", "MISSING"
 
 INTEGRITY_FAILURES = Counter(
     "huleedu_content_integrity_failures_total",
-    "Reads or checks that found stored content damaged or missing.",
+    "Stored objects found damaged or missing by a read or a check (each finding counted once).",
     ["state"],
 )
 
@@ -483,11 +483,14 @@ class ContentStore:
                     update(ContentObject).where(ContentObject.storage_id.in_(part)).values(state=state)
                 )
 
-    async def _record_damage(self, damaged: Sequence[Damaged]) -> None:
-        for state in {d.state for d in damaged}:
-            ids = [d.storage_id for d in damaged if d.state == state]
+    async def _record_damage(self, damaged: Sequence[Damaged], known: Mapping[str, str]) -> None:
+        """Mark, count and log what was found damaged or missing; `known` holds the states the rows
+        had, so that each finding is counted and logged once, not at every read that meets it."""
+        fresh = [d for d in damaged if known.get(d.storage_id) != d.state]
+        for state in {d.state for d in fresh}:
+            ids = [d.storage_id for d in fresh if d.state == state]
             INTEGRITY_FAILURES.labels(state).inc(len(ids))
-            log.error("content %s: %s", state.lower(), "; ".join(str(d) for d in damaged if d.state == state))
+            log.error("content %s: %s", state.lower(), "; ".join(str(d) for d in fresh if d.state == state))
             await self._set_state(ids, state)
 
     async def _blob_state(self, stored: Stored) -> str:
@@ -522,9 +525,7 @@ class ContentStore:
             return {}
         problems = await asyncio.to_thread(look)
         before = {s.storage_id: s.state for s in stored}
-        fresh = [p for p in problems.values() if p is not None and before[p.storage_id] != p.state]
-        if fresh:
-            await self._record_damage(fresh)
+        await self._record_damage([p for p in problems.values() if p is not None], before)
         restored = [i for i, p in problems.items() if p is None and before[i] != INTACT]
         if restored:
             await self._set_state(restored, INTACT)
@@ -638,7 +639,7 @@ class ContentStore:
         except OSError as error:
             raise errors.Unavailable(f"stored content cannot be read: {error.strerror}; retry later") from error
         if damaged:
-            await self._record_damage(damaged)
+            await self._record_damage(damaged, {m.storage_id: m.state for m in metas})
             raise data_loss(damaged)
         restored = [m.storage_id for m in metas if m.state != INTACT]
         if restored:
@@ -660,7 +661,7 @@ class ContentStore:
                 async for chunk in self.blobs.read_chunks_verified(meta.expected, chunk_size):
                     yield chunk
             except Damaged as problem:
-                await self._record_damage([problem])
+                await self._record_damage([problem], {storage_id: meta.state})
                 raise data_loss([problem]) from None
             if meta.state != INTACT:
                 await self._set_state([storage_id], INTACT)
