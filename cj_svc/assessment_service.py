@@ -169,6 +169,9 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
     async def SubmitBatch(self, request: assessment_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext):
         judge = request.judge
         principal = interceptor.principal.get()
+        problem = self.workflow.judges.unusable(judge.provider or self.workflow.settings.judge_provider)
+        if problem:
+            raise errors.FailedPrecondition(problem, field="judge.provider", error_code="LLM_CONFIGURATION_ERROR")
         view, created = await self.batches.submit(
             BatchRequest(
                 # One UUID, however it is spelled (AIP-155): the contract checked it is one.

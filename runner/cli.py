@@ -69,6 +69,20 @@ def main(
     Options.tls = TlsFiles(tls_cert, tls_key, tls_ca)
 
 
+# A refused request (fix it and run again) exits 2; a service that cannot be reached exits 3, as in
+# `run`'s preflight; anything else 1.
+REFUSED = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.OUT_OF_RANGE,
+})  # fmt: skip
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def exit_code_of(code: grpc.StatusCode) -> int:
+    return 2 if code in REFUSED else 3 if code in UNREACHABLE else 1
+
+
 def command(function: Callable[..., Any]) -> Callable[..., Any]:
     """Run an async command; every failure becomes one clear message and its exit code."""
 
@@ -81,7 +95,7 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(error.exit_code) from None
         except grpc.aio.AioRpcError as error:
             console.print(f"[red]error:[/red] {describe_rpc_error(error, 'the call')}")
-            raise typer.Exit(2 if error.code() == grpc.StatusCode.INVALID_ARGUMENT else 1) from None
+            raise typer.Exit(exit_code_of(error.code())) from None
         except protovalidate.ValidationError as error:
             console.print(f"[red]error:[/red] the request is invalid: {describe(violations_of(error))}")
             raise typer.Exit(2) from None

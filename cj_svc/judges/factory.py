@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from urllib.parse import urlparse
+
 from cj_svc.judges.base import Judge
 from cj_svc.judges.heuristic import HeuristicJudge
 from cj_svc.judges.http import AnthropicJudge, OpenAIJudge
@@ -9,6 +12,8 @@ from cj_svc.judges.simulated import SimulatedJudge
 from cj_svc.settings import CJSettings
 
 PROVIDERS = ("heuristic", "simulated", "openai", "anthropic")
+# The hosted APIs answer nothing without a key; a self-hosted OpenAI-compatible server may need none.
+HOSTED = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
 
 
 class Judges:
@@ -17,6 +22,26 @@ class Judges:
     def __init__(self, settings: CJSettings) -> None:
         self.settings = settings
         self._judges: dict[str, Judge] = {}
+
+    def unusable(self, provider: str) -> str | None:
+        """Why this service cannot judge with `provider` (None when it can): checked before a batch
+        is accepted, so that a missing key is not found out comparison by comparison."""
+        if provider not in PROVIDERS:
+            return f"unknown judge provider {provider!r}; use one of {', '.join(PROVIDERS)}"
+        if provider not in HOSTED:
+            return None
+        s = self.settings
+        base_url, key_env = (
+            (s.openai_base_url, s.openai_api_key_env)
+            if provider == "openai"
+            else (s.anthropic_base_url, s.anthropic_api_key_env)
+        )
+        if urlparse(base_url).hostname == HOSTED[provider] and not os.environ.get(key_env):
+            return (
+                f"the {provider} judge needs an API key, and {key_env} is not set where this CJ Service runs; "
+                f"set it (or --{provider}-api-key-env) and restart the service, or choose another judge provider"
+            )
+        return None
 
     def get(self, provider: str) -> Judge:
         if provider not in self._judges:

@@ -170,3 +170,27 @@ async def test_an_essay_longer_than_the_cj_service_reads_is_refused_at_submit(sq
     finally:
         await cj.stop()
         await content.stop()
+
+
+async def test_a_judge_the_service_cannot_use_is_refused_before_any_batch_exists(mesh, tmp_path, monkeypatch) -> None:
+    """The hosted APIs need a key: without one, SubmitBatch says so instead of failing every comparison."""
+    from huleedu.cj.v1 import assessment_pb2
+
+    from tests.runner.test_runner_cli import essays_folder, runner
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    ids = await store_texts(mesh.content, ESSAYS)
+    request = submit_request(ids, judge=assessment_pb2.JudgeConfig(provider="openai"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await mesh.assessment.SubmitBatch(request)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "OPENAI_API_KEY is not set" in refused.value.details()
+    assert error_reason(refused.value) == "LLM_CONFIGURATION_ERROR"
+    assert "judge.provider" in field_violations(refused.value)
+    assert await batch_count(mesh) == 0
+    # The runner exits 2 (a refused request) with that message, and nothing was submitted.
+    result = await runner(mesh, "run", str(essays_folder(tmp_path, n=3)), "--provider", "openai",
+                          "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
+    assert result.code == 2, result.output
+    assert "OPENAI_API_KEY" in result.output and "Traceback" not in result.output
+    assert await batch_count(mesh) == 0

@@ -298,3 +298,25 @@ async def test_the_bearer_scheme_is_case_insensitive(secured) -> None:
             assessment_pb2.ListBatchesRequest(), metadata=(("authorization", "Basic bob-secret"),)
         )
     assert basic.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_the_runner_with_a_wrong_token_exits_2_with_one_clear_message(tmp_path, sqlite_url) -> None:
+    from tests.runner.test_runner_cli import essays_folder
+    from tests.support.tools import run, tool
+
+    content_app = await start_content(sqlite_url, tmp_path / "blobs", tokens=token_spec(include_service=True))
+    cj_app = await start_cj(f"sqlite:///{tmp_path}/cj.db", content_app.address, judge_provider="simulated",
+                            tokens=token_spec(include_service=False), content_token="cj-service-secret")  # fmt: skip
+    try:
+        folder = str(essays_folder(tmp_path, n=3))
+        for command in (["run", folder, "--cache-dir", str(tmp_path / "cache")], ["admin", "list-scales"]):
+            result = await run(
+                tool("cj-runner"), "--content-address", content_app.address, "--cj-address", cj_app.address,
+                "--token", "not-the-token", *command, timeout=60,
+            )  # fmt: skip
+            assert result.code == 2, (command, result.output)
+            assert "UNAUTHENTICATED" in result.output and "bearer token" in result.output, command
+            assert "Traceback" not in result.output
+    finally:
+        await cj_app.stop()
+        await content_app.stop()
