@@ -1,7 +1,8 @@
 """`cj-runner`: inventory essay folders, upload them, submit batches, watch them, keep the results.
 
-Exit codes: 0 done, 1 the run failed, 2 usage or validation error, 3 preflight failed, 4 timed
-out with partial results.
+Exit codes: 0 done, 1 the run failed, 2 usage error or a refused request, 3 a service unreachable or
+preflight failed, 4 timed
+out with partial results, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -83,13 +84,23 @@ def exit_code_of(code: grpc.StatusCode) -> int:
     return 2 if code in REFUSED else 3 if code in UNREACHABLE else 1
 
 
+class Interrupted:
+    """What Ctrl-C means at the point a command has reached: the one line it prints then."""
+
+    hint = ""
+
+
 def command(function: Callable[..., Any]) -> Callable[..., Any]:
     """Run an async command; every failure becomes one clear message and its exit code."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        Interrupted.hint = "interrupted; nothing was changed"
         try:
             asyncio.run(function(*args, **kwargs))
+        except KeyboardInterrupt:
+            console.print(f"[yellow]{Interrupted.hint}[/yellow]")
+            raise typer.Exit(130) from None
         except RunnerError as error:
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(error.exit_code) from None
@@ -140,11 +151,25 @@ def inventory_table(found: inv.Inventory) -> Table:
     return table
 
 
+# request ids of runs are uuid5 names in this namespace, of the request they identify
+RUN_NAMESPACE = uuid.UUID("5d1a0c3e-7c2b-4f0e-9a51-3f6b8e2c9d47")
+
+
+def same_run_request_id(request: assessment_pb2.SubmitBatchRequest) -> str:
+    """The request id of a run: a name of everything the request asks for (the essays' storage ids,
+    which follow from their bytes, the prompt, assignment, judge settings, budget, label), so that
+    running the same folder again is the same request, which the service answers with the same batch."""
+    body = assessment_pb2.SubmitBatchRequest()
+    body.CopyFrom(request)
+    body.request_id = ""
+    return str(uuid.uuid5(RUN_NAMESPACE, body.SerializeToString(deterministic=True).hex()))
+
+
 def build_request(
-    found: inv.Inventory, ids: dict[str, str], label: str, assignment_id: str, **options: Any
+    found: inv.Inventory, ids: dict[str, str], label: str, assignment_id: str, new: bool = False, **options: Any
 ) -> assessment_pb2.SubmitBatchRequest:
+    """The SubmitBatch request of a run; `new` gives it a fresh request id (a second batch)."""
     request = assessment_pb2.SubmitBatchRequest(
-        request_id=str(uuid.uuid4()),
         batch_label=label,
         assignment_id=assignment_id,
         essays=[
@@ -166,6 +191,7 @@ def build_request(
         request.judge.model = options["model"]
     if options.get("temperature") is not None:
         request.judge.temperature = options["temperature"]
+    request.request_id = str(uuid.uuid4()) if new else same_run_request_id(request)
     protovalidate.validate(request)  # checked here before it is sent
     return request
 
@@ -220,12 +246,31 @@ async def run(
     timeout: Annotated[float, typer.Option(help="seconds to watch before giving up (exit 4)")] = 3600,
     runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
     cache_dir: Annotated[Path, typer.Option()] = Path(".cj-cache"),
+    new: Annotated[
+        bool, typer.Option("--new", help="submit a fresh batch even if this folder's run was submitted before")
+    ] = False,
+    cancel_on_interrupt: Annotated[
+        bool, typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the batch instead of leaving it running")
+    ] = False,
 ) -> None:
-    """Preflight, upload what is missing, submit, watch, and write the run folder."""
+    """Preflight, upload what is missing, submit, watch, and write the run folder.
+
+    Running the same folder again (same essays, prompt, assignment and judge settings) attaches to
+    the batch submitted before instead of paying for a second one; --new submits a fresh batch."""
+    if timeout <= 0:
+        raise RunnerError(f"--timeout must be more than 0 seconds, not {timeout:g}", 2)
+    if budget < 0:
+        raise RunnerError(f"--budget must be 0 (the service's default) or more, not {budget}", 2)
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise RunnerError(f"--temperature must be between 0 and 2, not {temperature:g}", 2)
     found = take_inventory(folder)
     mesh = await connect()
     try:
         await mesh.preflight(assignment_id, expected_grade_scale)
+        Interrupted.hint = (
+            "interrupted while uploading; nothing is half-stored. Run the same command again to go on "
+            "(files already stored are not sent again)"
+        )
         items = [(s, KIND["student"]) for s in found.students] + (
             [(found.prompt, KIND["prompt"])] if found.prompt else []
         )
@@ -241,29 +286,133 @@ async def run(
         if failures:
             raise RunnerError(f"{len(failures)} file(s) could not be uploaded; fix them and run again")
         console.print(f"uploaded {uploaded} file(s); {len(items) - uploaded} already stored")
-        request = build_request(found, ids, label or folder.name, assignment_id,
+        request = build_request(found, ids, label or folder.name, assignment_id, new,
                                 budget=budget, provider=provider, model=model, temperature=temperature)  # fmt: skip
-        batch = (await mesh.assessment.SubmitBatch(request, metadata=mesh.metadata)).batch
-        console.print(f"submitted batch {batch.batch_id}")
+        Interrupted.hint = "interrupted before the batch was submitted; run the same command again"
+        submitted = await mesh.assessment.SubmitBatch(request, metadata=mesh.metadata)
+        batch = submitted.batch
+        if submitted.created:
+            console.print(f"submitted batch {batch.batch_id}")
+        else:
+            state = assessment_pb2.BatchState.Name(batch.state).removeprefix("BATCH_STATE_")
+            console.print(f"attached to batch {batch.batch_id} ({state}), submitted by an earlier run of this folder")
+            if batch.state in (assessment_pb2.BATCH_STATE_CANCELLED, assessment_pb2.BATCH_STATE_FAILED):
+                raise RunnerError(
+                    f"batch {batch.batch_id} of an earlier run of this folder ended {state}: {batch.state_reason}; "
+                    "run with --new for a fresh batch"
+                )
+        await finish(mesh, batch, request, runs_dir, found.known_grades, timeout, cancel_on_interrupt,
+                     f"uploaded {uploaded}")  # fmt: skip
+    finally:
+        await mesh.close()
+
+
+async def finish(
+    mesh: Mesh,
+    batch: assessment_pb2.Batch,
+    request: assessment_pb2.SubmitBatchRequest | None,
+    runs_dir: Path,
+    known_grades: Path | None,
+    timeout: float,
+    cancel_on_interrupt: bool,
+    note: str = "",
+) -> None:
+    """Watch a batch to its end (or the timeout) and write its run folder."""
+    Interrupted.hint = (
+        f"interrupted; batch {batch.batch_id} keeps running. Watch it again with `cj-runner attach "
+        f"{batch.batch_id}` (or run the same command again); stop it with `cj-runner cancel {batch.batch_id}`"
+    )
+    try:
         final, timed_out = await watch(mesh, batch, timeout)
-        results = (
-            await mesh.assessment.GetBatchResults(assessment_pb2.GetBatchResultsRequest(batch_id=batch.batch_id))
-        ).results
-        comparisons = await all_comparisons(mesh, batch.batch_id)
-        folder_out = run_folder(runs_dir, batch.batch_id)
-        write_run(folder_out, request, results, comparisons, found.known_grades)
-        (folder_out / "run.log").write_text(
-            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} batch {batch.batch_id} state "
-            f"{assessment_pb2.BatchState.Name(final.state)} reason {final.state_reason!r}; uploaded {uploaded}\n"
-        )
-        out.print(results_table(results))
-        out.print(f"run folder: {folder_out}")
-        if timed_out:
-            raise RunnerError(f"watching timed out after {timeout:.0f} s; partial results in {folder_out}", 4)
-        if final.state != assessment_pb2.BATCH_STATE_COMPLETED:
-            raise RunnerError(
-                f"batch {batch.batch_id} ended {assessment_pb2.BatchState.Name(final.state)}: {final.state_reason}"
+    except asyncio.CancelledError:
+        if cancel_on_interrupt:
+            cancelling = mesh.assessment.CancelBatch(
+                assessment_pb2.CancelBatchRequest(
+                    request_id=str(uuid.uuid4()), batch_id=batch.batch_id, reason="cancelled by Ctrl-C in cj-runner"
+                ),
+                metadata=mesh.metadata,
+                timeout=10,
             )
+            await asyncio.shield(asyncio.ensure_future(cancelling))
+            Interrupted.hint = f"interrupted; batch {batch.batch_id} was cancelled"
+        raise
+    results = (
+        await mesh.assessment.GetBatchResults(assessment_pb2.GetBatchResultsRequest(batch_id=batch.batch_id))
+    ).results
+    comparisons = await all_comparisons(mesh, batch.batch_id)
+    folder_out = run_folder(runs_dir, batch.batch_id)
+    write_run(folder_out, request, results, comparisons, known_grades)
+    with (folder_out / "run.log").open("a") as log:
+        log.write(
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} batch {batch.batch_id} state "
+            f"{assessment_pb2.BatchState.Name(final.state)} reason {final.state_reason!r}; {note}\n"
+        )
+    out.print(results_table(results))
+    out.print(f"run folder: {folder_out}")
+    if timed_out:
+        raise RunnerError(
+            f"watching timed out after {timeout:.0f} s; partial results in {folder_out}; "
+            f"`cj-runner attach {batch.batch_id}` completes them",
+            4,
+        )
+    if final.state != assessment_pb2.BATCH_STATE_COMPLETED:
+        raise RunnerError(
+            f"batch {batch.batch_id} ended {assessment_pb2.BatchState.Name(final.state)}: {final.state_reason}"
+        )
+
+
+@app.command()
+@command
+async def attach(
+    batch_id: str,
+    runs_dir: Annotated[Path, typer.Option(help="where the batch's run folder is (or is made)")] = Path("runs"),
+    timeout: Annotated[float, typer.Option(help="seconds to watch before giving up (exit 4)")] = 3600,
+) -> None:
+    """Watch a batch (again) to its end and (re)write its run folder, e.g. after Ctrl-C or --timeout."""
+    if timeout <= 0:
+        raise RunnerError("--timeout must be more than 0 seconds", 2)
+    mesh = await connect()
+    try:
+        batch = (
+            await mesh.assessment.GetBatch(assessment_pb2.GetBatchRequest(batch_id=batch_id), metadata=mesh.metadata)
+        ).batch
+        earlier = run_folder(runs_dir, batch_id)
+        known = earlier / "known_grades.csv"
+        await finish(mesh, batch, None, runs_dir, known if known.exists() else None, timeout, False, "attached")
+    finally:
+        await mesh.close()
+
+
+@app.command()
+@command
+async def batches(
+    state: Annotated[str, typer.Option(help="only batches in this state, e.g. running, completed")] = "",
+) -> None:
+    """The batches you may see: state, label, progress, created."""
+    states = [n.removeprefix("BATCH_STATE_").lower() for n in assessment_pb2.BatchState.keys()[1:]]
+    if state and state.lower() not in states:
+        raise RunnerError(f"unknown state {state!r}; use one of {', '.join(states)}", 2)
+    wanted = assessment_pb2.BatchState.Value(f"BATCH_STATE_{state.upper()}") if state else 0
+    mesh = await connect()
+    try:
+        table = Table("batch", "state", "label", "progress", "created")
+        token = ""
+        while True:
+            page = await mesh.assessment.ListBatches(
+                assessment_pb2.ListBatchesRequest(page_size=200, page_token=token, state=wanted),
+                metadata=mesh.metadata,
+            )
+            for b in page.batches:
+                done = b.progress.comparisons_done + b.progress.comparisons_failed
+                table.add_row(
+                    b.batch_id, assessment_pb2.BatchState.Name(b.state).removeprefix("BATCH_STATE_").lower(),
+                    b.batch_label, f"{done}/{b.progress.comparison_budget}",
+                    b.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M"),
+                )  # fmt: skip
+            token = page.next_page_token
+            if not token:
+                break
+        out.print(table)
     finally:
         await mesh.close()
 

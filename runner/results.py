@@ -26,6 +26,10 @@ def as_dict(message) -> dict:  # type: ignore[no-untyped-def]
 
 
 def run_folder(base: Path, batch_id: str) -> Path:
+    """The batch's run folder: the one an earlier run or attach made, else a new one."""
+    earlier = sorted(base.glob(f"*_{batch_id}")) if base.is_dir() else []
+    if earlier:
+        return earlier[-1]
     folder = base / f"{time.strftime('%Y%m%dT%H%M%S')}_{batch_id}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -33,14 +37,16 @@ def run_folder(base: Path, batch_id: str) -> Path:
 
 def write_run(
     folder: Path,
-    request: assessment_pb2.SubmitBatchRequest,
+    request: assessment_pb2.SubmitBatchRequest | None,
     results: assessment_pb2.BatchResults,
     comparisons: list,
     known_grades: Path | None = None,
 ) -> None:
     """Everything a run leaves behind; known grades (if the essay folder had them) go with it so
-    `report` can be run again on the folder alone."""
-    (folder / "request.json").write_text(json.dumps(as_dict(request), indent=2, ensure_ascii=False))
+    `report` can be run again on the folder alone. Without a request (`attach` of a batch this
+    folder did not submit) request.json is left as it is."""
+    if request is not None:
+        (folder / "request.json").write_text(json.dumps(as_dict(request), indent=2, ensure_ascii=False))
     write_results(folder, as_dict(results))
     with (folder / "essays.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -190,3 +190,80 @@ async def test_a_rerun_repairs_content_that_was_lost_or_damaged(mesh, tmp_path) 
             content_pb2.StatRequest(storage_ids=[m.storage_id for m in found.matches], verify=True)
         )
         assert len(stat.found) == 2 and list(stat.damaged) == []
+
+
+async def batch_ids(mesh) -> list[str]:
+    from huleedu.cj.v1 import assessment_pb2
+
+    listed = await mesh.assessment.ListBatches(assessment_pb2.ListBatchesRequest())
+    return [b.batch_id for b in listed.batches]
+
+
+async def interrupted(mesh, args: list[str], after: float) -> tuple[int, str]:
+    """Run cj-runner and send it SIGINT (Ctrl-C) after `after` seconds; (exit code, output)."""
+    import signal
+
+    process = await asyncio.create_subprocess_exec(
+        tool("cj-runner"), "--content-address", mesh.content_app.address, "--cj-address", mesh.cj_app.address,
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.sleep(after)
+    if process.returncode is None:
+        process.send_signal(signal.SIGINT)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    return process.returncode, stdout.decode() + stderr.decode()
+
+
+async def test_a_rerun_attaches_to_its_batch_and_ctrl_c_while_judging_leaves_it_running(mesh, tmp_path) -> None:
+    await mesh.restart_cj(judge_provider="simulated", simulated_latency_ms=200, batch_concurrency=2)
+    folder = essays_folder(tmp_path, n=6)
+    args = ["run", str(folder), "--budget", "40", "--runs-dir", str(tmp_path / "runs"),
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    code, output = await interrupted(mesh, args, after=2.5)
+    assert code == 130, output
+    (batch_id,) = await batch_ids(mesh)
+    assert f"cj-runner attach {batch_id}" in output and f"cj-runner cancel {batch_id}" in output
+    assert "Traceback" not in output
+    again = await runner(mesh, *args)  # the same folder again: the same batch, not a second one
+    assert again.code == 0, again.output
+    assert f"attached to batch {batch_id}" in again.output
+    assert await batch_ids(mesh) == [batch_id]
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # one run folder for the one batch
+    fresh = await runner(mesh, *args, "--new")
+    assert fresh.code == 0 and "submitted batch" in fresh.output
+    assert len(await batch_ids(mesh)) == 2
+
+
+async def test_ctrl_c_during_upload_then_rerun_gives_one_batch_and_every_essay_readable(mesh, tmp_path) -> None:
+    from huleedu.content.v1 import content_pb2
+
+    folder = essays_folder(tmp_path, n=3)
+    for i in range(200):  # enough files for the upload to take a while
+        (folder / "students" / f"Extra {i:03d}.txt").write_text(f"Another essay, number {i}. " * (200 + i))
+    args = ["run", str(folder), "--budget", "10", "--runs-dir", str(tmp_path / "runs"),
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    for after in (0.8, 1.2):  # Ctrl-C at two points of the upload
+        code, output = await interrupted(mesh, args, after=after)
+        if code == 130:
+            assert "run the same command again" in output.lower() or "keeps running" in output, output
+            assert "Traceback" not in output
+    result = await runner(mesh, *args)
+    assert result.code == 0, result.output
+    assert len(await batch_ids(mesh)) == 1
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (folder / "students").iterdir()]
+    found = await mesh.content.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=digests))
+    assert len(found.matches) == len(digests)
+    got = await mesh.content.BatchGet(
+        content_pb2.BatchGetRequest(storage_ids=[m.storage_id for m in found.matches][:1000])
+    )
+    assert len(got.items) + len(got.deferred_storage_ids) == len(digests)
+
+
+async def test_numbers_are_checked_before_anything_is_sent(mesh, tmp_path) -> None:
+    folder = essays_folder(tmp_path, n=3)
+    for option, value in (("--timeout", "-5"), ("--budget", "-1"), ("--temperature", "3")):
+        result = await runner(mesh, "run", str(folder), option, value, "--cache-dir", str(tmp_path / "cache"))
+        assert result.code == 2 and option in result.output, result.output
+    assert await batch_ids(mesh) == []
+    listed = await runner(mesh, "batches", "--state", "sleeping")
+    assert listed.code == 2 and "unknown state" in listed.output
