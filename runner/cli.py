@@ -1,8 +1,7 @@
 """`cj-runner`: inventory essay folders, upload them, submit batches, watch them, keep the results.
 
 Exit codes: 0 done, 1 the run failed, 2 usage error or a refused request, 3 a service unreachable or
-preflight failed, 4 timed
-out with partial results, 130 interrupted (Ctrl-C).
+preflight failed, 4 timed out with partial results, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
