@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2_grpc
+from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2, assessment_pb2_grpc
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
@@ -21,12 +21,25 @@ from mesh_server.tls import TlsFiles, open_channel
 from runner.inventory import Item
 
 CHUNK_BYTES = 256 * 1024
-UPLOAD_ATTEMPTS = 5
+UPLOAD_ATTEMPTS = 5  # about 3 s of retries while the Content Service does not answer
+UPLOAD_TIMEOUT_SECONDS = 120.0  # a Content Service that hangs is given up on, like one that is gone
 CONTENT_TYPES = {
     ".md": "text/markdown; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
     ".docx": "text/plain; charset=utf-8",
 }
+
+
+CONTENT_SERVICE = content_pb2.DESCRIPTOR.services_by_name["ContentService"].full_name
+ASSESSMENT_SERVICE = assessment_pb2.DESCRIPTOR.services_by_name["AssessmentService"].full_name
+
+
+async def _serves(health: health_pb2_grpc.HealthStub, service: str) -> bool:
+    try:
+        await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    except grpc.aio.AioRpcError:
+        return False
+    return True
 
 
 class RunnerError(Exception):
@@ -35,6 +48,10 @@ class RunnerError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class ServiceGone(RunnerError):
+    """A service stopped answering: the whole command stops at once, with one message."""
 
 
 def describe_rpc_error(error: grpc.aio.AioRpcError, what: str) -> str:
@@ -66,18 +83,34 @@ class Mesh:
         await self.cj_channel.close()
 
     async def healthy(self) -> list[str]:
-        """Problems with either service; empty when both serve."""
+        """Problems with either service; empty when both serve. Each address is asked for the
+        service it should have, so swapped or wrong addresses are named as such."""
+        expected = (
+            ("content-svc", self.content_channel, self.content_address, CONTENT_SERVICE, "--content-address"),
+            ("cj-svc", self.cj_channel, self.cj_address, ASSESSMENT_SERVICE, "--cj-address"),
+        )
         problems = []
-        for name, channel, address in (
-            ("content-svc", self.content_channel, self.content_address),
-            ("cj-svc", self.cj_channel, self.cj_address),
-        ):
+        for name, channel, address, service, option in expected:
+            health = health_pb2_grpc.HealthStub(channel)
             try:
-                status = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-                if status.status != health_pb2.HealthCheckResponse.SERVING:
-                    problems.append(f"{name} at {address} is not serving (its database or storage is unavailable)")
+                status = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             except grpc.aio.AioRpcError as error:
-                problems.append(f"{name} at {address} does not answer ({error.code().name}); start it (make serve)")
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    problems.append(f"{name} at {address} does not answer ({error.code().name}); start it (make serve)")
+                    continue
+                other_name, other_service = next((n, s) for n, _, _, s, _ in expected if s != service)
+                swapped = await _serves(health, other_service)
+                hint = f" but {other_name}: swap --content-address and --cj-address" if swapped else ""
+                problems.append(f"{address}, given as {option}, is not {name}{hint}")
+                continue
+            if status.status != health_pb2.HealthCheckResponse.SERVING:
+                why = (
+                    "its database or storage cannot be written"
+                    if name == "content-svc"
+                    else "its database cannot be written, or it cannot reach its Content Service (check cj-svc's "
+                    f"--content-address; this runner uses {self.content_address})"
+                )
+                problems.append(f"{name} at {address} is not serving: {why}")
         return problems
 
     async def preflight(self, assignment_id: str, expected_scale: str) -> admin_pb2.Assignment | None:
@@ -165,12 +198,22 @@ async def storage_ids_for(
             try:
                 response = await upload(mesh, item, kind)
                 known[item.sha256] = response.storage_id
+            except ServiceGone:
+                raise
             except RunnerError as error:
                 failures[str(item.path)] = str(error)
             if progress:
                 progress(item)
 
-    await asyncio.gather(*(one(item, kind) for item, kind in uploads))
+    # One failed file is reported with the others at the end; a service that is gone stops them all now.
+    tasks = [asyncio.ensure_future(one(item, kind)) for item, kind in uploads]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     for sha, storage_id in known.items():
         if not STORAGE_ID_PATTERN.match(storage_id):
             raise RunnerError(f"the Content Service returned {storage_id!r} for {sha}, which is no storage id")
@@ -214,15 +257,21 @@ def upload_messages(item: Item, kind: int) -> Iterator[content_pb2.UploadRequest
 async def upload(mesh: Mesh, item: Item, kind: int) -> content_pb2.UploadResponse:
     """Stream one file up, retrying with backoff while the Content Service is unavailable."""
     for attempt in range(UPLOAD_ATTEMPTS):
-        call = mesh.content.Upload(metadata=mesh.metadata)
+        call = mesh.content.Upload(metadata=mesh.metadata, timeout=UPLOAD_TIMEOUT_SECONDS)
         await write_all(call, upload_messages(item, kind))
         try:
             return await call
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNAVAILABLE and attempt < UPLOAD_ATTEMPTS - 1:
-                await asyncio.sleep(0.2 * 2**attempt)
-                continue
-            raise RunnerError(describe_rpc_error(error, f"upload of {item.path.name}")) from None
+            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise RunnerError(describe_rpc_error(error, f"upload of {item.path.name}")) from None
+            if attempt == UPLOAD_ATTEMPTS - 1:
+                raise ServiceGone(
+                    f"the Content Service at {mesh.content_address} stopped answering during the upload "
+                    f"({error.code().name}: {error.details()}); check that content-svc is running, then run the "
+                    "same command again (files already stored are not sent again)",
+                    3,
+                ) from None
+            await asyncio.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
 
 

@@ -267,3 +267,35 @@ async def test_numbers_are_checked_before_anything_is_sent(mesh, tmp_path) -> No
     assert await batch_ids(mesh) == []
     listed = await runner(mesh, "batches", "--state", "sleeping")
     assert listed.code == 2 and "unknown state" in listed.output
+
+
+async def test_content_service_gone_mid_upload_stops_the_run_at_once_with_one_message(mesh, tmp_path) -> None:
+    folder = essays_folder(tmp_path, n=3)
+    for i in range(1000):
+        (folder / "students" / f"Extra {i:04d}.txt").write_text(f"Another essay, number {i}. " * (300 + i))
+    process = await asyncio.create_subprocess_exec(
+        tool("cj-runner"), "--content-address", mesh.content_app.address, "--cj-address", mesh.cj_app.address,
+        "run", str(folder), "--cache-dir", str(tmp_path / "cache"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    blobs = mesh.content_app.store.blobs.root
+    async with asyncio.timeout(30):  # stop the Content Service once the upload is under way
+        while sum(1 for p in blobs.rglob("*") if p.is_file()) < 20:  # noqa: ASYNC110 - polling a folder
+            await asyncio.sleep(0.01)
+    await mesh.content_app.stop()
+    started = asyncio.get_running_loop().time()
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    output = stdout.decode() + stderr.decode()
+    assert process.returncode == 3, output
+    assert asyncio.get_running_loop().time() - started < 15
+    assert output.count("stopped answering") == 1 and mesh.content_app.address in output
+    assert "Traceback" not in output
+
+
+async def test_swapped_addresses_are_named_by_the_preflight(mesh, tmp_path) -> None:
+    result = await run(
+        tool("cj-runner"), "--content-address", mesh.cj_app.address, "--cj-address", mesh.content_app.address,
+        "run", str(essays_folder(tmp_path, n=3)), "--cache-dir", str(tmp_path / "cache"), timeout=60,
+    )  # fmt: skip
+    assert result.code == 3, result.output
+    assert "swap --content-address and --cj-address" in result.output
