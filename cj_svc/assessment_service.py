@@ -194,6 +194,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 judge_max_tokens=judge.max_tokens if judge.HasField("max_tokens") else None,
                 judge_system_prompt=judge.system_prompt,
                 comparison_budget=request.comparison_budget if request.HasField("comparison_budget") else None,
+                seed=request.seed if request.HasField("seed") else None,
                 correlation_id=correlation.current.get(),
                 submitted_by=principal,
             )

@@ -86,6 +86,7 @@ class BatchRequest:
     judge_max_tokens: int | None = None
     judge_system_prompt: str = ""
     comparison_budget: int | None = None
+    seed: int | None = None
     correlation_id: str = ""
     # Who submits: the essays and the prompt it sends must be content it may read.
     submitted_by: Principal | None = None
@@ -198,6 +199,7 @@ class Batches:
             prompt_text=prompt_text,
             instructions=instructions,
             comparison_budget=request.comparison_budget or max(1, self.budget_per_essay * total // 2),
+            seed=request.seed,
             wave=0,
             comparisons_done=0,
             comparisons_failed=0,

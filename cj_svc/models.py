@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -95,6 +96,8 @@ class Batch(Base):
     prompt_text: Mapped[str] = mapped_column(Text, default="")
     instructions: Mapped[str] = mapped_column(Text, default="")
     comparison_budget: Mapped[int] = mapped_column(Integer)
+    # The request's seed, when it asked for a reproducible batch.
+    seed: Mapped[int | None] = mapped_column(BigInteger)
     wave: Mapped[int] = mapped_column(Integer, default=0)
     comparisons_done: Mapped[int] = mapped_column(Integer, default=0)
     comparisons_failed: Mapped[int] = mapped_column(Integer, default=0)

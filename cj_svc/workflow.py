@@ -431,7 +431,9 @@ class Workflow:
         texts = _Texts(self.content, [e.text_storage_id for e in essays])
         position = {e.essay_id: e.position for e in essays}
         is_anchor = np.array([e.is_anchor for e in essays])
-        rng = np.random.default_rng(int(batch_id[:8], 16))
+        rng = np.random.default_rng(batch.seed if batch.seed is not None else int(batch_id[:8], 16))
+        # A seeded batch plans each wave from complete waves only, so that timing cannot change it.
+        reproducible = batch.seed is not None
         recorder = _Recorder(self.sessions, batch_id)
         # Waves overlap: the next one is queued as soon as the judge slots can take more, pairing
         # only essays that are not being judged right now, so slow tails do not idle the judge.
@@ -473,7 +475,7 @@ class Workflow:
                         ssr=None if result is None else scale_separation_reliability(result.scores, result.standard_errors),
                     )
                 )  # fmt: skip
-                if reason == StopReason.CONTINUE and len(inflight) <= refill_at:
+                if reason == StopReason.CONTINUE and len(inflight) <= (0 if reproducible else refill_at):
                     busy = {position[r.essay_a_id] for r in rows if r.comparison_id in inflight}
                     busy |= {position[r.essay_b_id] for r in rows if r.comparison_id in inflight}
                     wave = await off_loop(
@@ -495,7 +497,7 @@ class Workflow:
                         await self._finalize(batch_id, reason.value, prior.alpha)
                     return
                 # Wait for at least one answer (for all of them once the batch is stopping).
-                goal = min(refill_at, len(inflight) - 1) if reason == StopReason.CONTINUE else 0
+                goal = min(refill_at, len(inflight) - 1) if reason == StopReason.CONTINUE and not reproducible else 0
                 while inflight and len(inflight) > goal and not stop.is_set():
                     await asyncio.wait([*inflight.values(), stopping], return_when=asyncio.FIRST_COMPLETED)
                     for task in [t for t in inflight.values() if t.done()]:
@@ -540,7 +542,13 @@ class Workflow:
         objects for tens of thousands of rows would hold the event loop for every other client."""
         async with self.sessions() as session:
             batch = await session.get(Batch, batch_id)
-            query = select(*WAVE_COLUMNS).where(Comparison.batch_id == batch_id)
+            # In a fixed order (one pair per essay and wave): sums over the rows, and so the fits, do
+            # not depend on the order the database returns them in.
+            query = (
+                select(*WAVE_COLUMNS)
+                .where(Comparison.batch_id == batch_id)
+                .order_by(Comparison.wave, Comparison.essay_a_id, Comparison.essay_b_id)
+            )
             rows = list((await session.execute(query)).all())
         return batch, rows  # type: ignore[return-value]
 
@@ -575,7 +583,7 @@ class Workflow:
         if remaining <= 0:
             return []
         state = PairingState.new(n, is_anchor)
-        for row in sorted(rows, key=lambda r: (r.wave, r.comparison_id)):
+        for row in rows:  # in wave order (see _batch_and_comparisons)
             if row.status != "CANCELLED":
                 state.record(position[row.essay_a_id], position[row.essay_b_id])
         if result is not None:

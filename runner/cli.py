@@ -190,6 +190,8 @@ def build_request(
         request.judge.model = options["model"]
     if options.get("temperature") is not None:
         request.judge.temperature = options["temperature"]
+    if options.get("seed") is not None:
+        request.seed = options["seed"]
     request.request_id = str(uuid.uuid4()) if new else same_run_request_id(request)
     protovalidate.validate(request)  # checked here before it is sent
     return request
@@ -242,6 +244,10 @@ async def run(
     provider: Annotated[str, typer.Option(help="judge: heuristic, simulated, openai, anthropic")] = "",
     model: Annotated[str, typer.Option()] = "",
     temperature: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="reproducible batch: same folder, settings and seed give the same results (slower waves)"),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to watch before giving up (exit 4)")] = 3600,
     runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
     cache_dir: Annotated[Path, typer.Option()] = Path(".cj-cache"),
@@ -260,6 +266,8 @@ async def run(
         raise RunnerError(f"--timeout must be more than 0 seconds, not {timeout:g}", 2)
     if budget < 0:
         raise RunnerError(f"--budget must be 0 (the service's default) or more, not {budget}", 2)
+    if seed is not None and not 0 <= seed < 2**63:
+        raise RunnerError(f"--seed must be between 0 and {2**63 - 1}, not {seed}", 2)
     if temperature is not None and not 0 <= temperature <= 2:
         raise RunnerError(f"--temperature must be between 0 and 2, not {temperature:g}", 2)
     found = take_inventory(folder)
@@ -286,7 +294,8 @@ async def run(
             raise RunnerError(f"{len(failures)} file(s) could not be uploaded; fix them and run again")
         console.print(f"uploaded {uploaded} file(s); {len(items) - uploaded} already stored")
         request = build_request(found, ids, label or folder.name, assignment_id, new,
-                                budget=budget, provider=provider, model=model, temperature=temperature)  # fmt: skip
+                                budget=budget, provider=provider, model=model, temperature=temperature,
+                                seed=seed)  # fmt: skip
         Interrupted.hint = "interrupted before the batch was submitted; run the same command again"
         submitted = await mesh.assessment.SubmitBatch(request, metadata=mesh.metadata)
         batch = submitted.batch

@@ -299,3 +299,31 @@ async def test_swapped_addresses_are_named_by_the_preflight(mesh, tmp_path) -> N
     )  # fmt: skip
     assert result.code == 3, result.output
     assert "swap --content-address and --cj-address" in result.output
+
+
+def without_times_and_ids(value):
+    """A results.json with what differs between two runs of the same request left out."""
+    if isinstance(value, dict):
+        return {k: without_times_and_ids(v) for k, v in value.items()
+                if not (k.endswith(("_time", "_ms")) or k.endswith("_id") and k != "essay_id")}  # fmt: skip
+    if isinstance(value, list):
+        return [without_times_and_ids(v) for v in value]
+    return value
+
+
+async def test_the_same_seed_gives_the_same_results(mesh, tmp_path) -> None:
+    await mesh.restart_cj(judge_provider="heuristic", batch_concurrency=8)
+    await create_assignment(mesh, "eng5-seed")
+    for i, grade in enumerate(["E-", "C-", "B", "A"]):
+        await register_anchor(mesh, "eng5-seed", f"anchor_{i}", grade, f"Anchor text {grade}. " * (5 + 12 * i))
+    folder = essays_folder(tmp_path, n=12)
+    outputs = []
+    for attempt in range(2):
+        runs = tmp_path / f"runs{attempt}"
+        result = await runner(mesh, "run", str(folder), "--assignment-id", "eng5-seed", "--seed", "7", "--new",
+                              "--budget", "60", "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
+        assert result.code == 0, result.output
+        (run_dir,) = runs.iterdir()
+        outputs.append(json.loads((run_dir / "results.json").read_text()))
+        assert json.loads((run_dir / "request.json").read_text())["seed"] == "7"
+    assert without_times_and_ids(outputs[0]) == without_times_and_ids(outputs[1])

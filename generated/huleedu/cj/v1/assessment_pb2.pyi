@@ -141,6 +141,7 @@ class SubmitBatchRequest(_message.Message):
     ORG_ID_FIELD_NUMBER: _builtins.int
     JUDGE_FIELD_NUMBER: _builtins.int
     COMPARISON_BUDGET_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     batch_label: _builtins.str
     """Trimmed: no whitespace (Unicode's included) and no invisible character at either end."""
@@ -153,6 +154,11 @@ class SubmitBatchRequest(_message.Message):
     org_id: _builtins.str
     comparison_budget: _builtins.int
     """Maximum number of comparisons; the service's default when unset."""
+    seed: _builtins.int
+    """Makes the batch reproducible: pairs are drawn from this seed, and each wave is planned only
+    once the one before is fully answered, so the same essays, judge settings and seed give the
+    same results with a deterministic judge. Unset: waves overlap (faster), pairs vary.
+    """
     @_builtins.property
     def essays(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.EssayRef]:
         """At most 9,999: protovalidate's CEL engine allows 10,000 iterations per rule, and the
@@ -179,14 +185,20 @@ class SubmitBatchRequest(_message.Message):
         org_id: _builtins.str = ...,
         judge: Global___JudgeConfig | None = ...,
         comparison_budget: _builtins.int | None = ...,
+        seed: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "comparison_budget", b"comparison_budget", "judge", b"judge", "student_prompt_ref", b"student_prompt_ref"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_seed", b"_seed", "comparison_budget", b"comparison_budget", "judge", b"judge", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "assignment_id", b"assignment_id", "batch_label", b"batch_label", "comparison_budget", b"comparison_budget", "course_code", b"course_code", "essays", b"essays", "judge", b"judge", "language", b"language", "org_id", b"org_id", "request_id", b"request_id", "student_prompt_ref", b"student_prompt_ref", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_seed", b"_seed", "assignment_id", b"assignment_id", "batch_label", b"batch_label", "comparison_budget", b"comparison_budget", "course_code", b"course_code", "essays", b"essays", "judge", b"judge", "language", b"language", "org_id", b"org_id", "request_id", b"request_id", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__comparison_budget: _TypeAlias = _typing.Literal["comparison_budget"]  # noqa: Y015
     _WhichOneofArgType__comparison_budget: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__comparison_budget) -> _WhichOneofReturnType__comparison_budget | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
 
 Global___SubmitBatchRequest: _TypeAlias = SubmitBatchRequest  # noqa: Y015
 
