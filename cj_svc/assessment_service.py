@@ -116,8 +116,12 @@ def results_message(results: Results) -> assessment_pb2.BatchResults:
             )
             for grade, probability in json.loads(projection.probabilities).items():
                 item.projection.probabilities.add(grade=grade, probability=probability)
+    if batch.grade_scale:
+        message.grade_ladder.extend(get_scale(batch.grade_scale).ladder)
     if results.result is not None:
         r = results.result
+        for grade, lower, upper in json.loads(r.grade_bands or "[]"):
+            message.grade_bands.add(grade=grade, lower=lower, upper=upper)
         message.scale_separation_reliability = r.scale_separation_reliability
         message.position_bias = r.position_bias
         message.position_bias_standard_error = r.position_bias_se

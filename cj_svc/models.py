@@ -179,6 +179,8 @@ class BatchResult(Base):
     grade_scale: Mapped[str | None] = mapped_column(String(50))
     grades_projected: Mapped[bool] = mapped_column(Boolean)
     projection_note: Mapped[str] = mapped_column(Text, default="")
+    # JSON list of [grade, lower, upper] on the score scale (null for an open end); null: not projected.
+    grade_bands: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
 

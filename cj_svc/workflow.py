@@ -42,7 +42,7 @@ from cj_svc.engine.bradley_terry import (
 )
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
-from cj_svc.engine.projection import Anchor, NoProjection, calibrate, project
+from cj_svc.engine.projection import Anchor, NoProjection, bands, calibrate, project
 from cj_svc.engine.scales import get_scale
 from cj_svc.engine.stopping import BatchProgress, StopReason, decide
 from cj_svc.judges.base import JudgeError, JudgeRequest
@@ -120,6 +120,7 @@ class _Final:
     losses: np.ndarray
     projections: list[GradeProjection]
     note: str
+    grade_bands: list[tuple[str, float | None, float | None]]
     position_bias: float
     position_bias_se: float
 
@@ -719,6 +720,7 @@ class Workflow:
                     position_bias=position_bias, position_bias_se=position_bias_se,
                     self_consistency=self_consistency(data), grade_scale=batch.grade_scale,
                     grades_projected=bool(projections), projection_note=note, created_at=now,
+                    grade_bands=json.dumps(final.grade_bands) if projections else None,
                 )
             )  # fmt: skip
             session.add_all(projections)
@@ -740,9 +742,10 @@ class Workflow:
         order = np.argsort(-result.scores, kind="stable")
         rank = np.empty(len(essays), int)
         rank[order] = np.arange(1, len(essays) + 1)
-        projections, note = cls._projections(batch, essays, result)
+        projections, note, grade_bands = cls._projections(batch, essays, result)
         position_bias, position_bias_se = judge_position_bias(result, data)
         return _Final(
+            grade_bands=grade_bands,
             fit=result,
             rank=rank,
             wins=np.bincount(np.where(data.first_won, data.first, data.second), minlength=len(essays)),
@@ -754,9 +757,12 @@ class Workflow:
         )
 
     @staticmethod
-    def _projections(batch: Batch, essays: list[BatchEssay], result: Fit) -> tuple[list[GradeProjection], str]:
+    def _projections(
+        batch: Batch, essays: list[BatchEssay], result: Fit
+    ) -> tuple[list[GradeProjection], str, list[tuple[str, float | None, float | None]]]:
+        """Students' projected grades, a note on the projection, and the grade bands it drew."""
         if not batch.grade_scale:
-            return [], "guest run: no assignment, so no grades are projected"
+            return [], "guest run: no assignment, so no grades are projected", []
         scale = get_scale(batch.grade_scale)
         anchors = [
             Anchor(float(result.scores[e.position]), e.known_grade or "", float(result.standard_errors[e.position]))
@@ -766,7 +772,7 @@ class Workflow:
         try:
             calibration = calibrate(scale, anchors)
         except NoProjection as reason:
-            return [], str(reason)
+            return [], str(reason), []
         names = [e.essay_id for e in essays if e.is_anchor]
         note = ""
         if calibration.inversions:
@@ -789,4 +795,4 @@ class Workflow:
                     confidence_label=projection.label,
                 )
             )  # fmt: skip
-        return rows, note
+        return rows, note, bands(calibration)

@@ -18,8 +18,6 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from cj_svc.engine import projection
-from cj_svc.engine.scales import SCALES
 from runner.inventory import essay_id_for
 
 KNOWN_GRADES = "known_grades.csv"
@@ -68,17 +66,11 @@ def inversions(anchors: list[tuple[str, int, float]]) -> list[tuple[str, str]]:
 
 def grade_bands(report: Report) -> list[tuple[str, float, float]]:
     """Each grade's score interval as the service's projection drew it from this run's anchors
-    (none when grades cannot be projected)."""
-    scale = SCALES.get(report.results.get("grade_scale", ""))
-    anchors = [projection.Anchor(a["score"], a["known_grade"], a["standard_error"]) for a in report.anchors]
-    try:
-        calibration = projection.calibrate(scale, anchors) if scale else None
-    except projection.NoProjection:
-        return []
-    if calibration is None:
-        return []
-    edges = [-math.inf, *calibration.boundaries.tolist(), math.inf]
-    return [(grade, edges[i], edges[i + 1]) for i, grade in enumerate(calibration.ladder)]
+    (none when grades were not projected); open ends as infinities."""
+    return [
+        (band["grade"], float(band.get("lower", -math.inf)), float(band.get("upper", math.inf)))
+        for band in report.results.get("grade_bands", [])
+    ]
 
 
 # --- the run folder ----------------------------------------------------------------------------
@@ -92,8 +84,8 @@ class Report:
 
     @property
     def ladder(self) -> tuple[str, ...]:
-        scale = SCALES.get(self.results.get("grade_scale", ""))
-        return scale.ladder if scale else ()
+        """The grade scale's grades, lowest first, as the service answered them."""
+        return tuple(self.results.get("grade_ladder", ()))
 
     @property
     def essays(self) -> list[dict]:

@@ -153,3 +153,10 @@ def project(scale: GradeScale, calibration: Calibration, score: float, standard_
     confidence = float(probs[best])
     label = "HIGH" if confidence >= HIGH else "MID" if confidence >= MID else "LOW"
     return Projection(grade, dict(zip(calibration.ladder, probs.tolist(), strict=True)), confidence, label)
+
+
+def bands(calibration: Calibration) -> list[tuple[str, float | None, float | None]]:
+    """Each grade's interval on the score scale, lowest first: (grade, lower, upper), with None for
+    the open ends of the lowest and the highest band."""
+    edges: list[float | None] = [None, *(float(b) for b in calibration.boundaries), None]
+    return [(grade, edges[i], edges[i + 1]) for i, grade in enumerate(calibration.ladder)]

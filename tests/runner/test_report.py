@@ -91,6 +91,12 @@ async def test_report_on_a_finished_run(mesh, tmp_path) -> None:
     (run_dir,) = runs.iterdir()
     assert (run_dir / "known_grades.csv").exists() and (run_dir / "plot.png").exists()
     results = json.loads((run_dir / "results.json").read_text())
+    # What the report draws comes in the answer: the scale's ladder and the projection's bands.
+    assert results["grade_ladder"] == ["F", "F+", "E-", "E+", "D-", "D+", "C-", "C+", "B", "A"]
+    bands = results["grade_bands"]
+    assert [b["grade"] for b in bands] == results["grade_ladder"]
+    assert "lower" not in bands[0] and "upper" not in bands[-1]
+    assert all(b["upper"] == c["lower"] for b, c in zip(bands[:-1], bands[1:], strict=True))
     (run_dir / "report.md").unlink()
     (run_dir / "plot.png").unlink()
 
@@ -110,3 +116,20 @@ async def test_report_on_a_finished_run(mesh, tmp_path) -> None:
 
     missing = await run(tool("cj-runner"), "report", str(tmp_path))
     assert missing.code == 2 and "results.json is missing" in missing.stderr and "Traceback" not in missing.output
+
+
+def test_the_runner_imports_neither_service() -> None:
+    """The runner talks to the services through the contract only: what a report needs (grade
+    ladder and bands) comes in GetBatchResults, not from the engine's code."""
+    import ast
+    from pathlib import Path
+
+    runner_dir = Path(__file__).resolve().parents[2] / "runner"
+    imported = set()
+    for path in runner_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add((path.name, node.module.split(".")[0]))
+            elif isinstance(node, ast.Import):
+                imported.update((path.name, alias.name.split(".")[0]) for alias in node.names)
+    assert [(f, m) for f, m in sorted(imported) if m in ("cj_svc", "content_svc")] == []

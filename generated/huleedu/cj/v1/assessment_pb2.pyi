@@ -625,6 +625,8 @@ class BatchResults(_message.Message):
     GRADE_SCALE_FIELD_NUMBER: _builtins.int
     GRADES_PROJECTED_FIELD_NUMBER: _builtins.int
     PROJECTION_NOTE_FIELD_NUMBER: _builtins.int
+    GRADE_LADDER_FIELD_NUMBER: _builtins.int
+    GRADE_BANDS_FIELD_NUMBER: _builtins.int
     scale_separation_reliability: _builtins.float
     position_bias: _builtins.float
     """Estimated advantage, in logits, of the essay shown first."""
@@ -643,6 +645,18 @@ class BatchResults(_message.Message):
     def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorCount]: ...
     @_builtins.property
     def judge_usage(self) -> Global___JudgeUsage: ...
+    @_builtins.property
+    def grade_ladder(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The grade scale's grades, lowest first (its below-lowest grade first where it has one); empty
+        for a guest run.
+        """
+
+    @_builtins.property
+    def grade_bands(self) -> _containers.RepeatedCompositeFieldContainer[Global___GradeBand]:
+        """Each grade's interval on the score scale as the projection drew it from the anchors, lowest
+        first; empty when grades were not projected.
+        """
+
     def __init__(
         self,
         *,
@@ -657,14 +671,50 @@ class BatchResults(_message.Message):
         grade_scale: _builtins.str = ...,
         grades_projected: _builtins.bool = ...,
         projection_note: _builtins.str = ...,
+        grade_ladder: _abc.Iterable[_builtins.str] | None = ...,
+        grade_bands: _abc.Iterable[Global___GradeBand] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "judge_usage", b"judge_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "essays", b"essays", "failures", b"failures", "grade_scale", b"grade_scale", "grades_projected", b"grades_projected", "judge_usage", b"judge_usage", "position_bias", b"position_bias", "position_bias_standard_error", b"position_bias_standard_error", "projection_note", b"projection_note", "scale_separation_reliability", b"scale_separation_reliability", "self_consistency", b"self_consistency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "essays", b"essays", "failures", b"failures", "grade_bands", b"grade_bands", "grade_ladder", b"grade_ladder", "grade_scale", b"grade_scale", "grades_projected", b"grades_projected", "judge_usage", b"judge_usage", "position_bias", b"position_bias", "position_bias_standard_error", b"position_bias_standard_error", "projection_note", b"projection_note", "scale_separation_reliability", b"scale_separation_reliability", "self_consistency", b"self_consistency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchResults: _TypeAlias = BatchResults  # noqa: Y015
+
+@_typing.final
+class GradeBand(_message.Message):
+    """A grade's interval on the score scale: the lowest band has no lower end, the highest no upper."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRADE_FIELD_NUMBER: _builtins.int
+    LOWER_FIELD_NUMBER: _builtins.int
+    UPPER_FIELD_NUMBER: _builtins.int
+    grade: _builtins.str
+    lower: _builtins.float
+    upper: _builtins.float
+    def __init__(
+        self,
+        *,
+        grade: _builtins.str = ...,
+        lower: _builtins.float | None = ...,
+        upper: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_lower", b"_lower", "_upper", b"_upper", "lower", b"lower", "upper", b"upper"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lower", b"_lower", "_upper", b"_upper", "grade", b"grade", "lower", b"lower", "upper", b"upper"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__lower: _TypeAlias = _typing.Literal["lower"]  # noqa: Y015
+    _WhichOneofArgType__lower: _TypeAlias = _typing.Literal["_lower", b"_lower"]  # noqa: Y015
+    _WhichOneofReturnType__upper: _TypeAlias = _typing.Literal["upper"]  # noqa: Y015
+    _WhichOneofArgType__upper: _TypeAlias = _typing.Literal["_upper", b"_upper"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lower) -> _WhichOneofReturnType__lower | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__upper) -> _WhichOneofReturnType__upper | None: ...
+
+Global___GradeBand: _TypeAlias = GradeBand  # noqa: Y015
 
 @_typing.final
 class GetBatchResultsRequest(_message.Message):
