@@ -23,7 +23,7 @@ from huleedu.common.v1 import common_pb2
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from mesh_server.auth import secret
 from mesh_server.status import describe, violations_of
@@ -403,7 +403,8 @@ async def batches(
     wanted = assessment_pb2.BatchState.Value(f"BATCH_STATE_{state.upper()}") if state else 0
     mesh = await connect()
     try:
-        table = Table("batch", "state", "label", "progress", "created")
+        # Batch ids whole, never cut: they are typed back into `attach`, `status` and `cancel`.
+        table = Table(Column("batch", no_wrap=True, min_width=32), "state", "label", "progress", "created")
         token = ""
         while True:
             page = await mesh.assessment.ListBatches(
