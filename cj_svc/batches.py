@@ -9,7 +9,7 @@ States and their allowed transitions (enforced by `transition`, a conditional UP
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -156,11 +156,10 @@ class Batches:
             Reference("assignment_id", f"anchor {a.label} of {request.assignment_id!r}", a.storage_id, ESSAY_KINDS)
             for a in anchors
         ]
-        if prompt_id:
-            prompt = Reference("student_prompt_ref.storage_id", "the student prompt", prompt_id, PROMPT_KINDS)
-            (sent if request.prompt_storage_id else assigned).append(
-                prompt if request.prompt_storage_id else replace(prompt, field="assignment_id")
-            )
+        if request.prompt_storage_id:
+            sent.append(Reference("student_prompt_ref.storage_id", "the student prompt", prompt_id, PROMPT_KINDS))
+        elif prompt_id:
+            assigned.append(Reference("assignment_id", "the assignment's student prompt", prompt_id, PROMPT_KINDS))
         if rubric_id:
             assigned.append(Reference("assignment_id", "the assignment's judge rubric", rubric_id, RUBRIC_KINDS))
         held = await self.content.held([r.storage_id for r in sent], request.submitted_by)

@@ -9,7 +9,6 @@ import contextlib
 import ctypes
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,7 +382,3 @@ class BlobDirectory:
                 await aiofiles.os.remove(self.path(storage_id))
 
         await run_to_end(unlink())
-
-
-def age_seconds(mtime: float) -> float:
-    return time.time() - mtime

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from content_svc.blobs import BlobDirectory, BlobWriter, Damaged, Expected, age_seconds
+from content_svc.blobs import BlobDirectory, BlobWriter, Damaged, Expected
 from content_svc.models import ContentGrant, ContentObject, HealthProbe
 from mesh_server import database, errors
 from mesh_server.ids import new_id
@@ -175,11 +176,6 @@ class CheckReport:
     orphans: list[str] = field(default_factory=list)
     recent_orphans: list[str] = field(default_factory=list)  # maybe an upload in flight: left alone
     restored: list[str] = field(default_factory=list)  # marked damaged before, intact now
-    repaired: bool = False
-
-    @property
-    def clean(self) -> bool:
-        return not self.damaged and not self.orphans
 
 
 class ContentStore:
@@ -677,7 +673,7 @@ class ContentStore:
         rows. Rows' states are always brought up to date (damaged, missing, or intact again); with
         `repair`, blobs no row points at are removed once older than the grace (younger ones may
         belong to an upload that is about to commit its row)."""
-        report = CheckReport(repaired=repair)
+        report = CheckReport()
         files = dict(await asyncio.to_thread(lambda: list(self.blobs.listing())))
         report.blobs = len(files)
         seen: set[str] = set()
@@ -706,7 +702,7 @@ class ContentStore:
         for storage_id, mtime in files.items():
             if storage_id in seen:
                 continue
-            if age_seconds(mtime) < orphan_grace_seconds:
+            if time.time() - mtime < orphan_grace_seconds:
                 report.recent_orphans.append(storage_id)
             else:
                 report.orphans.append(storage_id)
