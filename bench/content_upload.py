@@ -40,7 +40,7 @@ from huleedu.content.v1 import content_pb2, content_pb2_grpc  # noqa: E402
 
 from bench._servers import content_service, process  # noqa: E402
 from content_svc.blobs import BlobWriter  # noqa: E402
-from mesh_server.tls import MESSAGE_SIZE_OPTIONS  # noqa: E402
+from mesh_common.tls import MESSAGE_SIZE_OPTIONS  # noqa: E402
 
 MiB = 1024 * 1024
 ESSAYS = 1000

@@ -15,7 +15,8 @@ from cj_svc.batches import EVERYONE, FINAL_STATES, BatchRequest, BatchView, Call
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Comparison
 from cj_svc.workflow import Workflow
-from mesh_server import correlation, errors, interceptor
+from mesh_common import correlation
+from mesh_server import errors, interceptor
 from mesh_server.auth import owner_of
 from mesh_server.convert import timestamp
 

@@ -22,9 +22,9 @@ from cj_svc.admin import not_found
 from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
+from mesh_common.ids import new_id
 from mesh_server import database, errors, pages
 from mesh_server.auth import Principal
-from mesh_server.ids import new_id
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 ALLOWED = {

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from cj_svc.settings import CJSettings
+from mesh_common.tokens import secret
 from mesh_server import database, logs
-from mesh_server.auth import hash_token, secret
+from mesh_server.auth import hash_token
 from mesh_server.cli import run_service
 
 app = typer.Typer(

@@ -7,10 +7,10 @@ from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
 from cj_svc.references import Held
+from mesh_common.correlation import PropagatingClientInterceptor
+from mesh_common.tls import TlsFiles, open_channel
 from mesh_server import errors
 from mesh_server.auth import Principal, behalf_metadata
-from mesh_server.correlation import PropagatingClientInterceptor
-from mesh_server.tls import TlsFiles, open_channel
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 

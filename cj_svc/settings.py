@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mesh_server.tls import TlsFiles
+from mesh_common.tls import TlsFiles
 
 
 @dataclass(frozen=True)

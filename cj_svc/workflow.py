@@ -50,8 +50,9 @@ from cj_svc.judges.factory import Judges
 from cj_svc.leases import LeaseLost, Leases
 from cj_svc.models import Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.settings import CJSettings
-from mesh_server import correlation, database, errors
-from mesh_server.ids import new_id
+from mesh_common import correlation
+from mesh_common.ids import new_id
+from mesh_server import database, errors
 
 log = logging.getLogger("cj_svc.workflow")
 T = TypeVar("T")

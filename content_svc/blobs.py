@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import aiofiles.os
 
-from mesh_server.ids import new_id
+from mesh_common.ids import new_id
 from mesh_server.tasks import run_to_end
 
 TEMP_SUFFIX = ".tmp"

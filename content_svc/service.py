@@ -14,7 +14,8 @@ from huleedu.content.v1 import content_pb2, content_pb2_grpc
 from prometheus_client import Counter
 
 from content_svc.store import ContentStore, Description, Reader, Stored
-from mesh_server import auth, correlation, errors, interceptor
+from mesh_common import correlation
+from mesh_server import auth, errors, interceptor
 from mesh_server.convert import timestamp
 
 GET_MAX_BYTES = 4 * 1024 * 1024

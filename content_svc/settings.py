@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh_server.tls import TlsFiles
+from mesh_common.tls import TlsFiles
 
 MiB = 1024 * 1024
 

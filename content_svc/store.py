@@ -32,8 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from content_svc.blobs import BlobDirectory, BlobWriter, Damaged, Expected
 from content_svc.models import ContentGrant, ContentObject, HealthProbe
+from mesh_common.ids import new_id
 from mesh_server import database, errors
-from mesh_server.ids import new_id
 from mesh_server.tasks import run_to_end
 
 log = logging.getLogger("content_svc.store")

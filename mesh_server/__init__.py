@@ -1,4 +1,4 @@
-"""Server plumbing shared by the mesh's services: ids, errors, the interceptor, bootstrap, metrics.
+"""Server plumbing shared by the mesh's services: errors, the interceptor, bootstrap, metrics.
 
 It knows no service's domain.
 """

@@ -18,32 +18,17 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
+import grpc
+
+from mesh_common.tokens import AUTHORIZATION_KEY
 from mesh_server import errors
 
-METADATA_KEY = "authorization"
 # A caller with the `service` role names the user (and organisation) it acts for: what that user may
 # not see, the service is not shown either.
 ON_BEHALF_OF_USER = "huleedu-on-behalf-of-user"
 ON_BEHALF_OF_ORG = "huleedu-on-behalf-of-org"
 SEES_ALL_ROLES = frozenset({"admin", "auditor", "service"})
-
-
-def secret(value: str, file: str | None, option: str) -> str:
-    """A secret given directly (flag or environment) or, better, in a file (first line, trimmed):
-    a file keeps it out of `ps` and shell history. Both given is a mistake worth saying."""
-    if not file:
-        return value
-    if value:
-        raise ValueError(f"give {option} or {option}-file, not both")
-    try:
-        lines = Path(file).read_text().splitlines()
-    except OSError as error:
-        raise ValueError(f"{option}-file {file}: {error.strerror}") from None
-    if not lines or not lines[0].strip():
-        raise ValueError(f"{option}-file {file} is empty; put the token on its first line")
-    return lines[0].strip()
 
 
 def hash_token(token: str) -> str:
@@ -103,7 +88,7 @@ class Authorizer:
 
     def authorize(self, service: str, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
         """The caller of `service`, or Unauthenticated / PermissionDenied saying what is wrong."""
-        header = next((v for k, v in metadata or () if k == METADATA_KEY and isinstance(v, str)), None)
+        header = next((v for k, v in metadata or () if k == AUTHORIZATION_KEY and isinstance(v, str)), None)
         scheme, _, token = (header or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():  # the scheme is case-insensitive (RFC 9110)
             raise errors.Unauthenticated("missing bearer token; send metadata 'authorization: Bearer <token>'")
@@ -148,3 +133,10 @@ def identify(
     if authorizer is not None:
         return replace(authorizer.authorize(service, metadata), subject=subject)
     return Principal(user_id=subject, subject=subject) if subject else None
+
+
+def peer_subject(context: grpc.aio.ServicerContext) -> str:
+    """The verified client certificate's subject (its common name), or '' without mutual TLS."""
+    auth = context.auth_context()
+    names = auth.get("x509_subject") or auth.get("x509_common_name") or []
+    return names[0].decode() if names else ""

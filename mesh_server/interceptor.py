@@ -16,10 +16,10 @@ from typing import Any
 import grpc
 import protovalidate
 
-from mesh_server import correlation, metrics, status
-from mesh_server.auth import Authorizer, Principal, identify
+from mesh_common import correlation
+from mesh_server import metrics, status
+from mesh_server.auth import Authorizer, Principal, identify, peer_subject
 from mesh_server.errors import DomainError, InvalidArgument
-from mesh_server.tls import peer_subject
 
 log = logging.getLogger("mesh.rpc")
 

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from mesh_server import correlation
+from mesh_common import correlation
 
 _EXTRA_FIELDS = ("rpc", "code", "duration_ms", "batch_id")
 

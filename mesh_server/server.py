@@ -15,9 +15,9 @@ from google.rpc import error_details_pb2  # noqa: F401 - registers error details
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh_common.tls import MESSAGE_SIZE_OPTIONS, TlsFiles
 from mesh_server.auth import Authorizer
 from mesh_server.interceptor import ServerInterceptor
-from mesh_server.tls import MESSAGE_SIZE_OPTIONS, TlsFiles
 
 log = logging.getLogger("mesh.server")
 

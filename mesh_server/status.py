@@ -12,45 +12,15 @@ import errno
 import grpc
 import protovalidate
 import sqlalchemy.exc
-from buf.validate import validate_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from mesh_common.violations import describe, field_path, printable, violations_of
 from mesh_server import errors
 from mesh_server.errors import DomainError
 
 ERROR_DOMAIN = "huleedu.cj-mesh"
-
-
-def field_path(violation: validate_pb2.Violation) -> str:
-    """`essays[2].text_storage_id` style path of a violation ('' for message-level rules)."""
-    parts: list[str] = []
-    for element in violation.field.elements:
-        part = element.field_name
-        subscript = element.WhichOneof("subscript")
-        if subscript is not None:
-            key = getattr(element, subscript)
-            part += f"[{key!r}]" if subscript == "string_key" else f"[{key}]"
-        parts.append(part)
-    return ".".join(parts)
-
-
-def violations_of(error: protovalidate.ValidationError) -> validate_pb2.Violations:
-    # protovalidate speaks protobuf-py; re-read its bytes as the google-protobuf class we generate.
-    return validate_pb2.Violations.FromString(error.to_proto().to_binary())
-
-
-def printable(text: str) -> str:
-    """Control characters shown as escapes, so a rule about NUL does not put a NUL in a message."""
-    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
-
-
-def describe(violations: validate_pb2.Violations) -> str:
-    """One line per violation: `field: what is wrong`."""
-    return "; ".join(
-        f"{field_path(v) or '(message)'}: {printable(v.message)} [{v.rule_id}]" for v in violations.violations
-    )
 
 
 def _pack(message) -> any_pb2.Any:  # type: ignore[no-untyped-def]

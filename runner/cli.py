@@ -25,9 +25,9 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from mesh_server.auth import secret
-from mesh_server.status import describe, violations_of
-from mesh_server.tls import TlsFiles
+from mesh_common.tls import TlsFiles
+from mesh_common.tokens import secret
+from mesh_common.violations import describe, violations_of
 from runner import inventory as inv
 from runner.client import KIND, Mesh, RunnerError, describe_rpc_error, storage_ids_for
 from runner.results import as_dict, run_folder, write_run

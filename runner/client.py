@@ -15,9 +15,9 @@ from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2, assessment_
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
-from mesh_server.correlation import PropagatingClientInterceptor
-from mesh_server.ids import STORAGE_ID_PATTERN
-from mesh_server.tls import TlsFiles, open_channel
+from mesh_common.correlation import PropagatingClientInterceptor
+from mesh_common.ids import STORAGE_ID_PATTERN
+from mesh_common.tls import TlsFiles, open_channel
 from runner.inventory import Item
 
 CHUNK_BYTES = 256 * 1024

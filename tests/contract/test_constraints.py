@@ -10,7 +10,7 @@ from huleedu.cj.v1 import admin_pb2, assessment_pb2
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2
 
-from mesh_server.status import field_path, violations_of
+from mesh_common.violations import field_path, violations_of
 from tests.support.messages import SHA256, STORAGE_ID, submit_batch_request
 
 validator = protovalidate.Validator()

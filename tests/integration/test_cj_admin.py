@@ -146,7 +146,7 @@ async def test_admin_needs_a_token_with_the_admin_role_when_tokens_are_configure
 async def test_correlation_id_passed_on_to_the_content_service(mesh) -> None:
     import logging
 
-    from mesh_server import correlation
+    from mesh_common import correlation
 
     seen: list[tuple[str, str]] = []
 

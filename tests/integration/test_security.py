@@ -12,8 +12,8 @@ from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2, assessment_
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
+from mesh_common.tls import MAX_MESSAGE_BYTES, TlsFiles, open_channel
 from mesh_server.auth import hash_token
-from mesh_server.tls import MAX_MESSAGE_BYTES, TlsFiles, open_channel
 from tests.conftest import start_cj, start_content
 from tests.runner.test_runner_cli import essays_folder
 from tests.support.cj import submit_request

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from mesh_server import auth
-from mesh_server.ids import new_id
+from mesh_common.ids import new_id
+from mesh_common.tokens import AUTHORIZATION_KEY, bearer_metadata
 
 METADATA_KEY = "x-correlation-id"
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
@@ -41,7 +41,7 @@ class PropagatingClientInterceptor(
     call a service makes to another."""
 
     def __init__(self, token: str = "") -> None:
-        self.authorization = (auth.METADATA_KEY, f"Bearer {token}") if token else None
+        self.authorization = next(iter(bearer_metadata(token)), None)
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         extra = outgoing_metadata()
@@ -50,7 +50,7 @@ class PropagatingClientInterceptor(
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if extra and METADATA_KEY not in metadata:
             metadata.add(*extra[0])
-        if self.authorization is not None and auth.METADATA_KEY not in metadata:
+        if self.authorization is not None and AUTHORIZATION_KEY not in metadata:
             metadata.add(*self.authorization)
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready

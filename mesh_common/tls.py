@@ -65,10 +65,3 @@ def open_channel(
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=MESSAGE_SIZE_OPTIONS, interceptors=interceptors)
     return grpc.aio.secure_channel(address, credentials, options=MESSAGE_SIZE_OPTIONS, interceptors=interceptors)
-
-
-def peer_subject(context: grpc.aio.ServicerContext) -> str:
-    """The verified client certificate's subject (its common name), or '' without mutual TLS."""
-    auth = context.auth_context()
-    names = auth.get("x509_subject") or auth.get("x509_common_name") or []
-    return names[0].decode() if names else ""
