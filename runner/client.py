@@ -1,15 +1,26 @@
-"""Talking to the mesh: the generated stubs only (never the services' own code)."""
+"""The runner's one client of the mesh: the only runner module that imports generated code.
+
+`MeshClient` is an async context manager over both services. Its methods take and return the plain
+dataclasses below, page through lists, wrap `WatchBatch`, and send the bearer token and a
+correlation id with every call. A failed call becomes a `RunnerError` that says what the runner was
+doing and carries the exit code it means (2 refused, 3 unreachable).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import grpc
+import protovalidate
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc, assessment_pb2, assessment_pb2_grpc
 from huleedu.common.v1 import common_pb2
@@ -18,6 +29,8 @@ from huleedu.content.v1 import content_pb2, content_pb2_grpc
 from mesh_common.correlation import PropagatingClientInterceptor
 from mesh_common.ids import STORAGE_ID_PATTERN
 from mesh_common.tls import TlsFiles, open_channel
+from mesh_common.tokens import bearer_metadata
+from mesh_common.violations import describe, violations_of
 from runner.inventory import Item
 
 CHUNK_BYTES = 256 * 1024
@@ -28,18 +41,19 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".docx": "text/plain; charset=utf-8",
 }
-
-
+Kind = Literal["student", "prompt", "anchor", "rubric"]
+_KINDS: dict[str, int] = {
+    "student": common_pb2.CONTENT_KIND_ESSAY_TEXT,
+    "prompt": common_pb2.CONTENT_KIND_STUDENT_PROMPT,
+    "anchor": common_pb2.CONTENT_KIND_ANCHOR_ESSAY,
+    "rubric": common_pb2.CONTENT_KIND_JUDGE_RUBRIC,
+}
+BATCH_STATES = tuple(n.removeprefix("BATCH_STATE_").lower() for n in assessment_pb2.BatchState.keys()[1:])
+ENDED_STATES = frozenset({"completed", "failed", "cancelled"})
 CONTENT_SERVICE = content_pb2.DESCRIPTOR.services_by_name["ContentService"].full_name
 ASSESSMENT_SERVICE = assessment_pb2.DESCRIPTOR.services_by_name["AssessmentService"].full_name
-
-
-async def _serves(health: health_pb2_grpc.HealthStub, service: str) -> bool:
-    try:
-        await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-    except grpc.aio.AioRpcError:
-        return False
-    return True
+# request ids of runs are uuid5 names in this namespace, of the request they identify
+RUN_NAMESPACE = uuid.UUID("5d1a0c3e-7c2b-4f0e-9a51-3f6b8e2c9d47")
 
 
 class RunnerError(Exception):
@@ -54,42 +68,364 @@ class ServiceGone(RunnerError):
     """A service stopped answering: the whole command stops at once, with one message."""
 
 
-def describe_rpc_error(error: grpc.aio.AioRpcError, what: str) -> str:
-    return f"{what} failed: {error.code().name}: {error.details()}"
+class CallFailed(RunnerError):
+    """A service answered a call with an error; `status` is its status code's name (NOT_FOUND)."""
+
+    def __init__(self, message: str, exit_code: int, status: str) -> None:
+        super().__init__(message, exit_code)
+        self.status = status
 
 
-@dataclass
-class Mesh:
-    content_address: str
-    cj_address: str
-    token: str = ""
-    tls: TlsFiles = field(default_factory=TlsFiles)
+# A refused request (fix it and run again) exits 2; a service that cannot be reached exits 3, as in
+# `run`'s preflight; anything else 1.
+REFUSED = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.OUT_OF_RANGE,
+})  # fmt: skip
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_HINTS = {
+    grpc.StatusCode.UNAUTHENTICATED: "; give the right token with --token or --token-file",
+    grpc.StatusCode.PERMISSION_DENIED: "; this token may not do that (ask for a token with the role it needs)",
+}
 
-    def __post_init__(self) -> None:
-        # The token (and a correlation id) go with every call, so that no call site can forget them.
-        interceptors = [PropagatingClientInterceptor(self.token)]
-        self.content_channel = open_channel(self.content_address, self.tls, interceptors=interceptors)
-        self.cj_channel = open_channel(self.cj_address, self.tls, interceptors=interceptors)
-        self.content = content_pb2_grpc.ContentServiceStub(self.content_channel)
-        self.admin = admin_pb2_grpc.AdminServiceStub(self.cj_channel)
-        self.assessment = assessment_pb2_grpc.AssessmentServiceStub(self.cj_channel)
+
+def exit_code_of(code: grpc.StatusCode) -> int:
+    return 2 if code in REFUSED else 3 if code in UNREACHABLE else 1
+
+
+def call_failed(error: grpc.aio.AioRpcError, doing: str) -> CallFailed:
+    """What a failed call means for the user: what the runner was doing, what the service said."""
+    message = f"{doing} failed: {error.code().name.lower().replace('_', ' ')}: {error.details()}"
+    return CallFailed(message + _HINTS.get(error.code(), ""), exit_code_of(error.code()), error.code().name)
+
+
+T = TypeVar("T")
+
+
+async def _answer(doing: str, call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        raise call_failed(error, doing) from None
+
+
+def document_of(message: Any) -> dict:
+    """A message as the contract's JSON (proto field names, every field): what run folders keep."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _time(stamp: Any) -> datetime | None:
+    return stamp.ToDatetime() if stamp.seconds or stamp.nanos else None
+
+
+# ---------------------------------------------------------------------------------------------- #
+# What the runner sends and receives: plain dataclasses.
+
+
+@dataclass(frozen=True)
+class Assignment:
+    assignment_id: str
+    grade_scale: str
+    course_code: str
+    instructions: str
+    student_prompt_storage_id: str
+    judge_rubric_storage_id: str
+    document: dict = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Anchor:
+    label: str
+    grade: str
+    storage_id: str
+
+
+@dataclass(frozen=True)
+class GradeScale:
+    key: str
+    grades: tuple[str, ...]  # low to high
+    below_lowest_grade: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str
+    label: str
+    state: str  # one of BATCH_STATES
+    state_reason: str
+    assignment_id: str
+    essay_count: int
+    anchor_count: int
+    comparisons_done: int
+    comparisons_failed: int
+    comparison_budget: int
+    wave: int
+    current_ssr: float
+    created: datetime | None
+    updated: datetime | None
+    document: dict = field(repr=False, compare=False)
 
     @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        """The token, for every call to pass as well: the interceptor's metadata does not reach the
-        streaming calls (Upload, WatchBatch went UNAUTHENTICATED with tokens on when left to it)."""
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
 
-    async def close(self) -> None:
-        await self.content_channel.close()
-        await self.cj_channel.close()
+    @property
+    def judged(self) -> int:
+        return self.comparisons_done + self.comparisons_failed
+
+
+@dataclass(frozen=True)
+class EssayResult:
+    rank: int
+    essay_id: str
+    display_name: str
+    is_anchor: bool
+    score: float
+    standard_error: float
+    wins: int
+    losses: int
+    known_grade: str
+    grade: str  # projected grade; '' when none was projected
+    probability: float  # of the projected grade
+    confidence: str  # low, mid, high; '' when no grade was projected
+
+
+@dataclass(frozen=True)
+class Results:
+    batch: Batch
+    essays: tuple[EssayResult, ...]
+    scale_separation_reliability: float
+    grades_projected: bool
+    projection_note: str
+    document: dict = field(repr=False, compare=False)  # results.json
+
+
+@dataclass(frozen=True)
+class Comparison:
+    comparison_id: str
+    wave: int
+    essay_a: str
+    essay_b: str
+    winner: str  # essay_a, essay_b, or '' when the comparison failed
+    confidence: int
+    error_code: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class EssaySpec:
+    essay_id: str
+    storage_id: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What a run asks for."""
+
+    label: str
+    essays: tuple[EssaySpec, ...]
+    assignment_id: str = ""
+    prompt_storage_id: str = ""
+    prompt_name: str = ""
+    budget: int = 0
+    provider: str = ""
+    model: str = ""
+    temperature: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    batch: Batch
+    created: bool  # False: the same run was submitted before, and this is its batch
+    request: dict  # request.json
+
+
+def _batch(message: assessment_pb2.Batch) -> Batch:
+    progress = message.progress
+    return Batch(
+        batch_id=message.batch_id, label=message.batch_label,
+        state=assessment_pb2.BatchState.Name(message.state).removeprefix("BATCH_STATE_").lower(),
+        state_reason=message.state_reason, assignment_id=message.assignment_id, essay_count=message.essay_count,
+        anchor_count=message.anchor_count, comparisons_done=progress.comparisons_done,
+        comparisons_failed=progress.comparisons_failed, comparison_budget=progress.comparison_budget,
+        wave=progress.wave, current_ssr=progress.current_ssr, created=_time(message.create_time),
+        updated=_time(message.update_time), document=document_of(message),
+    )  # fmt: skip
+
+
+def _essay(message: assessment_pb2.EssayResult) -> EssayResult:
+    projection = message.projection
+    top = max((g.probability for g in projection.probabilities if g.grade == projection.grade), default=0.0)
+    label = assessment_pb2.ConfidenceLabel.Name(projection.confidence_label).removeprefix("CONFIDENCE_LABEL_")
+    return EssayResult(
+        rank=message.rank, essay_id=message.essay_id, display_name=message.display_name,
+        is_anchor=message.is_anchor, score=message.score, standard_error=message.standard_error,
+        wins=message.wins, losses=message.losses, known_grade=message.known_grade, grade=projection.grade,
+        probability=top, confidence=label.lower() if projection.grade and label != "UNSPECIFIED" else "",
+    )  # fmt: skip
+
+
+def _assignment(message: admin_pb2.Assignment) -> Assignment:
+    return Assignment(
+        message.assignment_id, message.grade_scale, message.course_code, message.instructions,
+        message.student_prompt_storage_id, message.judge_rubric_storage_id, document_of(message),
+    )  # fmt: skip
+
+
+def _comparison(message: assessment_pb2.Comparison) -> Comparison:
+    return Comparison(
+        message.comparison_id, message.wave, message.essay_a_id, message.essay_b_id,
+        assessment_pb2.Winner.Name(message.winner).removeprefix("WINNER_").lower().replace("unspecified", ""),
+        message.confidence,
+        common_pb2.ErrorCode.Name(message.error_code).removeprefix("ERROR_CODE_") if message.error_code else "",
+        message.attempts,
+    )  # fmt: skip
+
+
+def _submit_request(spec: BatchSpec, new: bool) -> assessment_pb2.SubmitBatchRequest:
+    request = assessment_pb2.SubmitBatchRequest(
+        batch_label=spec.label,
+        assignment_id=spec.assignment_id,
+        essays=[
+            common_pb2.EssayRef(essay_id=e.essay_id, text_storage_id=e.storage_id, display_name=e.display_name)
+            for e in spec.essays
+        ],
+    )
+    if spec.prompt_storage_id:
+        request.student_prompt_ref.CopyFrom(
+            common_pb2.StorageReference(
+                kind=_KINDS["prompt"], storage_id=spec.prompt_storage_id, path_hint=spec.prompt_name
+            )
+        )
+    if spec.budget:
+        request.comparison_budget = spec.budget
+    if spec.provider:
+        request.judge.provider = spec.provider
+    if spec.model:
+        request.judge.model = spec.model
+    if spec.temperature is not None:
+        request.judge.temperature = spec.temperature
+    if spec.seed is not None:
+        request.seed = spec.seed
+    request.request_id = str(uuid.uuid4()) if new else same_run_request_id(request)
+    _validate(request)
+    return request
+
+
+def _validate(request: Any) -> None:
+    """Checked against the contract here, before anything is sent."""
+    try:
+        protovalidate.validate(request)
+    except protovalidate.ValidationError as error:
+        raise RunnerError(f"the request is invalid: {describe(violations_of(error))}", 2) from None
+
+
+def same_run_request_id(request: assessment_pb2.SubmitBatchRequest) -> str:
+    """The request id of a run: a name of everything the request asks for (the essays' storage ids,
+    which follow from their bytes, the prompt, assignment, judge settings, budget, seed, label), so
+    that running the same folder again is the same request, which the service answers with the same
+    batch."""
+    body = assessment_pb2.SubmitBatchRequest()
+    body.CopyFrom(request)
+    body.request_id = ""
+    return str(uuid.uuid5(RUN_NAMESPACE, body.SerializeToString(deterministic=True).hex()))
+
+
+def request_document(spec: BatchSpec, new: bool = False) -> dict:
+    """The exact SubmitBatch request of `spec`, checked against the contract, as JSON."""
+    return document_of(_submit_request(spec, new))
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Uploads
+
+
+# What writing to a client stream raises once the server has ended the call (early refusals).
+STREAM_ENDED = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
+
+
+async def write_all(call, messages: Iterable) -> None:  # type: ignore[no-untyped-def]
+    """Write a client stream and half-close it, stopping as soon as the server has ended the call.
+
+    The call's own status (await it) then says what happened: a grpc.aio client whose write fails
+    after the server refused would otherwise see a client-side error instead (grpc/grpc#36066).
+    """
+    try:
+        for message in messages:
+            if call.done():
+                return
+            await call.write(message)
+        await call.done_writing()
+    except STREAM_ENDED:
+        pass
+
+
+def upload_messages(item: Item, kind: Kind) -> Iterator[content_pb2.UploadRequest]:
+    data = item.content
+    yield content_pb2.UploadRequest(
+        header=content_pb2.UploadHeader(
+            kind=_KINDS[kind], content_type=CONTENT_TYPES.get(item.path.suffix.lower(), "text/plain; charset=utf-8"),
+            filename=item.path.name[:255], declared_size=len(data), sha256=item.sha256,
+        )
+    )  # fmt: skip
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield content_pb2.UploadRequest(chunk=data[start : start + CHUNK_BYTES])
+
+
+def _cache_path(cache_dir: Path, address: str) -> Path:
+    return cache_dir / f"uploads-{re.sub(r'[^A-Za-z0-9]+', '_', address)}.json"
+
+
+# ---------------------------------------------------------------------------------------------- #
+
+
+async def _serves(health: health_pb2_grpc.HealthStub, service: str) -> bool:
+    try:
+        await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    except grpc.aio.AioRpcError:
+        return False
+    return True
+
+
+class MeshClient:
+    """Both services, one connection each. Use as `async with MeshClient(...) as mesh:`."""
+
+    def __init__(self, content_address: str, cj_address: str, token: str = "", tls: TlsFiles | None = None) -> None:
+        self.content_address, self.cj_address = content_address, cj_address
+        # The interceptor puts the token (and a correlation id) on every call; the token also goes
+        # explicitly (self._metadata), because the interceptor's metadata does not reach the
+        # streaming calls (Upload, WatchBatch went UNAUTHENTICATED with tokens on when left to it).
+        self._metadata = bearer_metadata(token)
+        interceptors = [PropagatingClientInterceptor(token)]
+        try:
+            self._content_channel = open_channel(content_address, tls, interceptors=interceptors)
+            self._cj_channel = open_channel(cj_address, tls, interceptors=interceptors)
+        except ValueError as error:  # unreadable or incomplete TLS files
+            raise RunnerError(f"{error}; check --tls-ca, --tls-cert and --tls-key", 2) from None
+        self._content = content_pb2_grpc.ContentServiceStub(self._content_channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._cj_channel)
+        self._assessment = assessment_pb2_grpc.AssessmentServiceStub(self._cj_channel)
+
+    async def __aenter__(self) -> MeshClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._content_channel.close()
+        await self._cj_channel.close()
+
+    # -- health and preflight --------------------------------------------------------------------
 
     async def healthy(self) -> list[str]:
         """Problems with either service; empty when both serve. Each address is asked for the
         service it should have, so swapped or wrong addresses are named as such."""
         expected = (
-            ("content-svc", self.content_channel, self.content_address, CONTENT_SERVICE, "--content-address"),
-            ("cj-svc", self.cj_channel, self.cj_address, ASSESSMENT_SERVICE, "--cj-address"),
+            ("content-svc", self._content_channel, self.content_address, CONTENT_SERVICE, "--content-address"),
+            ("cj-svc", self._cj_channel, self.cj_address, ASSESSMENT_SERVICE, "--cj-address"),
         )
         problems = []
         for name, channel, address, service, option in expected:
@@ -115,7 +451,7 @@ class Mesh:
                 problems.append(f"{name} at {address} is not serving: {why}")
         return problems
 
-    async def preflight(self, assignment_id: str, expected_scale: str) -> admin_pb2.Assignment | None:
+    async def preflight(self, assignment_id: str, expected_scale: str) -> Assignment | None:
         """Everything checked before any side effect; RunnerError(exit 3) saying how to fix it."""
         problems = await self.healthy()
         if problems:
@@ -123,163 +459,278 @@ class Mesh:
         if not assignment_id:
             return None
         try:
-            assignment = (
-                await self.admin.GetAssignment(
-                    admin_pb2.GetAssignmentRequest(assignment_id=assignment_id), metadata=self.metadata
-                )
-            ).assignment
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise RunnerError(
-                    f"preflight: assignment {assignment_id!r} does not exist; create it with "
-                    f"`cj-runner admin create-assignment --assignment-id {assignment_id} --grade-scale <scale>`",
-                    3,
-                ) from None
-            raise RunnerError(describe_rpc_error(error, "preflight: GetAssignment"), 3) from None
+            assignment = await self.get_assignment(assignment_id)
+        except CallFailed as error:
+            if error.status != "NOT_FOUND":
+                raise RunnerError(f"preflight: {error}", error.exit_code) from None
+            raise RunnerError(
+                f"preflight: assignment {assignment_id!r} does not exist; create it with "
+                f"`cj-runner admin create-assignment --assignment-id {assignment_id} --grade-scale <scale>`",
+                3,
+            ) from None
         if expected_scale and assignment.grade_scale != expected_scale:
             raise RunnerError(
                 f"preflight: assignment {assignment_id!r} uses grade scale {assignment.grade_scale}, "
                 f"not the expected {expected_scale}; pick the right assignment or drop --expected-grade-scale",
                 3,
             )
-        anchors = (
-            await self.admin.ListAnchors(
-                admin_pb2.ListAnchorsRequest(assignment_id=assignment_id), metadata=self.metadata
-            )
-        ).anchors
-        if len({a.grade for a in anchors}) < 2:
+        anchors = await self.list_anchors(assignment_id)
+        grades = {a.grade for a in anchors}
+        if len(grades) < 2:
             raise RunnerError(
-                f"preflight: assignment {assignment_id!r} has {len(anchors)} anchor(s) of "
-                f"{len({a.grade for a in anchors})} grade(s); grades need anchors of at least two grades. Register "
-                f"them with `cj-runner admin register-anchors DIR --assignment-id {assignment_id}`",
+                f"preflight: assignment {assignment_id!r} has {len(anchors)} anchor(s) of {len(grades)} grade(s); "
+                "grades need anchors of at least two grades. Register them with "
+                f"`cj-runner admin register-anchors DIR --assignment-id {assignment_id}`",
                 3,
             )
         return assignment
 
+    # -- assignments, anchors, scales ------------------------------------------------------------
 
-def _cache_path(cache_dir: Path, address: str) -> Path:
-    return cache_dir / f"uploads-{re.sub(r'[^A-Za-z0-9]+', '_', address)}.json"
-
-
-async def storage_ids_for(
-    mesh: Mesh,
-    items: list[tuple[Item, int]],
-    cache_dir: Path,
-    concurrency: int = 8,
-    progress: Callable[[Item], None] | None = None,
-) -> tuple[dict[str, str], int, dict[str, str]]:
-    """sha256 -> storage id for every item, from the service's answers only.
-
-    The cache (per Content Service address) is checked with Stat before reuse; what the service
-    already holds is found with FindByChecksum; the rest is streamed up. Returns (map, uploaded
-    count, failures by file).
-    """
-    path = _cache_path(cache_dir, mesh.content_address)
-    cache: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    wanted = {item.sha256: (item, kind) for item, kind in items}
-    known = {sha: cache[sha] for sha in wanted if sha in cache}
-    if known:
-        stat = await mesh.content.Stat(
-            content_pb2.StatRequest(storage_ids=list(set(known.values())), verify=True), metadata=mesh.metadata
+    async def get_assignment(self, assignment_id: str) -> Assignment:
+        answer = await _answer(
+            f"reading assignment {assignment_id!r}",
+            self._admin.GetAssignment(
+                admin_pb2.GetAssignmentRequest(assignment_id=assignment_id), metadata=self._metadata
+            ),
         )
-        intact = {meta.storage_id for meta in stat.found}
-        # Stale entries are dropped: gone from the service, or damaged there (the upload repairs them).
-        known = {sha: sid for sha, sid in known.items() if sid in intact}
-    rest = [sha for sha in wanted if sha not in known]
-    if rest:
-        found = await mesh.content.FindByChecksum(
-            content_pb2.FindByChecksumRequest(sha256s=rest), metadata=mesh.metadata
+        return _assignment(answer.assignment)
+
+    async def create_assignment(
+        self,
+        assignment_id: str,
+        grade_scale: str,
+        course_code: str = "",
+        instructions: str = "",
+        prompt_storage_id: str = "",
+        rubric_storage_id: str = "",
+    ) -> Assignment:
+        request = admin_pb2.CreateAssignmentRequest(
+            request_id=str(uuid.uuid4()), assignment_id=assignment_id, grade_scale=grade_scale,
+            course_code=course_code, instructions=instructions, student_prompt_storage_id=prompt_storage_id,
+            judge_rubric_storage_id=rubric_storage_id,
+        )  # fmt: skip
+        _validate(request)
+        answer = await _answer(
+            f"creating assignment {assignment_id!r}", self._admin.CreateAssignment(request, metadata=self._metadata)
         )
-        known.update({m.sha256: m.storage_id for m in found.matches})
-    limit = asyncio.Semaphore(concurrency)
-    failures: dict[str, str] = {}
-    uploads = [wanted[sha] for sha in wanted if sha not in known]
+        return _assignment(answer.assignment)
 
-    async def one(item: Item, kind: int) -> None:
-        async with limit:
-            try:
-                response = await upload(mesh, item, kind)
-                known[item.sha256] = response.storage_id
-            except ServiceGone:
-                raise
-            except RunnerError as error:
-                failures[str(item.path)] = str(error)
-            if progress:
-                progress(item)
-
-    # One failed file is reported with the others at the end; a service that is gone stops them all now.
-    tasks = [asyncio.ensure_future(one(item, kind)) for item, kind in uploads]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    for sha, storage_id in known.items():
-        if not STORAGE_ID_PATTERN.match(storage_id):
-            raise RunnerError(f"the Content Service returned {storage_id!r} for {sha}, which is no storage id")
-    cache_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a small local cache file
-    path.write_text(json.dumps({**cache, **known}, indent=1))
-    return known, len(uploads) - len(failures), failures
-
-
-# What writing to a client stream raises once the server has ended the call (early refusals).
-STREAM_ENDED = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
-
-
-async def write_all(call, messages: Iterable) -> None:  # type: ignore[no-untyped-def]
-    """Write a client stream and half-close it, stopping as soon as the server has ended the call.
-
-    The call's own status (await it) then says what happened: a grpc.aio client whose write fails
-    after the server refused would otherwise see a client-side error instead (grpc/grpc#36066).
-    """
-    try:
-        for message in messages:
-            if call.done():
+    async def list_assignments(self) -> AsyncIterator[Assignment]:
+        token = ""
+        while True:
+            page = await _answer(
+                "listing assignments",
+                self._admin.ListAssignments(
+                    admin_pb2.ListAssignmentsRequest(page_token=token), metadata=self._metadata
+                ),
+            )
+            for assignment in page.assignments:
+                yield _assignment(assignment)
+            token = page.next_page_token
+            if not token:
                 return
-            await call.write(message)
-        await call.done_writing()
-    except STREAM_ENDED:
-        pass
 
-
-def upload_messages(item: Item, kind: int) -> Iterator[content_pb2.UploadRequest]:
-    data = item.content
-    yield content_pb2.UploadRequest(
-        header=content_pb2.UploadHeader(
-            kind=kind, content_type=CONTENT_TYPES.get(item.path.suffix.lower(), "text/plain; charset=utf-8"),
-            filename=item.path.name[:255], declared_size=len(data), sha256=item.sha256,
+    async def register_anchor(self, assignment_id: str, label: str, grade: str, storage_id: str) -> bool:
+        """Register (or update) an anchor; True when it is new."""
+        request = admin_pb2.RegisterAnchorRequest(
+            request_id=str(uuid.uuid4()), assignment_id=assignment_id, label=label, grade=grade, storage_id=storage_id
         )
-    )  # fmt: skip
-    for start in range(0, len(data), CHUNK_BYTES):
-        yield content_pb2.UploadRequest(chunk=data[start : start + CHUNK_BYTES])
+        _validate(request)
+        answer = await _answer(
+            f"registering anchor {label!r}", self._admin.RegisterAnchor(request, metadata=self._metadata)
+        )
+        return answer.created
 
+    async def list_anchors(self, assignment_id: str) -> list[Anchor]:
+        answer = await _answer(
+            f"listing the anchors of {assignment_id!r}",
+            self._admin.ListAnchors(admin_pb2.ListAnchorsRequest(assignment_id=assignment_id), metadata=self._metadata),
+        )
+        return [Anchor(a.label, a.grade, a.storage_id) for a in answer.anchors]
 
-async def upload(mesh: Mesh, item: Item, kind: int) -> content_pb2.UploadResponse:
-    """Stream one file up, retrying with backoff while the Content Service is unavailable."""
-    for attempt in range(UPLOAD_ATTEMPTS):
-        call = mesh.content.Upload(metadata=mesh.metadata, timeout=UPLOAD_TIMEOUT_SECONDS)
-        await write_all(call, upload_messages(item, kind))
+    async def list_grade_scales(self) -> list[GradeScale]:
+        answer = await _answer(
+            "listing grade scales",
+            self._admin.ListGradeScales(admin_pb2.ListGradeScalesRequest(), metadata=self._metadata),
+        )
+        return [GradeScale(s.key, tuple(g.label for g in s.grades), s.below_lowest_grade) for s in answer.grade_scales]
+
+    # -- batches ---------------------------------------------------------------------------------
+
+    async def submit_batch(self, spec: BatchSpec, new: bool = False) -> Submitted:
+        """Submit a run; the same run submitted again answers with its first batch (unless `new`)."""
+        request = _submit_request(spec, new)
+        answer = await _answer("submitting the batch", self._assessment.SubmitBatch(request, metadata=self._metadata))
+        return Submitted(_batch(answer.batch), answer.created, document_of(request))
+
+    async def get_batch(self, batch_id: str) -> Batch:
+        request = assessment_pb2.GetBatchRequest(batch_id=batch_id)
+        _validate(request)
+        answer = await _answer(f"reading batch {batch_id}", self._assessment.GetBatch(request, metadata=self._metadata))
+        return _batch(answer.batch)
+
+    async def list_batches(self, state: str = "") -> AsyncIterator[Batch]:
+        """The caller's batches (all of them for an admin or auditor), optionally in one state."""
+        wanted = assessment_pb2.BatchState.Value(f"BATCH_STATE_{state.upper()}") if state else 0
+        token = ""
+        while True:
+            page = await _answer(
+                "listing batches",
+                self._assessment.ListBatches(
+                    assessment_pb2.ListBatchesRequest(page_size=200, page_token=token, state=wanted),
+                    metadata=self._metadata,
+                ),
+            )
+            for batch in page.batches:
+                yield _batch(batch)
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def watch_batch(self, batch_id: str) -> AsyncIterator[Batch]:
+        """The batch now, then at every change, until it ends."""
+        call = self._assessment.WatchBatch(assessment_pb2.WatchBatchRequest(batch_id=batch_id), metadata=self._metadata)
         try:
-            return await call
+            async for update in call:
+                yield _batch(update.batch)
         except grpc.aio.AioRpcError as error:
-            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise RunnerError(describe_rpc_error(error, f"upload of {item.path.name}")) from None
-            if attempt == UPLOAD_ATTEMPTS - 1:
-                raise ServiceGone(
-                    f"the Content Service at {mesh.content_address} stopped answering during the upload "
-                    f"({error.code().name}: {error.details()}); check that content-svc is running, then run the "
-                    "same command again (files already stored are not sent again)",
-                    3,
-                ) from None
-            await asyncio.sleep(0.2 * 2**attempt)
-    raise AssertionError("unreachable")
+            raise call_failed(error, f"watching batch {batch_id}") from None
+        finally:
+            call.cancel()
 
+    async def get_results(self, batch_id: str) -> Results:
+        request = assessment_pb2.GetBatchResultsRequest(batch_id=batch_id)
+        _validate(request)
+        answer = await _answer(
+            f"reading the results of batch {batch_id}",
+            self._assessment.GetBatchResults(request, metadata=self._metadata),
+        )
+        found = answer.results
+        return Results(
+            batch=_batch(found.batch), essays=tuple(_essay(e) for e in found.essays),
+            scale_separation_reliability=found.scale_separation_reliability,
+            grades_projected=found.grades_projected, projection_note=found.projection_note,
+            document=document_of(found),
+        )  # fmt: skip
 
-KIND = {
-    "student": common_pb2.CONTENT_KIND_ESSAY_TEXT,
-    "prompt": common_pb2.CONTENT_KIND_STUDENT_PROMPT,
-    "anchor": common_pb2.CONTENT_KIND_ANCHOR_ESSAY,
-    "rubric": common_pb2.CONTENT_KIND_JUDGE_RUBRIC,
-}
+    async def list_comparisons(self, batch_id: str) -> list[Comparison]:
+        rows, token = [], ""
+        while True:
+            page = await _answer(
+                f"listing the comparisons of batch {batch_id}",
+                self._assessment.ListComparisons(
+                    assessment_pb2.ListComparisonsRequest(batch_id=batch_id, page_size=1000, page_token=token),
+                    metadata=self._metadata,
+                ),
+            )
+            rows += [_comparison(c) for c in page.comparisons]
+            token = page.next_page_token
+            if not token:
+                return rows
+
+    async def cancel_batch(self, batch_id: str, reason: str, timeout: float | None = None) -> Batch:
+        request = assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=batch_id, reason=reason)
+        _validate(request)
+        answer = await _answer(
+            f"cancelling batch {batch_id}",
+            self._assessment.CancelBatch(request, metadata=self._metadata, timeout=timeout),
+        )
+        return _batch(answer.batch)
+
+    # -- content ---------------------------------------------------------------------------------
+
+    async def intact(self, storage_ids: Iterable[str]) -> set[str]:
+        """Which of these the Content Service holds undamaged (every blob hashed)."""
+        answer = await _answer(
+            "checking stored files",
+            self._content.Stat(
+                content_pb2.StatRequest(storage_ids=sorted(set(storage_ids)), verify=True), metadata=self._metadata
+            ),
+        )
+        return {meta.storage_id for meta in answer.found}
+
+    async def find_by_checksum(self, sha256s: Iterable[str]) -> dict[str, str]:
+        """sha256 -> storage id of what the Content Service already holds intact."""
+        answer = await _answer(
+            "looking up stored files",
+            self._content.FindByChecksum(
+                content_pb2.FindByChecksumRequest(sha256s=list(sha256s)), metadata=self._metadata
+            ),
+        )
+        return {m.sha256: m.storage_id for m in answer.matches}
+
+    async def upload(self, item: Item, kind: Kind) -> str:
+        """Stream one file up, retrying with backoff while the Content Service is unavailable; its storage id."""
+        for attempt in range(UPLOAD_ATTEMPTS):
+            call = self._content.Upload(metadata=self._metadata, timeout=UPLOAD_TIMEOUT_SECONDS)
+            await write_all(call, upload_messages(item, kind))
+            try:
+                return (await call).storage_id
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in UNREACHABLE:
+                    raise call_failed(error, f"uploading {item.path.name}") from None
+                if attempt == UPLOAD_ATTEMPTS - 1:
+                    raise ServiceGone(
+                        f"the Content Service at {self.content_address} stopped answering during the upload "
+                        f"({error.code().name}: {error.details()}); check that content-svc is running, then run "
+                        "the same command again (files already stored are not sent again)",
+                        3,
+                    ) from None
+                await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def storage_ids_for(
+        self,
+        items: list[tuple[Item, Kind]],
+        cache_dir: Path,
+        concurrency: int = 8,
+        progress: Callable[[Item], None] | None = None,
+    ) -> tuple[dict[str, str], int, dict[str, str]]:
+        """sha256 -> storage id for every item, from the service's answers only.
+
+        The cache (per Content Service address) is checked with Stat before reuse; what the service
+        already holds is found with FindByChecksum; the rest is streamed up. Returns (map, uploaded
+        count, failures by file).
+        """
+        path = _cache_path(cache_dir, self.content_address)
+        cache: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        wanted = {item.sha256: (item, kind) for item, kind in items}
+        known = {sha: cache[sha] for sha in wanted if sha in cache}
+        if known:
+            intact = await self.intact(known.values())
+            # Stale entries are dropped: gone from the service, or damaged there (the upload repairs them).
+            known = {sha: sid for sha, sid in known.items() if sid in intact}
+        rest = [sha for sha in wanted if sha not in known]
+        if rest:
+            known.update(await self.find_by_checksum(rest))
+        limit = asyncio.Semaphore(concurrency)
+        failures: dict[str, str] = {}
+        uploads = [wanted[sha] for sha in wanted if sha not in known]
+
+        async def one(item: Item, kind: Kind) -> None:
+            async with limit:
+                try:
+                    known[item.sha256] = await self.upload(item, kind)
+                except ServiceGone:
+                    raise
+                except RunnerError as error:
+                    failures[str(item.path)] = str(error)
+                if progress:
+                    progress(item)
+
+        # One failed file is reported with the others at the end; a service that is gone stops them all now.
+        tasks = [asyncio.ensure_future(one(item, kind)) for item, kind in uploads]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        for sha, storage_id in known.items():
+            if not STORAGE_ID_PATTERN.match(storage_id):
+                raise RunnerError(f"the Content Service returned {storage_id!r} for {sha}, which is no storage id")
+        cache_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a small local cache file
+        path.write_text(json.dumps({**cache, **known}, indent=1))
+        return known, len(uploads) - len(failures), failures

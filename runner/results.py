@@ -11,18 +11,10 @@ from functools import cache
 from pathlib import Path
 
 import jsonschema
-from google.protobuf import json_format
-from huleedu.cj.v1 import assessment_pb2
 
-from runner.client import RunnerError
+from runner.client import Comparison, Results, RunnerError
 
 RESULTS_SCHEMA = Path(__file__).parent / "schemas" / "results.schema.json"
-
-
-def as_dict(message) -> dict:  # type: ignore[no-untyped-def]
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
 
 
 def run_folder(base: Path, batch_id: str) -> Path:
@@ -37,36 +29,33 @@ def run_folder(base: Path, batch_id: str) -> Path:
 
 def write_run(
     folder: Path,
-    request: assessment_pb2.SubmitBatchRequest | None,
-    results: assessment_pb2.BatchResults,
-    comparisons: list,
+    request: dict | None,
+    results: Results,
+    comparisons: list[Comparison],
     known_grades: Path | None = None,
 ) -> None:
     """Everything a run leaves behind; known grades (if the essay folder had them) go with it so
     `report` can be run again on the folder alone. Without a request (`attach` of a batch this
     folder did not submit) request.json is left as it is."""
     if request is not None:
-        (folder / "request.json").write_text(json.dumps(as_dict(request), indent=2, ensure_ascii=False))
-    write_results(folder, as_dict(results))
+        (folder / "request.json").write_text(json.dumps(request, indent=2, ensure_ascii=False))
+    write_results(folder, results.document)
     with (folder / "essays.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["rank", "essay_id", "display_name", "is_anchor", "score", "standard_error", "wins", "losses",
                          "known_grade", "projected_grade", "grade_probability", "confidence"])  # fmt: skip
         for e in results.essays:
-            p = e.projection
-            top = max((g.probability for g in p.probabilities), default=0.0)
-            label = assessment_pb2.ConfidenceLabel.Name(p.confidence_label).removeprefix("CONFIDENCE_LABEL_")
             writer.writerow([e.rank, e.essay_id, e.display_name, e.is_anchor, f"{e.score:.4f}", f"{e.standard_error:.4f}",
-                             e.wins, e.losses, e.known_grade, p.grade, f"{top:.3f}", label if p.grade else ""])  # fmt: skip
+                             e.wins, e.losses, e.known_grade, e.grade, f"{e.probability:.3f}" if e.grade else "",
+                             e.confidence.upper()])  # fmt: skip
     with (folder / "comparisons.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["comparison_id", "wave", "essay_a", "essay_b", "winner", "confidence", "error_code", "attempts"]
         )
         for c in comparisons:
-            writer.writerow([c.comparison_id, c.wave, c.essay_a_id, c.essay_b_id,
-                             assessment_pb2.Winner.Name(c.winner).removeprefix("WINNER_"), c.confidence,
-                             c.error_code, c.attempts])  # fmt: skip
+            writer.writerow([c.comparison_id, c.wave, c.essay_a, c.essay_b, c.winner.upper() or "UNSPECIFIED",
+                             c.confidence, c.error_code, c.attempts])  # fmt: skip
     from runner import report  # numpy, scipy and matplotlib: loaded only when a report is written
 
     if known_grades is not None:

@@ -23,7 +23,16 @@ def write_docx(path: Path) -> None:
 
 def test_docx_paragraphs_are_kept(tmp_path) -> None:
     write_docx(tmp_path / "essay.docx")
-    assert extract_text(tmp_path / "essay.docx") == "First paragraph, in two runs.\n\nSecond paragraph: åäö."
+    assert extract_text(tmp_path / "essay.docx") == ("First paragraph, in two runs.\n\nSecond paragraph: åäö.", "utf-8")
+
+
+def test_a_broken_docx_is_refused_by_name(tmp_path) -> None:
+    (tmp_path / "students").mkdir()
+    (tmp_path / "students" / "broken.docx").write_bytes(b"PK\x03\x04 not really a zip")
+    found = take(tmp_path)
+    assert [(p.name, why) for p, why in found.refused.items()] == [
+        ("broken.docx", "is not a Word document (.docx) that can be read; save it again from Word")
+    ]
 
 
 def test_inventory_reads_every_supported_format_and_anchor_grades(tmp_path) -> None:
@@ -40,7 +49,7 @@ def test_inventory_reads_every_supported_format_and_anchor_grades(tmp_path) -> N
     found = take(tmp_path)
     assert SUPPORTED_SUFFIXES == (".txt", ".md", ".docx")
     assert [s.essay_id for s in found.students] == ["a", "b", "c"]
-    assert [p.name for p in found.unsupported] == ["d.rtf"]
+    assert [p.name for p in found.skipped] == ["d.rtf"]
     assert found.prompt is not None and found.prompt.text == "Write about the sea."
     assert sorted((a.essay_id, a.grade) for a in found.anchors) == [("B_strong", "B"), ("weak", "E-")]
     assert all(len(s.sha256) == 64 for s in found.students)

@@ -11,8 +11,8 @@ from huleedu.cj.v1 import assessment_pb2
 from PIL import Image
 
 from runner import report
-from runner.client import RunnerError
-from runner.results import as_dict, write_results
+from runner.client import RunnerError, document_of
+from runner.results import write_results
 from tests.runner.test_runner_cli import essays_folder, runner
 from tests.support.cj import create_assignment, register_anchor
 from tests.support.tools import run, tool
@@ -56,12 +56,12 @@ def test_results_json_is_refused_when_it_breaks_its_schema(tmp_path) -> None:
         )
     )
     results.essays.add(essay_id="s1", score=0.5, standard_error=0.3, comparisons=4)
-    write_results(tmp_path, as_dict(results))
+    write_results(tmp_path, document_of(results))
     assert json.loads((tmp_path / "results.json").read_text())["essays"][0]["essay_id"] == "s1"
     (tmp_path / "results.json").unlink()
     results.batch.batch_id = "a" * 64  # the contract analysis' checksum-for-an-id mistake
     with pytest.raises(RunnerError, match="results.schema.json at batch/batch_id: 'a{64}' does not match"):
-        write_results(tmp_path, as_dict(results))
+        write_results(tmp_path, document_of(results))
     assert not (tmp_path / "results.json").exists()
 
 
@@ -118,9 +118,10 @@ async def test_report_on_a_finished_run(mesh, tmp_path) -> None:
     assert missing.code == 2 and "results.json is missing" in missing.stderr and "Traceback" not in missing.output
 
 
-def test_the_runner_imports_neither_service() -> None:
+def test_the_runner_talks_to_the_mesh_through_its_one_typed_client() -> None:
     """The runner talks to the services through the contract only: what a report needs (grade
-    ladder and bands) comes in GetBatchResults, not from the engine's code."""
+    ladder and bands) comes in GetBatchResults, not from the engine's code; generated code and grpc
+    are imported by runner/client.py alone; nothing of the servers' plumbing is imported at all."""
     import ast
     from pathlib import Path
 
@@ -132,4 +133,6 @@ def test_the_runner_imports_neither_service() -> None:
                 imported.add((path.name, node.module.split(".")[0]))
             elif isinstance(node, ast.Import):
                 imported.update((path.name, alias.name.split(".")[0]) for alias in node.names)
-    assert [(f, m) for f, m in sorted(imported) if m in ("cj_svc", "content_svc")] == []
+    assert [(f, m) for f, m in sorted(imported) if m in ("cj_svc", "content_svc", "mesh_server")] == []
+    wire = ("grpc", "grpc_health", "huleedu", "google", "protovalidate", "buf")
+    assert {f for f, m in imported if m in wire} == {"client.py"}
