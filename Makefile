@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 BUF := node_modules/.bin/buf
+# `make serve` listens here; `make serve CONTENT=0.0.0.0:6001 CJ=0.0.0.0:6002` elsewhere
+CONTENT ?= 127.0.0.1:50051
+CJ ?= 127.0.0.1:50052
 
 .PHONY: install test lint generate vendor-protos bench fuzz protoset demo serve clean
 
@@ -46,11 +49,11 @@ protoset: install
 	$(BUF) build -o cj-mesh.protoset
 	@echo "wrote cj-mesh.protoset (use: grpcurl -protoset cj-mesh.protoset ...)"
 
-demo: install
+demo: $(INSTALLED)
 	scripts/demo.sh
 
-serve: install
-	scripts/serve.sh
+serve: $(INSTALLED)
+	CONTENT=$(CONTENT) CJ=$(CJ) scripts/serve.sh
 
 clean:
 	rm -rf $(VENV) node_modules var .pytest_cache

@@ -24,6 +24,7 @@ def run_service(start: Callable[[], Awaitable[Any]], ready_file: Path | None, na
         addresses = {"address": app.address, "metrics_port": app.metrics_port}
         print(f"{name} listening on {app.address}", file=sys.stderr, flush=True)
         if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
             temp = ready_file.with_suffix(".tmp")
             temp.write_text(json.dumps(addresses))
             temp.replace(ready_file)

@@ -86,6 +86,8 @@ class MeshServer:
             self._watch = asyncio.create_task(self._watch_readiness(names))
         security = "plaintext" if credentials is None else ("mutual TLS" if self.tls.ca else "TLS")
         log.info("listening on %s (%s)", self.address, security)
+        if self.authorizer is None:
+            log.warning("no tokens configured: every RPC is open to anyone who reaches %s", self.address)
         return self.port
 
     async def _check(self) -> str | None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -61,8 +64,12 @@ class Options:
 
 @app.callback()
 def main(
-    content_address: Annotated[str, typer.Option(envvar="CJ_RUNNER_CONTENT_ADDRESS")] = Options.content_address,
-    cj_address: Annotated[str, typer.Option(envvar="CJ_RUNNER_CJ_ADDRESS")] = Options.cj_address,
+    content_address: Annotated[
+        str, typer.Option(envvar="CJ_RUNNER_CONTENT_ADDRESS", help="host:port of the Content Service")
+    ] = Options.content_address,
+    cj_address: Annotated[
+        str, typer.Option(envvar="CJ_RUNNER_CJ_ADDRESS", help="host:port of the CJ Service")
+    ] = Options.cj_address,
     token: Annotated[str, typer.Option(envvar="CJ_RUNNER_TOKEN", help="bearer token, when the services need one")] = "",
     token_file: Annotated[
         str, typer.Option(envvar="CJ_RUNNER_TOKEN_FILE", help="file whose first line is the bearer token")
@@ -109,6 +116,21 @@ def connect() -> MeshClient:
     return MeshClient(Options.content_address, Options.cj_address, Options.token, Options.tls)
 
 
+def user_cache_dir() -> Path:
+    """The user's cache folder (XDG), so the upload cache follows the user, not the current folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cj-runner"
+
+
+DEFAULT_CACHE = user_cache_dir()
+Folder = Annotated[
+    Path, typer.Argument(help="a folder of essays: students/ (or the essays themselves), anchors/, prompt.md")
+]
+BatchId = Annotated[str, typer.Argument(help="a batch's id (32 hex characters), as `cj-runner batches` lists it")]
+AssignmentId = Annotated[str, typer.Argument(help="an assignment's id, as `cj-runner admin list-assignments` lists it")]
+RunsDir = Annotated[Path, typer.Option(help="where run folders are written")]
+CacheDir = Annotated[
+    Path, typer.Option(help="where the runner remembers what it uploaded (one file per Content Service)")
+]
 MaxWords = Annotated[
     int, typer.Option("--max-words", min=1, help="refuse essays longer than this many words (they cost the judge most)")
 ]
@@ -176,11 +198,11 @@ def batch_spec(found: inv.Inventory, ids: dict[str, str], label: str, assignment
     )
 
 
-@app.command()
-def plan(folder: Path, max_words: MaxWords = inv.DEFAULT_MAX_WORDS, allow_duplicates: AllowDuplicates = False) -> None:
-    """Inventory a folder with no network: students, anchors, prompt, what is skipped and what must be fixed.
-
-    Example: cj-runner plan essays/class-9b"""
+@app.command(epilog="Example: cj-runner plan essays/class-9b")
+def plan(
+    folder: Folder, max_words: MaxWords = inv.DEFAULT_MAX_WORDS, allow_duplicates: AllowDuplicates = False
+) -> None:
+    """Inventory a folder with no network: students, anchors, prompt, what is skipped and what must be fixed."""
     if not folder.is_dir():
         say_error(f"{folder} is not a folder")
         raise typer.Exit(2)
@@ -193,17 +215,15 @@ def plan(folder: Path, max_words: MaxWords = inv.DEFAULT_MAX_WORDS, allow_duplic
         raise typer.Exit(error.exit_code) from None
 
 
-@app.command("dry-run")
+@app.command("dry-run", epilog="Example: cj-runner dry-run essays/class-9b --assignment-id eng5")
 def dry_run(
-    folder: Path,
+    folder: Folder,
     assignment_id: Annotated[str, typer.Option(help="the assignment the run would be graded against")] = "",
     label: Annotated[str, typer.Option(help="the batch's label; default: the folder's name")] = "",
     max_words: MaxWords = inv.DEFAULT_MAX_WORDS,
     allow_duplicates: AllowDuplicates = False,
 ) -> None:
-    """Build and validate the exact request `run` would send, with placeholder storage ids; print it.
-
-    Example: cj-runner dry-run essays/class-9b --assignment-id eng5"""
+    """Build and validate the exact request `run` would send, with placeholder storage ids; print it."""
     try:
         found = take_inventory(folder, max_words, allow_duplicates)
         items = found.students + ([found.prompt] if found.prompt else [])
@@ -215,24 +235,26 @@ def dry_run(
     out.print_json(json.dumps({"note": f"storage ids are placeholders ({PLACEHOLDER})", "request": request}))
 
 
-@app.command()
+@app.command(epilog="Example: cj-runner run essays/class-9b --assignment-id eng5 --budget 400 --seed 7")
 @command
 async def run(
-    folder: Path,
+    folder: Folder,
     assignment_id: Annotated[str, typer.Option(help="empty: a guest run, ranking without grades")] = "",
-    expected_grade_scale: Annotated[str, typer.Option()] = "",
-    label: Annotated[str, typer.Option()] = "",
+    expected_grade_scale: Annotated[
+        str, typer.Option(help="stop unless the assignment uses this grade scale (a check, not a setting)")
+    ] = "",
+    label: Annotated[str, typer.Option(help="the batch's label; default: the folder's name")] = "",
     budget: Annotated[int, typer.Option(help="maximum comparisons; 0: the service's default")] = 0,
     provider: Annotated[str, typer.Option(help="judge: heuristic, simulated, openai, anthropic")] = "",
-    model: Annotated[str, typer.Option()] = "",
-    temperature: Annotated[float | None, typer.Option()] = None,
+    model: Annotated[str, typer.Option(help="the judge's model; default: the service's")] = "",
+    temperature: Annotated[float | None, typer.Option(help="the judge's temperature, 0 to 2")] = None,
     seed: Annotated[
         int | None,
         typer.Option(help="reproducible batch: same folder, settings and seed give the same results (slower waves)"),
     ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to watch before giving up (exit 4)")] = 3600,
-    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
-    cache_dir: Annotated[Path, typer.Option()] = Path(".cj-cache"),
+    runs_dir: RunsDir = Path("runs"),
+    cache_dir: CacheDir = DEFAULT_CACHE,
     new: Annotated[
         bool, typer.Option("--new", help="submit a fresh batch even if this folder's run was submitted before")
     ] = False,
@@ -324,7 +346,8 @@ async def finish(
             f"{time.strftime('%Y-%m-%dT%H:%M:%S')} batch {batch.batch_id} state {final.state} "
             f"reason {final.state_reason!r}; {note}\n"
         )
-    out.print(results_table(results))
+    if final.state == "completed" or timed_out:
+        out.print(results_table(results))
     out.print(f"run folder: {folder_out}")
     if timed_out:
         raise RunnerError(
@@ -336,10 +359,10 @@ async def finish(
         raise RunnerError(f"batch {batch.batch_id} ended {final.state}: {final.state_reason}")
 
 
-@app.command()
+@app.command(epilog="Example: cj-runner attach 8e915c0f4d324a86b04308aa84ec2c56")
 @command
 async def attach(
-    batch_id: str,
+    batch_id: BatchId,
     runs_dir: Annotated[Path, typer.Option(help="where the batch's run folder is (or is made)")] = Path("runs"),
     timeout: Annotated[float, typer.Option(help="seconds to watch before giving up (exit 4)")] = 3600,
 ) -> None:
@@ -357,7 +380,7 @@ def _when(batch: Batch) -> str:
     return batch.created.strftime("%Y-%m-%d %H:%M") if batch.created else ""
 
 
-@app.command()
+@app.command(epilog="Example: cj-runner batches --state running")
 @command
 async def batches(
     state: Annotated[str, typer.Option(help="only batches in this state, e.g. running, completed")] = "",
@@ -405,10 +428,10 @@ def _check_format(format: str, allowed: tuple[str, ...]) -> None:  # noqa: A002
         raise RunnerError(f"unknown format {format!r}; use {', '.join(allowed[:-1])} or {allowed[-1]}", 2)
 
 
-@app.command()
+@app.command(epilog="Example: cj-runner status 8e915c0f4d324a86b04308aa84ec2c56")
 @command
 async def status(
-    batch_id: str,
+    batch_id: BatchId,
     format: Annotated[str, typer.Option(help="table, or json for machines")] = "table",  # noqa: A002
 ) -> None:
     """A batch's state and progress."""
@@ -436,9 +459,9 @@ async def status(
     out.print(table)
 
 
-@app.command()
+@app.command(epilog="Example: cj-runner results 8e915c0f4d324a86b04308aa84ec2c56 --format csv > grades.csv")
 @command
-async def results(batch_id: str, format: Annotated[str, typer.Option(help="table, json or csv")] = "table") -> None:  # noqa: A002
+async def results(batch_id: BatchId, format: Annotated[str, typer.Option(help="table, json or csv")] = "table") -> None:  # noqa: A002
     """A batch's results."""
     _check_format(format, ("table", "json", "csv"))
     async with connect() as mesh:
@@ -455,14 +478,14 @@ async def results(batch_id: str, format: Annotated[str, typer.Option(help="table
         out.print(results_table(found))
 
 
-@app.command()
+@app.command(epilog="Example: cj-runner report runs/20261129T101500_8e915c0f4d324a86b04308aa84ec2c56")
 def report(
-    run_dir: Path,
+    run_dir: Annotated[Path, typer.Argument(help="a run folder, as `cj-runner run` printed it")],
     known_grades: Annotated[
         Path | None, typer.Option(help="CSV of essay_id (or file) and grade; default: known_grades.csv in RUN_DIR")
     ] = None,
 ) -> None:
-    """Agreement of a finished run with its anchors and known grades: writes report.md and plot.png."""
+    """Agreement of a finished run with its anchors and known grades: writes report.md, report.html and plot.png."""
     from runner import report as run_report  # scipy and matplotlib: loaded only for this command
 
     try:
@@ -471,28 +494,34 @@ def report(
         say_error(f"cannot report on {run_dir}: {error}")
         raise typer.Exit(2) from None
     out.print(Markdown(run_report.render(made)))
-    out.print(f"wrote {run_dir / 'report.md'} and {run_dir / 'plot.png'}")
+    out.print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.html'} and {run_dir / 'plot.png'}")
 
 
-@app.command()
+@app.command(epilog="Example: cj-runner cancel 8e915c0f4d324a86b04308aa84ec2c56 --reason 'wrong prompt'")
 @command
-async def cancel(batch_id: str, reason: Annotated[str, typer.Option()] = "cancelled from cj-runner") -> None:
+async def cancel(
+    batch_id: BatchId, reason: Annotated[str, typer.Option(help="kept with the batch")] = "cancelled from cj-runner"
+) -> None:
     """Stop a batch."""
     async with connect() as mesh:
         batch = await mesh.cancel_batch(batch_id, reason)
     out.print(f"batch {batch.batch_id}: {batch.state}")
 
 
-@admin.command("create-assignment")
+@admin.command(
+    "create-assignment",
+    epilog="Example: cj-runner admin create-assignment --assignment-id eng5 --grade-scale eng5_np_legacy_9_step "
+    "--prompt essays/prompt.md",
+)
 @command
 async def create_assignment(
-    assignment_id: Annotated[str, typer.Option()],
-    grade_scale: Annotated[str, typer.Option()],
-    course_code: Annotated[str, typer.Option()] = "",
-    instructions: Annotated[str, typer.Option()] = "",
+    assignment_id: Annotated[str, typer.Option(help="the new assignment's id, e.g. eng5-2026")],
+    grade_scale: Annotated[str, typer.Option(help="its grade scale (see `cj-runner admin list-scales`)")],
+    course_code: Annotated[str, typer.Option(help="the course it belongs to")] = "",
+    instructions: Annotated[str, typer.Option(help="what the judge is told to look for")] = "",
     prompt: Annotated[Path | None, typer.Option(help="student prompt file, uploaded and linked")] = None,
     rubric: Annotated[Path | None, typer.Option(help="judge rubric file, uploaded and linked")] = None,
-    cache_dir: Annotated[Path, typer.Option()] = Path(".cj-cache"),
+    cache_dir: CacheDir = DEFAULT_CACHE,
 ) -> None:
     """Create an assignment (assessment instructions) with its prompt and rubric."""
     items = {kind: inv.read_item(path) for kind, path in (("prompt", prompt), ("rubric", rubric)) if path}
@@ -509,16 +538,16 @@ async def create_assignment(
     out.print_json(json.dumps(created.document))
 
 
-@admin.command("show-assignment")
+@admin.command("show-assignment", epilog="Example: cj-runner admin show-assignment eng5")
 @command
-async def show_assignment(assignment_id: str) -> None:
+async def show_assignment(assignment_id: AssignmentId) -> None:
     """One assignment, as JSON."""
     async with connect() as mesh:
         found = await mesh.get_assignment(assignment_id)
     out.print_json(json.dumps(found.document))
 
 
-@admin.command("list-assignments")
+@admin.command("list-assignments", epilog="Example: cj-runner admin list-assignments")
 @command
 async def list_assignments() -> None:
     """Every assignment: id, grade scale, course."""
@@ -529,12 +558,14 @@ async def list_assignments() -> None:
     out.print(table)
 
 
-@admin.command("register-anchors")
+@admin.command(
+    "register-anchors", epilog="Example: cj-runner admin register-anchors essays/class-9b --assignment-id eng5"
+)
 @command
 async def register_anchors(
-    folder: Path,
-    assignment_id: Annotated[str, typer.Option()],
-    cache_dir: Annotated[Path, typer.Option()] = Path(".cj-cache"),
+    folder: Folder,
+    assignment_id: Annotated[str, typer.Option(help="the assignment the anchors grade")],
+    cache_dir: CacheDir = DEFAULT_CACHE,
 ) -> None:
     """Register the anchors of FOLDER/anchors (grades from anchors.csv or file names); idempotent."""
     found = take_inventory(folder, allow_duplicates=True, least_students=0)
@@ -549,9 +580,9 @@ async def register_anchors(
             out.print(f"{'registered' if created else 'updated'} {anchor.essay_id} ({anchor.grade})")
 
 
-@admin.command("list-anchors")
+@admin.command("list-anchors", epilog="Example: cj-runner admin list-anchors eng5")
 @command
-async def list_anchors(assignment_id: str) -> None:
+async def list_anchors(assignment_id: AssignmentId) -> None:
     """An assignment's anchors: label, grade, storage id."""
     table = Table("label", "grade", "storage id")
     async with connect() as mesh:
@@ -560,7 +591,7 @@ async def list_anchors(assignment_id: str) -> None:
     out.print(table)
 
 
-@admin.command("list-scales")
+@admin.command("list-scales", epilog="Example: cj-runner admin list-scales")
 @command
 async def list_scales() -> None:
     """The grade scales the service knows, grades low to high."""
@@ -569,3 +600,53 @@ async def list_scales() -> None:
         for s in await mesh.list_grade_scales():
             table.add_row(s.key, " ".join(s.grades), s.below_lowest_grade or "-")
     out.print(table)
+
+
+def misplaced_option(args: list[str]) -> str:
+    """A hint when an option stands on the wrong side of its command ('' when none does):
+    `cj-runner run DIR --token T` (an option of cj-runner itself) or `cj-runner --budget 9 run DIR`."""
+    root = typer.main.get_command(app)
+    own = {name: param for param in root.params for name in param.opts}
+    words = iter(args)
+    before: list[str] = []
+    for word in words:
+        name = word.split("=", 1)[0]
+        if name in own:
+            if not own[name].is_flag and "=" not in word:
+                next(words, None)  # its value
+            continue
+        if word.startswith("-"):
+            before.append(name)
+            continue
+        command = getattr(root, "commands", {}).get(word)
+        if command is None and before:
+            continue  # the value of an option that is not cj-runner's own
+        path = [word]
+        while command is not None and hasattr(command, "commands"):
+            sub = next(words, "")
+            path.append(sub)
+            command = command.commands.get(sub)
+        if command is None:
+            return ""
+        theirs = {name for param in command.params for name in param.opts}
+        usage = f"cj-runner {' '.join(path)}"
+        for option in before:
+            if option in theirs:
+                return f"{option} is an option of `{usage}`: put it after `{usage}`"
+        for rest in words:
+            if rest == "--":
+                break
+            option = rest.split("=", 1)[0]
+            if option in own and option not in theirs:
+                return f"{option} is an option of cj-runner itself: put it before the command, `cj-runner {option} ... {' '.join(path)} ...`"
+        return ""
+    return ""
+
+
+def main_entry() -> None:
+    """The `cj-runner` program: a misplaced option is named with where it goes, then typer parses."""
+    hint = misplaced_option(sys.argv[1:])
+    if hint:
+        say_error(hint)
+        raise SystemExit(2)
+    app()

@@ -1,7 +1,7 @@
 """`report RUN_DIR`: how far a finished run agrees with what is known about its essays.
 
 Reads only the run folder (`results.json`, `comparisons.csv`, optional `known_grades.csv`) and writes
-`report.md` and `plot.png` beside them. The statistics are small pure functions over plain lists.
+`report.md`, `report.html` (runner/report_html.py) and `plot.png` beside them. The statistics are small pure functions over plain lists.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from scipy import stats
 from runner.inventory import essay_id_for
 
 KNOWN_GRADES = "known_grades.csv"
+LABELLED_ESSAYS = 60  # up to this many essays, the plot names each one on its axis
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -126,27 +127,67 @@ def load(folder: Path, known_grades: Path | None = None) -> Report:
     return Report(results, comparisons, known)
 
 
+FEW_SEPARATED = 0.7  # SSR below this: the rank order is not reliable enough to act on
+
+
+def run_warnings(report: Report) -> list[str]:
+    """What a reader must know before trusting the table, worst first: the service's own warnings,
+    then what this folder shows (unfinished batch, low reliability, anchors out of order)."""
+    r, batch = report.results, report.results["batch"]
+    found = [f"{w.get('message', '')}" for w in r.get("warnings", [])]
+    state = batch["state"].removeprefix("BATCH_STATE_").lower()
+    if state != "completed":
+        found.append(f"the batch is {state}" + (f" ({batch['state_reason']})" if batch["state_reason"] else "")
+                     + ": these results are partial")  # fmt: skip
+    ssr = r["scale_separation_reliability"]
+    if r["essays"] and ssr < FEW_SEPARATED:
+        found.append(f"scale separation reliability is {ssr:.2f} (below {FEW_SEPARATED}): the order of essays is not "
+                     "reliable; more comparisons would help")  # fmt: skip
+    progress = batch.get("progress") or {}
+    failed, done = progress.get("comparisons_failed", 0), progress.get("comparisons_done", 0)
+    if failed and failed >= 0.1 * (failed + done):
+        found.append(f"{failed} of {failed + done} comparisons failed (see comparisons.csv)")
+    wrong = inversions(_rankable_anchors(report))
+    if wrong:
+        found.append(f"{len(wrong)} anchor pair(s) out of grade order (listed under Anchors): the anchors may not fit "
+                     "this prompt or this judge")  # fmt: skip
+    if r.get("projection_note") and batch.get("assignment_id") and not r.get("warnings"):
+        found.append(f"grade projection: {r['projection_note']}")
+    return found
+
+
+def _rankable_anchors(report: Report) -> list[tuple[str, int, float]]:
+    """(essay id, grade index, score) of the anchors whose grade is on the scale."""
+    ladder = report.ladder
+    return [(a["essay_id"], ladder.index(a["known_grade"]), a["score"]) for a in report.anchors
+            if a["known_grade"] in ladder]  # fmt: skip
+
+
 def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def anchor_section(report: Report) -> list[str]:
-    anchors, ladder = report.anchors, report.ladder
+    anchors = report.anchors
     if not anchors:
         return ["## Anchors", "", "No anchors in this run.", ""]
-    rankable = [(a["essay_id"], ladder.index(a["known_grade"]), a["score"]) for a in anchors
-                if a["known_grade"] in ladder]  # fmt: skip
-    unknown = [a["essay_id"] for a in anchors if a["known_grade"] not in ladder]
+    rankable = _rankable_anchors(report)
+    unknown = [a["essay_id"] for a in anchors if a["known_grade"] not in report.ladder]
     tau = kendall_tau_b([g for _, g, _ in rankable], [s for _, _, s in rankable])
     lines = ["## Anchors: expected vs CJ order", "",
              f"- Kendall tau-b (anchor grade vs CJ score): {_fmt(tau)} over {len(rankable)} anchors"]  # fmt: skip
-    wrong = inversions(rankable)
-    lines.append(f"- inversions ({len(wrong)}): " + (", ".join(f"{hi} above {lo} by grade, below by score"
-                                                             for hi, lo in wrong) or "none"))  # fmt: skip
     zero = [a["essay_id"] for a in anchors if a["wins"] == 0]
     lines.append(f"- anchors with no wins: {', '.join(zero) or 'none'}")
     if unknown:
         lines.append(f"- anchors whose grade is not on the scale (left out above): {', '.join(unknown)}")
+    wrong = inversions(rankable)
+    lines.append(f"- anchor pairs out of grade order: {len(wrong) or 'none'}")
+    if wrong:
+        by_id = {a["essay_id"]: a for a in anchors}
+        lines += ["", "| higher grade | its score | lower grade | its score |", "|---|---:|---|---:|"]
+        for hi, lo in wrong:
+            lines.append(f"| {hi} ({by_id[hi]['known_grade']}) | {by_id[hi]['score']:.2f} | "
+                         f"{lo} ({by_id[lo]['known_grade']}) | {by_id[lo]['score']:.2f} |")  # fmt: skip
     lines += ["", "| CJ rank | anchor | grade | expected anchor rank | actual anchor rank | score | wins | losses |",
               "|---:|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for a in anchors:
@@ -188,8 +229,13 @@ def render(report: Report) -> str:
     usage = r.get("judge_usage") or {"provider": "", "model": "", "calls": 0, "tokens_in": 0, "tokens_out": 0,
                                      "mean_latency_ms": 0.0}  # fmt: skip
     progress = batch.get("progress") or {"comparisons_done": 0, "comparisons_failed": 0}
+    warned = run_warnings(report)
+    warning_lines = ["## Warnings", "", *(f"- {w}" for w in warned), ""] if warned else []
     lines = [
         f"# CJ run {batch['batch_label']}",
+        "",
+        *warning_lines,
+        "## Summary",
         "",
         f"- batch `{batch['batch_id']}`, {batch['state'].removeprefix('BATCH_STATE_').lower()}"
         + (f": {batch['state_reason']}" if batch["state_reason"] else ""),
@@ -209,16 +255,28 @@ def render(report: Report) -> str:
         *agreement_section(report),
         "## Essays",
         "",
-        "| rank | essay | score | SE | comparisons | wins | losses | known grade | projected | P(projected) |",
-        "|---:|---|---:|---:|---:|---:|---:|---|---|---:|",
     ]
+    graded, known = bool(r.get("grades_projected")), bool(report.known_grades)
+    # a guest run has no grade columns; anchors' grades are given, never projected
+    header = ["rank", "essay", "score", "SE", "comparisons", "wins", "losses"]
+    header += ["known grade"] if known or report.anchors else []
+    header += ["projected", "P(projected)", "confidence"] if graded else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" if h in ("essay", "known grade", "projected",
+              "confidence") else "---:" for h in header) + "|"]  # fmt: skip
     for e in report.essays:
-        projection = e.get("projection", {})
-        top = max((p["probability"] for p in projection.get("probabilities", [])), default=0.0)
-        known = e["known_grade"] + " (anchor)" if e["is_anchor"] else report.known_grades.get(e["essay_id"], "")
-        lines.append(f"| {e['rank']} | {e['essay_id']} | {e['score']:.2f} | {e['standard_error']:.2f} | "
-                     f"{e['comparisons']} | {e['wins']} | {e['losses']} | {known} | {projection.get('grade', '')} | "
-                     f"{top:.2f} |")  # fmt: skip
+        projection = e.get("projection") or {}
+        grade = "" if e["is_anchor"] else projection.get("grade", "")
+        probability = next((p["probability"] for p in projection.get("probabilities", []) if p["grade"] == grade), None)
+        cells = [str(e["rank"]), e["essay_id"], f"{e['score']:.2f}", f"{e['standard_error']:.2f}",
+                 str(e["comparisons"]), str(e["wins"]), str(e["losses"])]  # fmt: skip
+        if known or report.anchors:
+            cells.append(
+                e["known_grade"] + " (anchor)" if e["is_anchor"] else report.known_grades.get(e["essay_id"], "")
+            )
+        if graded:
+            confidence = projection.get("confidence_label", "").removeprefix("CONFIDENCE_LABEL_").lower()
+            cells += [grade, "" if probability is None else f"{probability:.2f}", confidence if grade else ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -229,14 +287,17 @@ def plot(report: Report, path: Path) -> None:
     axes = figure.add_subplot()
     bottom = min((e["score"] - 2 * e["standard_error"] for e in essays), default=-1.0)
     top = max((e["score"] + 2 * e["standard_error"] for e in essays), default=1.0)
+    if top - bottom < 1e-9:  # one essay, or all alike: an axis of some height all the same
+        bottom, top = bottom - 1, top + 1
     margin = 0.05 * (top - bottom)
     for i, (grade, low, high) in enumerate(grade_bands(report)):
         if high < bottom or low > top:
             continue
         axes.axhspan(max(low, bottom - margin), min(high, top + margin), color="tab:blue" if i % 2 else "tab:gray",
                      alpha=0.1, lw=0)  # fmt: skip
-        axes.text(1.01, (max(low, bottom) + min(high, top)) / 2, grade, transform=axes.get_yaxis_transform(),
-                  ha="left", va="center", fontsize=9, color="dimgray")  # fmt: skip
+        if min(high, top) - max(low, bottom) >= 0.04 * (top - bottom):  # room for its label without overlap
+            axes.text(1.01, (max(low, bottom) + min(high, top)) / 2, grade, transform=axes.get_yaxis_transform(),
+                      ha="left", va="center", fontsize=9, color="dimgray")  # fmt: skip
     for is_anchor, colour, marker, name in ((False, "tab:blue", "o", "students"), (True, "tab:red", "D", "anchors")):
         xs = [i for i, e in enumerate(essays) if e["is_anchor"] == is_anchor]
         if xs:
@@ -247,7 +308,9 @@ def plot(report: Report, path: Path) -> None:
             axes.annotate(e["known_grade"], (i, e["score"]), textcoords="offset points", xytext=(0, 7),
                           ha="center", fontsize=8, color="tab:red")  # fmt: skip
     axes.set_ylim(bottom - margin, top + margin)
-    axes.set_xlabel("essays, lowest score first")
+    if len(essays) <= LABELLED_ESSAYS:
+        axes.set_xticks(range(len(essays)), [e["essay_id"] for e in essays], rotation=90, fontsize=7)
+    axes.set_xlabel("essays, lowest score first" + ("" if len(essays) <= LABELLED_ESSAYS else " (ids in report.html)"))
     axes.set_ylabel("Bradley-Terry score (logits) ± 1.96 SE")
     batch = report.results["batch"]
     axes.set_title(f"{batch['batch_label']}: SSR {report.results['scale_separation_reliability']:.2f}")
@@ -258,8 +321,11 @@ def plot(report: Report, path: Path) -> None:
 
 
 def write(folder: Path, known_grades: Path | None = None) -> Report:
-    """Write `report.md` and `plot.png` into a run folder; returns what they were made from."""
+    """Write `report.md`, `report.html` and `plot.png` into a run folder; returns what they were made from."""
+    from runner.report_html import render_html
+
     report = load(folder, known_grades)
     (folder / "report.md").write_text(render(report), encoding="utf-8")
+    (folder / "report.html").write_text(render_html(report), encoding="utf-8")
     plot(report, folder / "plot.png")
     return report

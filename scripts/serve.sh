@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Both services for interactive use, on 127.0.0.1:50051 (content) and :50052 (CJ), until Ctrl-C.
+# Both services for interactive use, on $CONTENT (default 127.0.0.1:50051) and $CJ (default
+# 127.0.0.1:50052), until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export MESH_VAR=var/mesh CONTENT_LISTEN=127.0.0.1:50051 CJ_LISTEN=127.0.0.1:50052
+export MESH_VAR=var/mesh CONTENT_LISTEN="${CONTENT:-127.0.0.1:50051}" CJ_LISTEN="${CJ:-127.0.0.1:50052}"
 source scripts/mesh.sh
 cat <<TEXT
 content-svc: $CONTENT   cj-svc: $CJ   (data under $MESH_VAR; logs there too)

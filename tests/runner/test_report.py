@@ -14,6 +14,7 @@ from runner import report
 from runner.client import RunnerError, document_of
 from runner.results import write_results
 from tests.runner.test_runner_cli import essays_folder, runner
+from tests.support.browser import read_table, rendered
 from tests.support.cj import create_assignment, register_anchor
 from tests.support.tools import run, tool
 
@@ -114,8 +115,34 @@ async def test_report_on_a_finished_run(mesh, tmp_path) -> None:
         assert picture.format == "PNG" and picture.size == (1000, 550)
         assert len(picture.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 20  # a drawing, not a blank page
 
+    await check_report_html(run_dir, results)
+
     missing = await run(tool("cj-runner"), "report", str(tmp_path))
     assert missing.code == 2 and "results.json is missing" in missing.stderr and "Traceback" not in missing.output
+
+
+async def check_report_html(run_dir, results: dict) -> None:
+    """report.html as Chromium renders it: every essay in the table with its whole id, sortable, the
+    anchors marked and without a projected grade, every essay a named point of the plot, the bands drawn."""
+    page = run_dir / "report.html"
+    dom = await rendered(page, "sort=score-desc")
+    table = read_table(dom, "essays")
+    assert table.attributes.get("data-ready") == "true"  # the page's script ran
+    assert table.headers[:3] == ["rank", "essay", "file"] and "P(grade)" in table.headers
+    by_score = sorted(results["essays"], key=lambda e: -e["score"])
+    essay_column, grade_column = table.headers.index("essay"), table.headers.index("grade")
+    assert [cells[essay_column] for _, cells in table.rows] == [e["essay_id"] for e in by_score]
+    for (kind, cells), essay in zip(table.rows, by_score, strict=True):
+        assert kind == ("anchor" if essay["is_anchor"] else "student")
+        if essay["is_anchor"]:
+            assert cells[grade_column] == "" and cells[table.headers.index("P(grade)")] == ""
+        else:
+            assert cells[grade_column] == essay["projection"]["grade"]
+    ranked = read_table(await rendered(page, "sort=rank"), "essays")
+    assert [int(cells[0]) for _, cells in ranked.rows] == sorted(e["rank"] for e in results["essays"])
+    for essay in results["essays"]:
+        assert f'data-essay-id="{essay["essay_id"]}"><title>{essay["essay_id"]}: score' in dom
+    assert dom.count('class="band"') >= 2 and "http://" not in dom.replace("http://www.w3.org", "")
 
 
 def test_the_runner_talks_to_the_mesh_through_its_one_typed_client() -> None:
@@ -136,3 +163,36 @@ def test_the_runner_talks_to_the_mesh_through_its_one_typed_client() -> None:
     assert [(f, m) for f, m in sorted(imported) if m in ("cj_svc", "content_svc", "mesh_server")] == []
     wire = ("grpc", "grpc_health", "huleedu", "google", "protovalidate", "buf")
     assert {f for f, m in imported if m in wire} == {"client.py"}
+
+
+def _results(graded: bool, essays: list[dict]) -> dict:
+    batch = {"batch_id": "b" * 32, "batch_label": "9b", "state": "BATCH_STATE_COMPLETED", "state_reason": "",
+             "assignment_id": "eng5" if graded else "", "essay_count": 3, "anchor_count": 2,
+             "progress": {"comparisons_done": 20, "comparisons_failed": 0}}  # fmt: skip
+    return {"batch": batch, "essays": essays, "scale_separation_reliability": 0.9, "position_bias": 0.0,
+            "position_bias_standard_error": 0.1, "self_consistency": -1, "grade_scale": "abc" if graded else "",
+            "grades_projected": graded, "projection_note": "", "grade_ladder": ["C", "B", "A"] if graded else [],
+            "grade_bands": []}  # fmt: skip
+
+
+def _essay(rank: int, essay_id: str, score: float, anchor_grade: str = "", grade: str = "") -> dict:
+    projection = {"grade": grade, "probabilities": [{"grade": grade, "probability": 0.8}] if grade else [],
+                  "confidence_label": "CONFIDENCE_LABEL_HIGH" if grade else "CONFIDENCE_LABEL_UNSPECIFIED"}  # fmt: skip
+    return {"rank": rank, "essay_id": essay_id, "display_name": f"{essay_id}.txt", "is_anchor": bool(anchor_grade),
+            "score": score, "standard_error": 0.3, "comparisons": 8, "wins": 4, "losses": 4,
+            "known_grade": anchor_grade, "expected_anchor_rank": 0, "actual_anchor_rank": 0, "projection": projection}  # fmt: skip
+
+
+def test_report_md_leads_with_warnings_and_shows_only_columns_that_mean_something() -> None:
+    # anchors out of grade order: A scored below C
+    essays = [_essay(1, "anchor_c", 1.0, "C"), _essay(2, "s1", 0.5, grade="B"), _essay(3, "anchor_a", -1.0, "A")]
+    text = report.render(report.Report(_results(True, essays), []))
+    assert text.index("## Warnings") < text.index("## Summary")
+    assert "1 anchor pair(s) out of grade order" in text
+    assert "| anchor_a (A) | -1.00 | anchor_c (C) | 1.00 |" in text  # the inversions as a table
+    assert "| 1 | anchor_c | 1.00 | 0.30 | 8 | 4 | 4 | C (anchor) |  |  |  |" in text  # no P(projected) for anchors
+    assert "| 2 | s1 | 0.50 | 0.30 | 8 | 4 | 4 |  | B | 0.80 | high |" in text
+
+    guest = report.render(report.Report(_results(False, [_essay(1, "s1", 0.5), _essay(2, "s2", -0.5)]), []))
+    assert "## Warnings" not in guest and "projected" not in guest.split("## Essays")[1]
+    assert "| rank | essay | score | SE | comparisons | wins | losses |\n" in guest
