@@ -24,6 +24,33 @@ from mesh_server.convert import timestamp
 WATCH_POLL_SECONDS = 0.5
 
 
+def add_diagnostics(
+    message: assessment_pb2.BatchResults, stored: str | None, grade_scale: str | None, note: str
+) -> None:
+    """The anchor diagnostics and warnings kept with the results (workflow._Grades), into the answer."""
+    if stored is None:
+        if grade_scale:  # an assignment's batch without grades: that is the first thing to say
+            message.warnings.add(
+                code=assessment_pb2.RESULT_WARNING_CODE_GRADES_NOT_PROJECTED, message=f"no grades: {note}"
+            )
+        return
+    found = json.loads(stored)
+    diagnostics = message.anchor_diagnostics
+    if found["kendall_tau"] is not None:
+        diagnostics.kendall_tau = found["kendall_tau"]
+    for higher, lower in found["out_of_order"]:
+        diagnostics.out_of_order.add(higher_grade_essay_id=higher, lower_grade_essay_id=lower)
+    diagnostics.without_wins.extend(found["without_wins"])
+    diagnostics.without_losses.extend(found["without_losses"])
+    diagnostics.students_above_anchors = found["students_above"]
+    diagnostics.students_below_anchors = found["students_below"]
+    if found["anchor_win_share"] is not None:
+        diagnostics.anchor_win_share = found["anchor_win_share"]
+    for code, text in found["warnings"]:
+        message.warnings.add(code=assessment_pb2.ResultWarningCode.Value(f"RESULT_WARNING_CODE_{code}"), message=text)
+    message.grades_reliable = found["reliable"]
+
+
 def state_value(state: str) -> int:
     return assessment_pb2.BatchState.Value(f"BATCH_STATE_{state}")
 
@@ -129,6 +156,7 @@ def results_message(results: Results) -> assessment_pb2.BatchResults:
         message.self_consistency = -1.0 if r.self_consistency is None else r.self_consistency
         message.grades_projected = r.grades_projected
         message.projection_note = r.projection_note
+        add_diagnostics(message, r.diagnostics, batch.grade_scale, r.projection_note)
     else:
         message.self_consistency = -1.0
         message.projection_note = f"batch is {batch.state}; grades are projected when it completes"

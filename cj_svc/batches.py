@@ -301,7 +301,7 @@ class Batches:
         async with self.sessions() as session:
             batch = await session.get(Batch, batch_id)
             if batch is None or not caller.sees(batch):
-                raise errors.NotFound(f"no batch {batch_id}; list your batches with ListBatches", field="batch_id")
+                raise errors.NotFound(f"no batch {batch_id} among the batches you may see", field="batch_id")
             return await self._view(session, batch)
 
     async def list(

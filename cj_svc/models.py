@@ -181,6 +181,8 @@ class BatchResult(Base):
     projection_note: Mapped[str] = mapped_column(Text, default="")
     # JSON list of [grade, lower, upper] on the score scale (null for an open end); null: not projected.
     grade_bands: Mapped[str | None] = mapped_column(Text)
+    # JSON of the anchor diagnostics, the warnings (worst first) and whether grades are reliable.
+    diagnostics: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
 

@@ -20,7 +20,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from cj_svc.engine.bradley_terry import (
     scale_separation_reliability,
     self_consistency,
 )
+from cj_svc.engine.diagnostics import AnchorScore, Diagnostics, diagnose
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
 from cj_svc.engine.projection import Anchor, NoProjection, bands, calibrate, project
@@ -114,14 +115,28 @@ class _NewComparison:
 
 
 @dataclass
+class _Grades:
+    projections: list[GradeProjection]
+    note: str  # why there are none, when there are none
+    bands: list[tuple[str, float | None, float | None]]
+    diagnostics: Diagnostics | None  # None: a guest run, or no anchors to diagnose
+
+    def stored_diagnostics(self) -> str | None:
+        """The JSON kept with the results: the anchor diagnostics, warnings and whether grades are reliable."""
+        if self.diagnostics is None:
+            return None
+        return json.dumps(
+            {**asdict(self.diagnostics), "reliable": bool(self.projections) and self.diagnostics.reliable}
+        )
+
+
+@dataclass
 class _Final:
     fit: Fit
     rank: np.ndarray
     wins: np.ndarray
     losses: np.ndarray
-    projections: list[GradeProjection]
-    note: str
-    grade_bands: list[tuple[str, float | None, float | None]]
+    grades: _Grades
     position_bias: float
     position_bias_se: float
 
@@ -698,7 +713,7 @@ class Workflow:
             alpha = (await off_loop(PriorChoice.replay, len(essays), data, waves)).alpha
         final = await off_loop(self._final_numbers, batch, essays, data, alpha)
         result, rank, wins, losses = final.fit, final.rank, final.wins, final.losses
-        projections, note = final.projections, final.note
+        projections, note = final.grades.projections, final.grades.note
         position_bias, position_bias_se = final.position_bias, final.position_bias_se
         now = datetime.now(UTC)
 
@@ -721,7 +736,8 @@ class Workflow:
                     position_bias=position_bias, position_bias_se=position_bias_se,
                     self_consistency=self_consistency(data), grade_scale=batch.grade_scale,
                     grades_projected=bool(projections), projection_note=note, created_at=now,
-                    grade_bands=json.dumps(final.grade_bands) if projections else None,
+                    grade_bands=json.dumps(final.grades.bands) if projections else None,
+                    diagnostics=final.grades.stored_diagnostics(),
                 )
             )  # fmt: skip
             session.add_all(projections)
@@ -743,52 +759,55 @@ class Workflow:
         order = np.argsort(-result.scores, kind="stable")
         rank = np.empty(len(essays), int)
         rank[order] = np.arange(1, len(essays) + 1)
-        projections, note, grade_bands = cls._projections(batch, essays, result)
+        grades = cls._projections(batch, essays, result, data)
         position_bias, position_bias_se = judge_position_bias(result, data)
         return _Final(
-            grade_bands=grade_bands,
+            grades=grades,
             fit=result,
             rank=rank,
             wins=np.bincount(np.where(data.first_won, data.first, data.second), minlength=len(essays)),
             losses=np.bincount(np.where(data.first_won, data.second, data.first), minlength=len(essays)),
-            projections=projections,
-            note=note,
             position_bias=position_bias,
             position_bias_se=position_bias_se,
         )
 
     @staticmethod
-    def _projections(
-        batch: Batch, essays: list[BatchEssay], result: Fit
-    ) -> tuple[list[GradeProjection], str, list[tuple[str, float | None, float | None]]]:
-        """Students' projected grades, a note on the projection, and the grade bands it drew."""
+    def _projections(batch: Batch, essays: list[BatchEssay], result: Fit, data: Comparisons) -> _Grades:
+        """Students' projected grades, a note when there are none, the grade bands drawn, and how well
+        the anchors fit (diagnostics.py): grades from anchors that do not fit have their confidence capped."""
         if not batch.grade_scale:
-            return [], "guest run: no assignment, so no grades are projected", []
+            return _Grades([], "guest run: no assignment, so no grades are projected", [], None)
         scale = get_scale(batch.grade_scale)
+        anchored = [e for e in essays if e.is_anchor]
         anchors = [
             Anchor(float(result.scores[e.position]), e.known_grade or "", float(result.standard_errors[e.position]))
-            for e in essays
-            if e.is_anchor
+            for e in anchored
         ]
+        is_anchor = np.array([e.is_anchor for e in essays])
+        winner = np.where(data.first_won, data.first, data.second)
+        mixed = is_anchor[data.first] != is_anchor[data.second]
+        wins = np.bincount(winner, minlength=len(essays))
+        losses = np.bincount(np.where(data.first_won, data.second, data.first), minlength=len(essays))
+        rung = {grade: position for position, grade in enumerate(scale.ladder)}
+        found = diagnose(
+            [AnchorScore(e.essay_id, rung[e.known_grade or ""], e.known_grade or "", float(result.scores[e.position]),
+                         int(wins[e.position]), int(losses[e.position]))
+             for e in anchored if (e.known_grade or "") in rung],
+            [float(result.scores[e.position]) for e in essays if not e.is_anchor],
+            int(is_anchor[winner][mixed].sum()), int(mixed.sum()), scale.ladder,
+            scale_separation_reliability(result.scores, result.standard_errors),
+        )  # fmt: skip
         try:
             calibration = calibrate(scale, anchors)
         except NoProjection as reason:
-            return [], str(reason), []
-        names = [e.essay_id for e in essays if e.is_anchor]
-        note = ""
-        if calibration.inversions:
-            listed = ", ".join(
-                f"{names[i]} ({anchors[i].grade}) above {names[j]} ({anchors[j].grade})"
-                for i, j in calibration.inversions[:10]
-            )
-            note = f"{len(calibration.inversions)} anchor pair(s) out of grade order: {listed}"
+            unprojected = replace(found, warnings=[("GRADES_NOT_PROJECTED", f"no grades: {reason}"), *found.warnings])
+            return _Grades([], str(reason), [], unprojected)
         rows = []
         for essay in essays:
             if essay.is_anchor:
                 continue
-            projection = project(
-                scale, calibration, float(result.scores[essay.position]), float(result.standard_errors[essay.position])
-            )
+            projection = project(scale, calibration, float(result.scores[essay.position]),
+                                 float(result.standard_errors[essay.position]), reliable=found.reliable)  # fmt: skip
             rows.append(
                 GradeProjection(
                     batch_id=batch.batch_id, essay_id=essay.essay_id, grade=projection.grade,
@@ -796,4 +815,4 @@ class Workflow:
                     confidence_label=projection.label,
                 )
             )  # fmt: skip
-        return rows, note, bands(calibration)
+        return _Grades(rows, "", bands(calibration), found)

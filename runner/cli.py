@@ -347,6 +347,7 @@ async def finish(
             f"reason {final.state_reason!r}; {note}\n"
         )
     if final.state == "completed" or timed_out:
+        say_warnings(results)
         out.print(results_table(results))
     out.print(f"run folder: {folder_out}")
     if timed_out:
@@ -412,14 +413,27 @@ async def watch(mesh: MeshClient, batch: Batch, timeout: float) -> tuple[Batch, 
     return latest, False
 
 
+def say_warnings(results: Results) -> None:
+    """The service's warnings, before any table: what to know before trusting it."""
+    for warning in results.warnings:
+        say(f"[yellow]warning:[/yellow] {warning}")
+
+
 def results_table(results: Results) -> Table:
     table = Table(title=f"{results.batch.label}: SSR {results.scale_separation_reliability:.2f}")
-    for column in ("rank", "essay", "score", "SE", "grade", "P", "confidence"):
-        table.add_column(column)
+    widest = max((len(e.essay_id) for e in results.essays), default=5)
+    # ids whole, whatever the terminal's width: they are what the run folder and `report` name
+    table.add_column("rank", justify="right")
+    table.add_column("essay", no_wrap=True, min_width=widest)
+    graded = results.grades_projected or any(e.is_anchor for e in results.essays)
+    columns = ("score", "SE", "grade", "P", "confidence") if graded else ("score", "SE")  # a guest run: no grades
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("score", "SE", "P") else "left")
     for e in results.essays:
         grade = f"{e.known_grade} (anchor)" if e.is_anchor else e.grade or "-"
-        table.add_row(str(e.rank), e.essay_id, f"{e.score:.2f}", f"{e.standard_error:.2f}", grade,
-                      f"{e.probability:.2f}" if e.grade else "", e.confidence)  # fmt: skip
+        cells = [str(e.rank), e.essay_id, f"{e.score:.2f}", f"{e.standard_error:.2f}"]
+        cells += [grade, f"{e.probability:.2f}" if e.grade else "", e.confidence] if graded else []
+        table.add_row(*cells)
     return table
 
 
@@ -475,6 +489,7 @@ async def results(batch_id: BatchId, format: Annotated[str, typer.Option(help="t
                 f"{e.rank},{e.essay_id},{e.score:.4f},{e.standard_error:.4f},{e.known_grade if e.is_anchor else e.grade}"
             )
     else:
+        say_warnings(found)
         out.print(results_table(found))
 
 
@@ -493,7 +508,7 @@ def report(
     except (FileNotFoundError, ValueError, KeyError) as error:
         say_error(f"cannot report on {run_dir}: {error}")
         raise typer.Exit(2) from None
-    out.print(Markdown(run_report.render(made)))
+    out.print(Markdown(run_report.render(made, with_essays=False)))
     out.print(f"wrote {run_dir / 'report.md'}, {run_dir / 'report.html'} and {run_dir / 'plot.png'}")
 
 

@@ -88,26 +88,29 @@ _HINTS = {
     grpc.StatusCode.UNAUTHENTICATED: "; give the right token with --token or --token-file",
     grpc.StatusCode.PERMISSION_DENIED: "; this token may not do that (ask for a token with the role it needs)",
 }
+_BATCH_HINTS = {grpc.StatusCode.NOT_FOUND: "; `cj-runner batches` lists the batches you may see"}
 
 
 def exit_code_of(code: grpc.StatusCode) -> int:
     return 2 if code in REFUSED else 3 if code in UNREACHABLE else 1
 
 
-def call_failed(error: grpc.aio.AioRpcError, doing: str) -> CallFailed:
-    """What a failed call means for the user: what the runner was doing, what the service said."""
+def call_failed(error: grpc.aio.AioRpcError, doing: str, hints: dict | None = None) -> CallFailed:
+    """What a failed call means for the user: what the runner was doing, what the service said, and
+    which cj-runner command or option helps."""
     message = f"{doing} failed: {error.code().name.lower().replace('_', ' ')}: {error.details()}"
-    return CallFailed(message + _HINTS.get(error.code(), ""), exit_code_of(error.code()), error.code().name)
+    hint = {**_HINTS, **(hints or {})}.get(error.code(), "")
+    return CallFailed(message + hint, exit_code_of(error.code()), error.code().name)
 
 
 T = TypeVar("T")
 
 
-async def _answer(doing: str, call: Awaitable[T]) -> T:
+async def _answer(doing: str, call: Awaitable[T], hints: dict | None = None) -> T:
     try:
         return await call
     except grpc.aio.AioRpcError as error:
-        raise call_failed(error, doing) from None
+        raise call_failed(error, doing, hints) from None
 
 
 def document_of(message: Any) -> dict:
@@ -199,7 +202,9 @@ class Results:
     essays: tuple[EssayResult, ...]
     scale_separation_reliability: float
     grades_projected: bool
+    grades_reliable: bool  # False: the anchors do not fit, and the grades' confidence is capped
     projection_note: str
+    warnings: tuple[str, ...]  # what to know before trusting the results, worst first
     document: dict = field(repr=False, compare=False)  # results.json
 
 
@@ -567,7 +572,9 @@ class MeshClient:
     async def get_batch(self, batch_id: str) -> Batch:
         request = assessment_pb2.GetBatchRequest(batch_id=batch_id)
         _validate(request)
-        answer = await _answer(f"reading batch {batch_id}", self._assessment.GetBatch(request, metadata=self._metadata))
+        answer = await _answer(
+            f"reading batch {batch_id}", self._assessment.GetBatch(request, metadata=self._metadata), _BATCH_HINTS
+        )
         return _batch(answer.batch)
 
     async def list_batches(self, state: str = "") -> AsyncIterator[Batch]:
@@ -595,7 +602,7 @@ class MeshClient:
             async for update in call:
                 yield _batch(update.batch)
         except grpc.aio.AioRpcError as error:
-            raise call_failed(error, f"watching batch {batch_id}") from None
+            raise call_failed(error, f"watching batch {batch_id}", _BATCH_HINTS) from None
         finally:
             call.cancel()
 
@@ -605,12 +612,14 @@ class MeshClient:
         answer = await _answer(
             f"reading the results of batch {batch_id}",
             self._assessment.GetBatchResults(request, metadata=self._metadata),
+            _BATCH_HINTS,
         )
         found = answer.results
         return Results(
             batch=_batch(found.batch), essays=tuple(_essay(e) for e in found.essays),
             scale_separation_reliability=found.scale_separation_reliability,
-            grades_projected=found.grades_projected, projection_note=found.projection_note,
+            grades_projected=found.grades_projected, grades_reliable=found.grades_reliable,
+            projection_note=found.projection_note, warnings=tuple(w.message for w in found.warnings),
             document=document_of(found),
         )  # fmt: skip
 
@@ -635,6 +644,7 @@ class MeshClient:
         answer = await _answer(
             f"cancelling batch {batch_id}",
             self._assessment.CancelBatch(request, metadata=self._metadata, timeout=timeout),
+            _BATCH_HINTS,
         )
         return _batch(answer.batch)
 

@@ -223,7 +223,8 @@ def agreement_section(report: Report) -> list[str]:
     return lines + [""]
 
 
-def render(report: Report) -> str:
+def render(report: Report, with_essays: bool = True) -> str:
+    """report.md; without the essays' table for a terminal (its ids would be cut to fit)."""
     r, batch = report.results, report.results["batch"]
     per_essay = [e["comparisons"] for e in r["essays"]]
     usage = r.get("judge_usage") or {"provider": "", "model": "", "calls": 0, "tokens_in": 0, "tokens_out": 0,
@@ -253,9 +254,10 @@ def render(report: Report) -> str:
         "",
         *anchor_section(report),
         *agreement_section(report),
-        "## Essays",
-        "",
     ]
+    if not with_essays:
+        return "\n".join(lines) + "\n"
+    lines += ["## Essays", ""]
     graded, known = bool(r.get("grades_projected")), bool(report.known_grades)
     # a guest run has no grade columns; anchors' grades are given, never projected
     header = ["rank", "essay", "score", "SE", "comparisons", "wins", "losses"]

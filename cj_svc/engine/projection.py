@@ -16,6 +16,8 @@
    reference applies (position within the band: < 0.25 gives a minus for E, D, C, B, A; > 0.75 a
    plus for E and B; open-ended bands count as the middle).
 5. Confidence label from the probability of the projected grade: HIGH >= 0.75, MID >= 0.5, else LOW.
+6. When the anchors do not fit the scores (diagnostics.py), confidence is capped (`cap_confidence`)
+   and every label is LOW.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from scipy.special import ndtr
 from cj_svc.engine.scales import GradeScale
 
 HIGH, MID = 0.75, 0.5
+UNRELIABLE_WEIGHT = 0.5  # share of each probability kept when the anchors do not fit
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,6 @@ class Calibration:
     centres: NDArray[np.float64]
     boundaries: NDArray[np.float64]  # len(ladder) - 1 finite boundaries
     boundary_variances: NDArray[np.float64]  # how uncertain each boundary is, from its anchors' SEs
-    inversions: list[tuple[int, int]]  # anchor index pairs whose scores contradict their grades
 
 
 @dataclass(frozen=True)
@@ -112,15 +114,7 @@ def calibrate(scale: GradeScale, anchors: list[Anchor]) -> Calibration:
         centres[g] = centres[g] + shrink * (mean - centres[g])
         centre_vars[g] = shrink * variance
     centres = isotonic(centres, 1.0 / centre_vars)
-    inversions = [
-        (i, j)
-        for i, a in enumerate(usable)
-        for j, b in enumerate(usable)
-        if rung[a.grade] < rung[b.grade] and a.score > b.score
-    ]
-    return Calibration(
-        ladder, centres, (centres[:-1] + centres[1:]) / 2, (centre_vars[:-1] + centre_vars[1:]) / 4, inversions
-    )
+    return Calibration(ladder, centres, (centres[:-1] + centres[1:]) / 2, (centre_vars[:-1] + centre_vars[1:]) / 4)
 
 
 def probabilities(calibration: Calibration, score: float, standard_error: float) -> NDArray[np.float64]:
@@ -144,14 +138,26 @@ def _swedish_suffix(grade: str, calibration: Calibration, score: float) -> str:
     return grade
 
 
-def project(scale: GradeScale, calibration: Calibration, score: float, standard_error: float) -> Projection:
+def cap_confidence(probs: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Grades from anchors that do not fit: half of every probability moved to an even spread over the
+    ladder, so no grade is claimed with more than about half the certainty."""
+    return UNRELIABLE_WEIGHT * probs + (1 - UNRELIABLE_WEIGHT) / len(probs)
+
+
+def project(
+    scale: GradeScale, calibration: Calibration, score: float, standard_error: float, reliable: bool = True
+) -> Projection:
+    """The most probable grade and every grade's probability; with `reliable` False (anchors that do not
+    fit, see diagnostics.py) the probabilities are capped and the label is LOW."""
     probs = probabilities(calibration, score, standard_error)
+    if not reliable:
+        probs = cap_confidence(probs)
     best = int(np.argmax(probs))
     grade = calibration.ladder[best]
     if scale.key == "swedish_8_anchor":
         grade = _swedish_suffix(grade, calibration, score)
     confidence = float(probs[best])
-    label = "HIGH" if confidence >= HIGH else "MID" if confidence >= MID else "LOW"
+    label = "HIGH" if confidence >= HIGH and reliable else "MID" if confidence >= MID and reliable else "LOW"
     return Projection(grade, dict(zip(calibration.ladder, probs.tolist(), strict=True)), confidence, label)
 
 

@@ -56,12 +56,21 @@ def test_grades_without_anchors_get_bands_in_order() -> None:
     assert project(LEGACY, calibration, 0.0, 0.05).grade in {"D+", "C-"}
 
 
-def test_anchors_out_of_order_are_reported() -> None:
+def test_anchors_out_of_order_still_give_bands_in_order() -> None:
     anchors = legacy_anchors()
     anchors[2] = Anchor(1.0, anchors[2].grade, 0.3)  # an E+ scoring like a C+
     calibration = calibrate(LEGACY, anchors)
-    assert calibration.inversions
     assert np.all(np.diff(calibration.centres) >= 0)
+
+
+def test_capped_confidence_claims_no_grade_with_more_than_about_half_certainty() -> None:
+    calibration = calibrate(LEGACY, legacy_anchors())
+    sure = project(LEGACY, calibration, 4.0, 0.05)
+    capped = project(LEGACY, calibration, 4.0, 0.05, reliable=False)
+    assert sure.label == "HIGH" and sure.confidence > 0.9
+    assert capped.grade == sure.grade and capped.label == "LOW"
+    assert capped.confidence <= 0.5 + 0.5 / len(calibration.ladder) + 1e-9
+    assert sum(capped.probabilities.values()) == pytest.approx(1.0)
 
 
 def test_swedish_plus_minus_rule() -> None:

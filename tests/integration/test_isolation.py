@@ -109,7 +109,7 @@ async def test_batches_are_their_owners_and_no_answer_leaks_another_users(secure
         for name, make in calls.items():
             code, details = await code_and_details(make(batch_id))
             assert code == grpc.StatusCode.NOT_FOUND, (name, batch_id, code)
-            assert details == f"no batch {batch_id}; list your batches with ListBatches", name
+            assert details == f"no batch {batch_id} among the batches you may see", name
         watch = secured.assessment.WatchBatch(assessment_pb2.WatchBatchRequest(batch_id=batch_id), metadata=eve)
         with pytest.raises(grpc.aio.AioRpcError) as watched:
             async for _ in watch:

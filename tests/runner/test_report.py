@@ -196,3 +196,43 @@ def test_report_md_leads_with_warnings_and_shows_only_columns_that_mean_somethin
     guest = report.render(report.Report(_results(False, [_essay(1, "s1", 0.5), _essay(2, "s2", -0.5)]), []))
     assert "## Warnings" not in guest and "projected" not in guest.split("## Essays")[1]
     assert "| rank | essay | score | SE | comparisons | wins | losses |\n" in guest
+
+
+async def test_anchors_from_another_prompt_are_warned_about_and_cap_confidence(mesh, tmp_path) -> None:
+    """Anchors whose true scores ignore their grades, all weaker than every student (as anchors
+    written for another prompt would be): the service warns, caps confidence, and the runner says so."""
+    folder = essays_folder(tmp_path, n=8)
+    grades = ["E-", "E+", "D-", "D+", "C-", "C+", "B", "A"]
+    # true scores that barely follow the grades (tau about 0.3), every one far below every student
+    weak = [-3.3, -3.5, -3.1, -3.4, -3.0, -3.3, -2.9, -3.2]
+    anchors = {
+        grade: (f"Anchor for another task, grade {grade}. " * (4 + i), weak[i]) for i, grade in enumerate(grades)
+    }
+    truth = {hashlib.sha256(text.encode()).hexdigest(): score for text, score in anchors.values()}
+    for i, path in enumerate(sorted((folder / "students").iterdir())):
+        truth[hashlib.sha256(path.read_bytes()).hexdigest()] = 0.5 * i
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    await mesh.restart_cj(judge_provider="simulated", simulated_scores_file=str(tmp_path / "truth.json"))
+    await create_assignment(mesh, "other-prompt")
+    for i, (grade, (text, _)) in enumerate(anchors.items()):
+        await register_anchor(mesh, "other-prompt", f"anchor_{i}", grade, text)
+    runs = tmp_path / "runs"
+    done = await runner(mesh, "run", str(folder), "--assignment-id", "other-prompt", "--budget", "80", "--seed", "3",
+                        "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
+    assert done.code == 0, done.output
+    # the runner prints the warnings before the table
+    assert "warning: grades are not reliable" in done.stderr
+    (run_dir,) = runs.iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["grades_reliable"] is False
+    assert results["warnings"][0]["code"] == "RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT"
+    diagnostics = results["anchor_diagnostics"]
+    assert diagnostics["anchor_win_share"] < 0.1 and diagnostics["students_above_anchors"] == 8
+    students = [e for e in results["essays"] if not e["is_anchor"]]
+    for essay in students:  # capped: no grade claimed with more than about half the certainty, all LOW
+        assert essay["projection"]["confidence_label"] == "CONFIDENCE_LABEL_LOW"
+        assert max(p["probability"] for p in essay["projection"]["probabilities"]) <= 0.56
+    # report.md starts with them
+    text = (run_dir / "report.md").read_text()
+    assert text.index("## Warnings") < text.index("## Summary")
+    assert text.split("## Warnings", 1)[1].lstrip().startswith("- grades are not reliable")

@@ -271,6 +271,11 @@ async def test_numbers_are_checked_before_anything_is_sent(mesh, tmp_path) -> No
     assert await batch_ids(mesh) == []
     listed = await runner(mesh, "batches", "--state", "sleeping")
     assert listed.code == 2 and "unknown state" in listed.output
+    # errors say what the runner was doing and which command helps, never an RPC's name
+    unknown = await runner(mesh, "status", "f" * 32)
+    assert unknown.code == 2, unknown.output
+    assert f"reading batch {'f' * 32} failed: not found" in unknown.stderr
+    assert "`cj-runner batches` lists the batches you may see" in unknown.stderr and "ListBatches" not in unknown.output
 
 
 async def test_content_service_gone_mid_upload_stops_the_run_at_once_with_one_message(mesh, tmp_path) -> None:

@@ -85,6 +85,41 @@ CONFIDENCE_LABEL_MID: ConfidenceLabel.ValueType  # 2
 CONFIDENCE_LABEL_HIGH: ConfidenceLabel.ValueType  # 3
 Global___ConfidenceLabel: _TypeAlias = ConfidenceLabel  # noqa: Y015
 
+class _ResultWarningCode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResultWarningCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultWarningCode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESULT_WARNING_CODE_UNSPECIFIED: _ResultWarningCode.ValueType  # 0
+    RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT: _ResultWarningCode.ValueType  # 1
+    """Kendall tau of the anchors below 0.5, or anchors winning (or losing) nearly every comparison
+    with students: the grades are not reliable.
+    """
+    RESULT_WARNING_CODE_ANCHORS_OUT_OF_ORDER: _ResultWarningCode.ValueType  # 2
+    RESULT_WARNING_CODE_ANCHOR_WITHOUT_WINS: _ResultWarningCode.ValueType  # 3
+    RESULT_WARNING_CODE_ANCHOR_WITHOUT_LOSSES: _ResultWarningCode.ValueType  # 4
+    RESULT_WARNING_CODE_STUDENTS_OUTSIDE_ANCHORS: _ResultWarningCode.ValueType  # 5
+    RESULT_WARNING_CODE_GRADES_WITHOUT_ANCHORS: _ResultWarningCode.ValueType  # 6
+    RESULT_WARNING_CODE_LOW_RELIABILITY: _ResultWarningCode.ValueType  # 7
+    RESULT_WARNING_CODE_GRADES_NOT_PROJECTED: _ResultWarningCode.ValueType  # 8
+
+class ResultWarningCode(_ResultWarningCode, metaclass=_ResultWarningCodeEnumTypeWrapper): ...
+
+RESULT_WARNING_CODE_UNSPECIFIED: ResultWarningCode.ValueType  # 0
+RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT: ResultWarningCode.ValueType  # 1
+"""Kendall tau of the anchors below 0.5, or anchors winning (or losing) nearly every comparison
+with students: the grades are not reliable.
+"""
+RESULT_WARNING_CODE_ANCHORS_OUT_OF_ORDER: ResultWarningCode.ValueType  # 2
+RESULT_WARNING_CODE_ANCHOR_WITHOUT_WINS: ResultWarningCode.ValueType  # 3
+RESULT_WARNING_CODE_ANCHOR_WITHOUT_LOSSES: ResultWarningCode.ValueType  # 4
+RESULT_WARNING_CODE_STUDENTS_OUTSIDE_ANCHORS: ResultWarningCode.ValueType  # 5
+RESULT_WARNING_CODE_GRADES_WITHOUT_ANCHORS: ResultWarningCode.ValueType  # 6
+RESULT_WARNING_CODE_LOW_RELIABILITY: ResultWarningCode.ValueType  # 7
+RESULT_WARNING_CODE_GRADES_NOT_PROJECTED: ResultWarningCode.ValueType  # 8
+Global___ResultWarningCode: _TypeAlias = ResultWarningCode  # noqa: Y015
+
 @_typing.final
 class JudgeConfig(_message.Message):
     """Per-batch overrides of the judge's configuration."""
@@ -627,6 +662,9 @@ class BatchResults(_message.Message):
     PROJECTION_NOTE_FIELD_NUMBER: _builtins.int
     GRADE_LADDER_FIELD_NUMBER: _builtins.int
     GRADE_BANDS_FIELD_NUMBER: _builtins.int
+    ANCHOR_DIAGNOSTICS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    GRADES_RELIABLE_FIELD_NUMBER: _builtins.int
     scale_separation_reliability: _builtins.float
     position_bias: _builtins.float
     """Estimated advantage, in logits, of the essay shown first."""
@@ -637,6 +675,10 @@ class BatchResults(_message.Message):
     grades_projected: _builtins.bool
     projection_note: _builtins.str
     """Why grades were not projected, or notes on the projection (anchor inversions)."""
+    grades_reliable: _builtins.bool
+    """False when the anchors do not fit the scores (see warnings): grades are then shown with their
+    confidence capped, and should not be used without a person checking them.
+    """
     @_builtins.property
     def batch(self) -> Global___Batch: ...
     @_builtins.property
@@ -657,6 +699,14 @@ class BatchResults(_message.Message):
         first; empty when grades were not projected.
         """
 
+    @_builtins.property
+    def anchor_diagnostics(self) -> Global___AnchorDiagnostics:
+        """How well this batch's anchors fit its scores; unset for a guest run."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResultWarning]:
+        """What a reader must know before trusting these results, worst first."""
+
     def __init__(
         self,
         *,
@@ -673,14 +723,124 @@ class BatchResults(_message.Message):
         projection_note: _builtins.str = ...,
         grade_ladder: _abc.Iterable[_builtins.str] | None = ...,
         grade_bands: _abc.Iterable[Global___GradeBand] | None = ...,
+        anchor_diagnostics: Global___AnchorDiagnostics | None = ...,
+        warnings: _abc.Iterable[Global___ResultWarning] | None = ...,
+        grades_reliable: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "judge_usage", b"judge_usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_diagnostics", b"anchor_diagnostics", "batch", b"batch", "judge_usage", b"judge_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "essays", b"essays", "failures", b"failures", "grade_bands", b"grade_bands", "grade_ladder", b"grade_ladder", "grade_scale", b"grade_scale", "grades_projected", b"grades_projected", "judge_usage", b"judge_usage", "position_bias", b"position_bias", "position_bias_standard_error", b"position_bias_standard_error", "projection_note", b"projection_note", "scale_separation_reliability", b"scale_separation_reliability", "self_consistency", b"self_consistency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_diagnostics", b"anchor_diagnostics", "batch", b"batch", "essays", b"essays", "failures", b"failures", "grade_bands", b"grade_bands", "grade_ladder", b"grade_ladder", "grade_scale", b"grade_scale", "grades_projected", b"grades_projected", "grades_reliable", b"grades_reliable", "judge_usage", b"judge_usage", "position_bias", b"position_bias", "position_bias_standard_error", b"position_bias_standard_error", "projection_note", b"projection_note", "scale_separation_reliability", b"scale_separation_reliability", "self_consistency", b"self_consistency", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchResults: _TypeAlias = BatchResults  # noqa: Y015
+
+@_typing.final
+class AnchorDiagnostics(_message.Message):
+    """How the anchors (essays of known grade) sit among the scores the judge gave."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KENDALL_TAU_FIELD_NUMBER: _builtins.int
+    OUT_OF_ORDER_FIELD_NUMBER: _builtins.int
+    WITHOUT_WINS_FIELD_NUMBER: _builtins.int
+    WITHOUT_LOSSES_FIELD_NUMBER: _builtins.int
+    STUDENTS_ABOVE_ANCHORS_FIELD_NUMBER: _builtins.int
+    STUDENTS_BELOW_ANCHORS_FIELD_NUMBER: _builtins.int
+    ANCHOR_WIN_SHARE_FIELD_NUMBER: _builtins.int
+    kendall_tau: _builtins.float
+    """Kendall tau-b of anchor grade vs anchor score (1: in grade order); unset with fewer than two
+    anchor grades.
+    """
+    students_above_anchors: _builtins.int
+    """Students scored above the highest anchor, and below the lowest: their grades are extrapolated."""
+    students_below_anchors: _builtins.int
+    anchor_win_share: _builtins.float
+    """Share of comparisons between an anchor and a student that the anchor won: about half when the
+    anchors span the cohort; near 0 or 1 when they are unlike its essays (another prompt, another level).
+    """
+    @_builtins.property
+    def out_of_order(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnchorPair]:
+        """Every pair of anchors whose scores came out against their grades."""
+
+    @_builtins.property
+    def without_wins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Anchors that won no comparison, and that lost none."""
+
+    @_builtins.property
+    def without_losses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kendall_tau: _builtins.float | None = ...,
+        out_of_order: _abc.Iterable[Global___AnchorPair] | None = ...,
+        without_wins: _abc.Iterable[_builtins.str] | None = ...,
+        without_losses: _abc.Iterable[_builtins.str] | None = ...,
+        students_above_anchors: _builtins.int = ...,
+        students_below_anchors: _builtins.int = ...,
+        anchor_win_share: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_anchor_win_share", b"_anchor_win_share", "_kendall_tau", b"_kendall_tau", "anchor_win_share", b"anchor_win_share", "kendall_tau", b"kendall_tau"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_anchor_win_share", b"_anchor_win_share", "_kendall_tau", b"_kendall_tau", "anchor_win_share", b"anchor_win_share", "kendall_tau", b"kendall_tau", "out_of_order", b"out_of_order", "students_above_anchors", b"students_above_anchors", "students_below_anchors", b"students_below_anchors", "without_losses", b"without_losses", "without_wins", b"without_wins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__anchor_win_share: _TypeAlias = _typing.Literal["anchor_win_share"]  # noqa: Y015
+    _WhichOneofArgType__anchor_win_share: _TypeAlias = _typing.Literal["_anchor_win_share", b"_anchor_win_share"]  # noqa: Y015
+    _WhichOneofReturnType__kendall_tau: _TypeAlias = _typing.Literal["kendall_tau"]  # noqa: Y015
+    _WhichOneofArgType__kendall_tau: _TypeAlias = _typing.Literal["_kendall_tau", b"_kendall_tau"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__anchor_win_share) -> _WhichOneofReturnType__anchor_win_share | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__kendall_tau) -> _WhichOneofReturnType__kendall_tau | None: ...
+
+Global___AnchorDiagnostics: _TypeAlias = AnchorDiagnostics  # noqa: Y015
+
+@_typing.final
+class AnchorPair(_message.Message):
+    """Two anchors out of grade order: the one with the higher grade scored lower."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HIGHER_GRADE_ESSAY_ID_FIELD_NUMBER: _builtins.int
+    LOWER_GRADE_ESSAY_ID_FIELD_NUMBER: _builtins.int
+    higher_grade_essay_id: _builtins.str
+    lower_grade_essay_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        higher_grade_essay_id: _builtins.str = ...,
+        lower_grade_essay_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["higher_grade_essay_id", b"higher_grade_essay_id", "lower_grade_essay_id", b"lower_grade_essay_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnchorPair: _TypeAlias = AnchorPair  # noqa: Y015
+
+@_typing.final
+class ResultWarning(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: Global___ResultWarningCode.ValueType
+    message: _builtins.str
+    """One sentence for a person: what was found, and what it means for the grades."""
+    def __init__(
+        self,
+        *,
+        code: Global___ResultWarningCode.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultWarning: _TypeAlias = ResultWarning  # noqa: Y015
 
 @_typing.final
 class GradeBand(_message.Message):
