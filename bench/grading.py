@@ -1,0 +1,242 @@
+"""How far a teacher can trust the grades the CJ Service serves, over cohorts unlike our own.
+
+Each family changes one thing of a base scenario and runs whole batches through the engine as the
+service runs them (adaptive pairing, the prior chosen from the data, the service's default budget of
+12 comparisons per essay), then grades them with `cj_svc.engine.grading.grade`, the function whose
+output the service stores and serves. Probabilities are measured exactly as served: every rung of
+the ladder kept (the below-lowest grade included), nothing renormalised.
+
+Base: N = 100 students with normal true scores (SD 2 logits); the 9 grades of eng5_np_national_9_step
+cut at uneven population quantiles; two anchors per grade drawn from inside their band; a logistic
+judge with position bias 0.3. Families: judge (probit; 10 % lapses; position bias 0.6; discrimination
+varying by pair; right on the true order except 15 % random flips), true scores (lognormal, bimodal,
+five tied levels), anchors (only 4 of the 9 grades), and N = 30 and 300.
+
+Columns (students of all seeds pooled): top-label ECE and classwise ECE (10 bins); Brier score;
+exact and adjacent agreement of the most probable grade, and exact agreement of the one-hot band
+(the grade whose served band holds the score); coverage of score +/- 1.96 SE of the true score
+overall and in the top and bottom tenth of true scores (the truth put on the judge's logit scale
+near even pairs: 4 dP/dd at d = 0; not defined for the flipping judge); SSR minus corr(score,
+truth)^2 over all essays.
+Run: .venv/bin/python bench/grading.py [--seeds 8] [--families base probit ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit, ndtr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cj_svc.engine.bradley_terry import Comparisons, fit, scale_separation_reliability  # noqa: E402
+from cj_svc.engine.grading import grade, probability_matrix  # noqa: E402
+from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
+from cj_svc.engine.prior import PriorChoice  # noqa: E402
+from cj_svc.engine.scales import get_scale  # noqa: E402
+
+SCALE = get_scale("eng5_np_national_9_step")
+LADDER = SCALE.ladder  # "0" (below lowest), "1" .. "9"
+PER_ESSAY = 12  # the service's default budget per essay
+# cumulative population shares below each boundary between grades 1..9: bands of unequal width
+UNEVEN_QUANTILES = np.array([0.04, 0.12, 0.25, 0.42, 0.60, 0.75, 0.87, 0.95])
+
+
+@dataclass(frozen=True)
+class Scenario:
+    n: int = 100
+    scores: str = "normal"  # normal, lognormal, bimodal, tied
+    judge: str = "logistic"  # logistic, probit, flips
+    lapse: float = 0.0
+    bias: float = 0.3
+    discrimination_sd: float = 0.0  # log-SD of a per-pair discrimination factor
+    anchor_grades: tuple[int, ...] = tuple(range(1, 10))  # grades (1..9) that have anchors
+    anchors_per_grade: int = 2
+
+
+BASE = Scenario()
+FAMILIES = {
+    "base": BASE,
+    "probit": replace(BASE, judge="probit"),
+    "lapse 10%": replace(BASE, lapse=0.10),
+    "bias 0.6": replace(BASE, bias=0.6),
+    "discrim varies": replace(BASE, discrimination_sd=0.5),
+    "15% flips": replace(BASE, judge="flips"),
+    "lognormal": replace(BASE, scores="lognormal"),
+    "bimodal": replace(BASE, scores="bimodal"),
+    "5 tied levels": replace(BASE, scores="tied"),
+    "sparse anchors": replace(BASE, anchor_grades=(2, 4, 6, 8)),
+    "N=30": replace(BASE, n=30),
+    "N=300": replace(BASE, n=300),
+}
+
+
+def draw_scores(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "normal":
+        return rng.normal(0, 2.0, size)
+    if kind == "lognormal":  # right-skewed, SD about 2
+        raw = rng.lognormal(0, 0.8, size)
+        return 2.0 * (raw - 1.38) / 1.23
+    if kind == "bimodal":
+        return np.where(rng.random(size) < 0.5, -1.6, 1.6) + rng.normal(0, 1.0, size)
+    if kind == "tied":
+        return rng.choice([-3.0, -1.5, 0.0, 1.5, 3.0], size)
+    raise ValueError(kind)
+
+
+def p_first_wins(s: Scenario, difference: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    d = difference + s.bias
+    if s.discrimination_sd:
+        d = d * rng.lognormal(0, s.discrimination_sd, d.shape)
+    if s.judge == "logistic":
+        p = expit(d)
+    elif s.judge == "probit":
+        p = ndtr(d)
+    elif s.judge == "flips":
+        p = np.where(d > 0, 0.85, np.where(d < 0, 0.15, 0.5))
+    else:
+        raise ValueError(s.judge)
+    return (1 - s.lapse) * p + s.lapse / 2
+
+
+def logit_scale(s: Scenario) -> float | None:
+    """The judge's logit scale near even pairs, 4 dP/dd at d = 0 (None where P jumps there)."""
+    if s.judge == "flips":
+        return None
+    slope = 1.0 if s.judge == "logistic" else 4 * 0.3989422804
+    discrimination = np.exp(s.discrimination_sd**2 / 2)  # mean of the lognormal factor
+    return slope * discrimination * (1 - s.lapse)
+
+
+def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    population = draw_scores(s.scores, 200_000, np.random.default_rng(10**6 + seed))
+    bounds = np.quantile(population, UNEVEN_QUANTILES)
+    students = draw_scores(s.scores, s.n, rng)
+    anchor_scores, anchor_grades = [], []
+    for g in s.anchor_grades:  # grade g (1..9) lies between bounds[g-2] and bounds[g-1]
+        inside = population[
+            (population > (bounds[g - 2] if g > 1 else -np.inf)) & (population <= (bounds[g - 1] if g < 9 else np.inf))
+        ]
+        if len(inside) == 0:  # tied levels: a grade no essay can have gets no anchor
+            continue
+        anchor_scores += list(rng.choice(inside, s.anchors_per_grade, replace=False))
+        anchor_grades += [str(g)] * s.anchors_per_grade
+    theta = np.concatenate([students, anchor_scores])
+    total = len(theta)
+    is_anchor = np.arange(total) >= s.n
+    state = PairingState.new(total, is_anchor)
+    prior = PriorChoice(total)
+    current = None
+    pick = np.random.default_rng(seed + 7)
+    while len(prior.answers) < PER_ESSAY * total // 2:
+        wave = next_wave(state, pick, max_pairs=PER_ESSAY * total // 2 - len(prior.answers))
+        if not wave:
+            break
+        first, second = np.array([a for a, _ in wave]), np.array([b for _, b in wave])
+        won = rng.random(len(wave)) < p_first_wins(s, theta[first] - theta[second], rng)
+        for a, b in wave:
+            state.record(a, b)
+        prior.add_wave(Comparisons(first, second, won))
+        current = fit(total, prior.answers, prior.alpha, start=None if current is None else current.scores)
+        state.scores, state.standard_errors, state.covariance = (
+            current.scores,
+            current.standard_errors,
+            current.covariance,
+        )
+    final = fit(total, prior.answers, prior.alpha)  # as the workflow's final numbers
+    ids = [f"e{i}" for i in range(total)]
+    grades = grade(SCALE, ids, [None] * s.n + anchor_grades, final, prior.answers)
+    student_index = np.arange(s.n)
+    truth = np.searchsorted(bounds, students) + 1  # ladder index: 0 is the below-lowest "0"
+    served_bands = [(-np.inf if lo is None else lo, np.inf if hi is None else hi) for _, lo, hi in grades.bands]
+    band_of = np.array([next((k for k, (lo, hi) in enumerate(served_bands) if lo <= x < hi), 0)
+                        for x in final.scores[:s.n]])  # fmt: skip
+    scale = logit_scale(s)
+    centred_truth = theta - theta.mean()
+    return {
+        "probs": probability_matrix(grades, LADDER, student_index)
+        if grades.projections
+        else np.full((s.n, len(LADDER)), np.nan),
+        "truth": truth,
+        "band": band_of if grades.bands else np.zeros(s.n, int),
+        "covered": (np.abs(final.scores[: s.n] - scale * centred_truth[: s.n]) <= 1.96 * final.standard_errors[: s.n])
+        if scale
+        else np.full(s.n, np.nan),
+        "tenth": np.digitize(students, np.quantile(students, [0.1, 0.9])),  # 0 bottom tenth, 2 top tenth
+        "ssr_gap": np.array(
+            [
+                scale_separation_reliability(final.scores, final.standard_errors)
+                - np.corrcoef(final.scores, theta)[0, 1] ** 2
+            ]
+        ),  # fmt: skip
+    }
+
+
+def top_label_ece(probs: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == truth
+    return _binned_gap(confidence, correct.astype(float), bins)
+
+
+def classwise_ece(probs: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:
+    """Mean over grades of the binned gap between P(grade) and how often that grade was true."""
+    gaps = [_binned_gap(probs[:, k], (truth == k).astype(float), bins) for k in range(probs.shape[1])]
+    return float(np.mean(gaps))
+
+
+def _binned_gap(predicted: np.ndarray, observed: np.ndarray, bins: int) -> float:
+    which = np.clip((predicted * bins).astype(int), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            gap += inside.mean() * abs(predicted[inside].mean() - observed[inside].mean())
+    return float(gap)
+
+
+def summary(runs: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    pooled = {key: np.concatenate([r[key] for r in runs]) for key in runs[0]}
+    probs, truth = pooled["probs"], pooled["truth"]
+    graded = ~np.isnan(probs).any(axis=1)
+    probs, truth_g = probs[graded], truth[graded]
+    best = probs.argmax(axis=1)
+    onehot = np.eye(probs.shape[1])[truth_g]
+    covered, tenth = pooled["covered"], pooled["tenth"]
+    return {
+        "graded": graded.mean(),
+        "ece": top_label_ece(probs, truth_g), "cw_ece": classwise_ece(probs, truth_g),
+        "brier": float(np.mean(np.sum((probs - onehot) ** 2, axis=1))),
+        "exact": float(np.mean(best == truth_g)), "adjacent": float(np.mean(np.abs(best - truth_g) <= 1)),
+        "band_exact": float(np.mean(pooled["band"] == truth)),
+        "cover": float(np.nanmean(covered)), "cover_low": float(np.nanmean(covered[tenth == 0])),
+        "cover_high": float(np.nanmean(covered[tenth == 2])),
+        "ssr_gap": float(np.mean(pooled["ssr_gap"])),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    print(f"{args.seeds} seeds per family; {PER_ESSAY} comparisons per essay; probabilities as served")
+    print(f"{'family':<15} {'ECE':>5} {'cwECE':>5} {'Brier':>5} {'exact':>5} {'band':>5} {'adj':>5} "
+          f"{'cov':>5} {'low10':>5} {'top10':>5} {'SSRgap':>6}")  # fmt: skip
+    for name in args.families:
+        m = summary([one_batch(FAMILIES[name], seed) for seed in range(args.seeds)])
+        print(f"{name:<15} {m['ece']:>5.3f} {m['cw_ece']:>5.3f} {m['brier']:>5.3f} {m['exact']:>5.2f} "
+              f"{m['band_exact']:>5.2f} {m['adjacent']:>5.2f} {m['cover']:>5.2f} {m['cover_low']:>5.2f} "
+              f"{m['cover_high']:>5.2f} {m['ssr_gap']:>+6.3f}" + ("" if m["graded"] == 1 else f"  graded {m['graded']:.0%}"),
+              flush=True)  # fmt: skip
+    print(f"took {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

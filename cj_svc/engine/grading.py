@@ -1,0 +1,68 @@
+"""From a batch's final fit to what it serves about grades: diagnostics, bands and projections.
+
+The workflow stores what `grade` returns, and `bench/grading.py` measures the same function's
+output, so the figures there are what a client of the service is shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cj_svc.engine.bradley_terry import Comparisons, Fit, scale_separation_reliability
+from cj_svc.engine.diagnostics import AnchorScore, Diagnostics, diagnose
+from cj_svc.engine.projection import Anchor, NoProjection, Projection, bands, calibrate, project
+from cj_svc.engine.scales import GradeScale
+
+
+@dataclass(frozen=True)
+class Grades:
+    projections: dict[int, Projection]  # by essay position; students only, empty when none were projected
+    note: str  # why none were projected
+    bands: list[tuple[str, float | None, float | None]]
+    diagnostics: Diagnostics
+
+
+def grade(
+    scale: GradeScale, essay_ids: list[str], known_grades: list[str | None], result: Fit, data: Comparisons
+) -> Grades:
+    """Grades of a batch whose essays (by position) are anchors where `known_grades` has a grade.
+
+    Diagnostics are always computed; projections need anchors of two grades whose scores rise with
+    them, and have their confidence capped when the anchors do not fit (diagnostics.py)."""
+    n = len(essay_ids)
+    is_anchor = np.array([g is not None for g in known_grades], bool)
+    rung = {grade: position for position, grade in enumerate(scale.ladder)}
+    winner = np.where(data.first_won, data.first, data.second)
+    loser = np.where(data.first_won, data.second, data.first)
+    wins, losses = np.bincount(winner, minlength=n), np.bincount(loser, minlength=n)
+    mixed = is_anchor[data.first] != is_anchor[data.second]
+    anchors = [i for i in range(n) if is_anchor[i]]
+    found = diagnose(
+        [AnchorScore(essay_ids[i], rung[g], g, float(result.scores[i]), int(wins[i]), int(losses[i]))
+         for i in anchors if (g := known_grades[i] or "") in rung],
+        [float(result.scores[i]) for i in range(n) if not is_anchor[i]],
+        int(is_anchor[winner][mixed].sum()), int(mixed.sum()), scale.ladder,
+        scale_separation_reliability(result.scores, result.standard_errors),
+    )  # fmt: skip
+    try:
+        calibration = calibrate(
+            scale,
+            [Anchor(float(result.scores[i]), known_grades[i] or "", float(result.standard_errors[i])) for i in anchors],
+        )
+    except NoProjection as reason:
+        unprojected = replace(found, warnings=[("GRADES_NOT_PROJECTED", f"no grades: {reason}"), *found.warnings])
+        return Grades({}, str(reason), [], unprojected)
+    projections = {
+        i: project(scale, calibration, float(result.scores[i]), float(result.standard_errors[i]), found.reliable)
+        for i in range(n)
+        if not is_anchor[i]
+    }
+    return Grades(projections, "", bands(calibration), found)
+
+
+def probability_matrix(grades: Grades, ladder: tuple[str, ...], students: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Rows of P(grade) over the ladder for the given students, exactly as projected."""
+    return np.array([[grades.projections[int(i)].probabilities[g] for g in ladder] for i in students])
