@@ -20,7 +20,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -40,10 +40,10 @@ from cj_svc.engine.bradley_terry import (
     scale_separation_reliability,
     self_consistency,
 )
-from cj_svc.engine.diagnostics import AnchorScore, Diagnostics, diagnose
+from cj_svc.engine.diagnostics import Diagnostics
+from cj_svc.engine.grading import grade
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
-from cj_svc.engine.projection import Anchor, NoProjection, bands, calibrate, project
 from cj_svc.engine.scales import get_scale
 from cj_svc.engine.stopping import BatchProgress, StopReason, decide
 from cj_svc.judges.base import JudgeError, JudgeRequest
@@ -773,46 +773,22 @@ class Workflow:
 
     @staticmethod
     def _projections(batch: Batch, essays: list[BatchEssay], result: Fit, data: Comparisons) -> _Grades:
-        """Students' projected grades, a note when there are none, the grade bands drawn, and how well
-        the anchors fit (diagnostics.py): grades from anchors that do not fit have their confidence capped."""
+        """Students' grades as rows to store, with what `grading.grade` found (bands, diagnostics)."""
         if not batch.grade_scale:
             return _Grades([], "guest run: no assignment, so no grades are projected", [], None)
-        scale = get_scale(batch.grade_scale)
-        anchored = [e for e in essays if e.is_anchor]
-        anchors = [
-            Anchor(float(result.scores[e.position]), e.known_grade or "", float(result.standard_errors[e.position]))
-            for e in anchored
-        ]
-        is_anchor = np.array([e.is_anchor for e in essays])
-        winner = np.where(data.first_won, data.first, data.second)
-        mixed = is_anchor[data.first] != is_anchor[data.second]
-        wins = np.bincount(winner, minlength=len(essays))
-        losses = np.bincount(np.where(data.first_won, data.second, data.first), minlength=len(essays))
-        rung = {grade: position for position, grade in enumerate(scale.ladder)}
-        found = diagnose(
-            [AnchorScore(e.essay_id, rung[e.known_grade or ""], e.known_grade or "", float(result.scores[e.position]),
-                         int(wins[e.position]), int(losses[e.position]))
-             for e in anchored if (e.known_grade or "") in rung],
-            [float(result.scores[e.position]) for e in essays if not e.is_anchor],
-            int(is_anchor[winner][mixed].sum()), int(mixed.sum()), scale.ladder,
-            scale_separation_reliability(result.scores, result.standard_errors),
-        )  # fmt: skip
-        try:
-            calibration = calibrate(scale, anchors)
-        except NoProjection as reason:
-            unprojected = replace(found, warnings=[("GRADES_NOT_PROJECTED", f"no grades: {reason}"), *found.warnings])
-            return _Grades([], str(reason), [], unprojected)
-        rows = []
-        for essay in essays:
-            if essay.is_anchor:
-                continue
-            projection = project(scale, calibration, float(result.scores[essay.position]),
-                                 float(result.standard_errors[essay.position]), reliable=found.reliable)  # fmt: skip
-            rows.append(
-                GradeProjection(
-                    batch_id=batch.batch_id, essay_id=essay.essay_id, grade=projection.grade,
-                    probabilities=json.dumps(projection.probabilities), confidence=projection.confidence,
-                    confidence_label=projection.label,
-                )
-            )  # fmt: skip
-        return _Grades(rows, "", bands(calibration), found)
+        found = grade(
+            get_scale(batch.grade_scale),
+            [e.essay_id for e in essays],
+            [(e.known_grade or "") if e.is_anchor else None for e in essays],
+            result,
+            data,
+        )
+        rows = [
+            GradeProjection(
+                batch_id=batch.batch_id, essay_id=essays[position].essay_id, grade=projection.grade,
+                probabilities=json.dumps(projection.probabilities), confidence=projection.confidence,
+                confidence_label=projection.label,
+            )
+            for position, projection in found.projections.items()
+        ]  # fmt: skip
+        return _Grades(rows, found.note, found.bands, found.diagnostics)
