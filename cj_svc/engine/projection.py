@@ -8,7 +8,10 @@
    adjacent violators, weighted by precision). A single noisy anchor per grade cannot squeeze its
    neighbours' bands to nothing.
 2. Bands: boundaries are midpoints between adjacent centres; the lowest grade of the ladder extends
-   to -inf and the highest to +inf. The below-lowest grade is a rung of the ladder where the scale has one.
+   to -inf and the highest to +inf. The below-lowest grade is a rung of the ladder where the scale has
+   one, and its band starts a full band width below the lowest anchor: it is for essays clearly under
+   every anchored grade (in bench/grading.py this raised exact agreement and lowered the Brier score in
+   every family).
 3. P(grade) for an essay is the mass of N(score, SE^2) inside the grade's band, where each
    boundary's uncertainty (from its anchors' standard errors) widens the spread: real
    probabilities that sum to 1 and spread as SE grows.
@@ -114,7 +117,13 @@ def calibrate(scale: GradeScale, anchors: list[Anchor]) -> Calibration:
         centres[g] = centres[g] + shrink * (mean - centres[g])
         centre_vars[g] = shrink * variance
     centres = isotonic(centres, 1.0 / centre_vars)
-    return Calibration(ladder, centres, (centres[:-1] + centres[1:]) / 2, (centre_vars[:-1] + centre_vars[1:]) / 4)
+    boundaries = (centres[:-1] + centres[1:]) / 2
+    if scale.below_lowest_grade is not None:
+        # The below-lowest grade is for essays clearly under every anchored grade, not for the lowest
+        # grade's own weaker essays: its band starts a full band width below the lowest anchor.
+        lowest_anchor = min(a.score for a in usable)
+        boundaries[0] = min(boundaries[0], lowest_anchor) - coefficients[1]
+    return Calibration(ladder, centres, boundaries, (centre_vars[:-1] + centre_vars[1:]) / 4)
 
 
 def probabilities(calibration: Calibration, score: float, standard_error: float) -> NDArray[np.float64]:

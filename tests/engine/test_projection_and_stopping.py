@@ -50,6 +50,16 @@ def test_below_lowest_grade_reachable_where_the_scale_has_one() -> None:
     assert calibrate(SWEDISH, [Anchor(0, "E"), Anchor(1, "C")]).ladder[0] == "F"  # no extra rung
 
 
+def test_below_lowest_grade_only_well_below_every_anchor() -> None:
+    # the lowest grade's weaker essays keep the lowest grade; only essays a band width under the
+    # lowest anchor are given the below-lowest one
+    anchors = legacy_anchors()  # F+ at -3.0, one grade every 0.75
+    calibration = calibrate(LEGACY, anchors)
+    assert project(LEGACY, calibration, -3.4, 0.05).grade == "F+"
+    assert calibration.boundaries[0] < -3.0 - 0.7
+    assert project(LEGACY, calibration, -4.6, 0.05).grade == "F"
+
+
 def test_grades_without_anchors_get_bands_in_order() -> None:
     calibration = calibrate(LEGACY, [Anchor(-2.0, "E-"), Anchor(2.0, "B")])
     assert np.all(np.diff(calibration.centres) > 0)
