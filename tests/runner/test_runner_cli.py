@@ -336,3 +336,16 @@ async def test_the_same_seed_gives_the_same_results(mesh, tmp_path) -> None:
         outputs.append(json.loads((run_dir / "results.json").read_text()))
         assert json.loads((run_dir / "request.json").read_text())["seed"] == "7"
     assert without_times_and_ids(outputs[0]) == without_times_and_ids(outputs[1])
+
+
+async def test_the_upload_cache_lives_in_the_users_cache_folder(mesh, tmp_path) -> None:
+    folder = essays_folder(tmp_path, n=2)
+    cache_home = tmp_path / "xdg-cache"
+    created = await run(
+        tool("cj-runner"), "--content-address", mesh.content_app.address, "--cj-address", mesh.cj_app.address,
+        "admin", "create-assignment", "--assignment-id", "xdg", "--grade-scale", "eng5_np_legacy_9_step",
+        "--prompt", str(folder / "prompt.md"), env={"XDG_CACHE_HOME": str(cache_home)},
+    )  # fmt: skip
+    assert created.code == 0, created.output
+    (cached,) = (cache_home / "cj-runner").glob("uploads-*.json")
+    assert len(json.loads(cached.read_text())) == 1
