@@ -12,8 +12,6 @@ from mesh_common.tls import TlsFiles, open_channel
 from mesh_server import errors
 from mesh_server.auth import Principal, behalf_metadata
 
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-
 
 class ContentClient:
     def __init__(self, address: str, tls: TlsFiles | None = None, token: str = "", timeout: float = 10.0) -> None:
@@ -23,9 +21,15 @@ class ContentClient:
         self.stub = content_pb2_grpc.ContentServiceStub(self.channel)
 
     def _unavailable(self, error: grpc.aio.AioRpcError) -> errors.DomainError:
+        """The Content Service cannot be used: said as what it is (gone, or refusing this service's token)."""
+        if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            why = "refused the CJ Service's token; check cj-svc's --content-token (it needs the `service` role there)"
+        elif error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            why = "did not answer; check that content-svc is running"
+        else:
+            why = "failed"
         return errors.Unavailable(
-            f"the Content Service at {self.address} did not answer ({error.code().name}: {error.details()}); "
-            "check that content-svc is running",
+            f"the Content Service at {self.address} {why} ({error.code().name}: {error.details()})",
             error_code="CONTENT_SERVICE_ERROR",
         )
 

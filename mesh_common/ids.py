@@ -6,13 +6,8 @@ import re
 import uuid
 
 STORAGE_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
 def new_id() -> str:
     """A fresh id: 32 lowercase hex characters (uuid4().hex)."""
     return uuid.uuid4().hex
-
-
-def is_storage_id(value: str) -> bool:
-    return bool(STORAGE_ID_PATTERN.match(value))

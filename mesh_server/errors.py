@@ -17,7 +17,6 @@ class Kind(enum.Enum):
     NOT_FOUND = "NOT_FOUND"
     ALREADY_EXISTS = "ALREADY_EXISTS"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
-    ABORTED = "ABORTED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
     DATA_LOSS = "DATA_LOSS"
@@ -63,11 +62,6 @@ class AlreadyExists(DomainError):
 class FailedPrecondition(DomainError):
     kind = Kind.FAILED_PRECONDITION
     default_error_code = "VALIDATION_ERROR"
-
-
-class Aborted(DomainError):
-    kind = Kind.ABORTED
-    default_error_code = "PROCESSING_ERROR"
 
 
 class ResourceExhausted(DomainError):

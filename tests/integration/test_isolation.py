@@ -320,3 +320,23 @@ async def test_the_runner_with_a_wrong_token_exits_2_with_one_clear_message(tmp_
     finally:
         await cj_app.stop()
         await content_app.stop()
+
+
+async def test_a_cj_service_whose_content_token_is_refused_says_so(tmp_path, sqlite_url) -> None:
+    content_app = await start_content(sqlite_url, tmp_path / "blobs", tokens=token_spec(include_service=True))
+    cj_app = await start_cj(f"sqlite:///{tmp_path}/cj.db", content_app.address, judge_provider="simulated",
+                            tokens=token_spec(include_service=False), content_token="not-the-service-token")  # fmt: skip
+    try:
+        async with channel(content_app.address) as content_channel, channel(cj_app.address) as cj_channel:
+            content = content_pb2_grpc.ContentServiceStub(content_channel)
+            stored = [(await upload(content, text.encode(), metadata=as_user("bob"))).storage_id for text in TEXTS]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await assessment_pb2_grpc.AssessmentServiceStub(cj_channel).SubmitBatch(
+                    submit_request(stored), metadata=as_user("bob")
+                )
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "refused the CJ Service's token; check cj-svc's --content-token" in refused.value.details()
+        assert "check that content-svc is running" not in refused.value.details()
+    finally:
+        await cj_app.stop()
+        await content_app.stop()
