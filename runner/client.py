@@ -450,8 +450,9 @@ class MeshClient:
                 why = (
                     "its database or storage cannot be written"
                     if name == "content-svc"
-                    else "its database cannot be written, or it cannot reach its Content Service (check cj-svc's "
-                    f"--content-address; this runner uses {self.content_address})"
+                    else "its database cannot be written, or it cannot use its Content Service (check cj-svc's "
+                    f"--content-address, this runner uses {self.content_address}, and its --content-token; "
+                    "cj-svc's log says which)"
                 )
                 problems.append(f"{name} at {address} is not serving: {why}")
         return problems

@@ -349,3 +349,19 @@ async def test_the_upload_cache_lives_in_the_users_cache_folder(mesh, tmp_path) 
     assert created.code == 0, created.output
     (cached,) = (cache_home / "cj-runner").glob("uploads-*.json")
     assert len(json.loads(cached.read_text())) == 1
+
+
+async def test_a_cj_service_that_cannot_use_its_content_service_is_named_by_the_preflight(mesh, tmp_path) -> None:
+    from tests.conftest import start_cj
+
+    lost = await start_cj(f"sqlite:///{tmp_path}/lost.db", "127.0.0.1:1")  # no Content Service there
+    try:
+        result = await run(
+            tool("cj-runner"), "--content-address", mesh.content_app.address, "--cj-address", lost.address,
+            "run", str(essays_folder(tmp_path, n=2)), "--cache-dir", str(tmp_path / "cache"), timeout=60,
+        )  # fmt: skip
+    finally:
+        await lost.stop()
+    assert result.code == 3, result.output
+    assert f"cj-svc at {lost.address} is not serving" in result.stderr
+    assert "--content-address" in result.stderr and "--content-token" in result.stderr
