@@ -110,6 +110,18 @@ def _content(sentence: str) -> set[str]:
     return {w[:5] for w in (x.lower() for x in _WORD.findall(sentence)) if w not in STOPWORDS and len(w) > 2}
 
 
+ALL_PAIRS_UP_TO = 200  # sentences; beyond, each is compared with the one half the text away (linear time)
+
+
+def _general_overlaps(contents: list[set[str]]) -> list[float]:
+    """Overlaps of non-adjacent sentence pairs: every pair in an essay, a linear sample in a huge text
+    (a 1 MiB text has some 10,000 sentences: all pairs would take minutes)."""
+    if len(contents) <= ALL_PAIRS_UP_TO:
+        return [_overlap(contents[i], contents[j]) for i in range(len(contents)) for j in range(i + 2, len(contents))]
+    half = len(contents) // 2
+    return [_overlap(a, b) for a, b in zip(contents, contents[half:], strict=False)]
+
+
 def _signposts_in_place(sentences: list[str]) -> float:
     """Share of opening signposts ("first", "to begin") in the first half of the essay and of closing
     ones ("finally", "in the end") in its last third: 0.5 without any."""
@@ -145,7 +157,7 @@ def features(text: str, prompt: str = "") -> dict[str, float]:
     lowered = text.lower()
     contents = [_content(s) for s in sentences]
     adjacent = [_overlap(a, b) for a, b in zip(contents, contents[1:], strict=False)]
-    every = [_overlap(contents[i], contents[j]) for i in range(len(contents)) for j in range(i + 2, len(contents))]
+    every = _general_overlaps(contents)
     prompt_words = _content(prompt)
     normalised = [" ".join(_WORD.findall(s.lower())) for s in sentences]
     return {
