@@ -132,22 +132,24 @@ FEW_SEPARATED = 0.7  # SSR below this: the rank order is not reliable enough to 
 
 def run_warnings(report: Report) -> list[str]:
     """What a reader must know before trusting the table, worst first: the service's own warnings,
-    then what this folder shows (unfinished batch, low reliability, anchors out of order)."""
+    then what this folder shows (unfinished batch, failed comparisons, and low reliability and anchors
+    out of order where the service did not diagnose the batch: a guest run, or an older results.json)."""
     r, batch = report.results, report.results["batch"]
+    diagnosed = "anchor_diagnostics" in r  # the service's warnings then say both
     found = [f"{w.get('message', '')}" for w in r.get("warnings", [])]
     state = batch["state"].removeprefix("BATCH_STATE_").lower()
     if state != "completed":
         found.append(f"the batch is {state}" + (f" ({batch['state_reason']})" if batch["state_reason"] else "")
                      + ": these results are partial")  # fmt: skip
     ssr = r["scale_separation_reliability"]
-    if r["essays"] and ssr < FEW_SEPARATED:
+    if r["essays"] and ssr < FEW_SEPARATED and not diagnosed:
         found.append(f"scale separation reliability is {ssr:.2f} (below {FEW_SEPARATED}): the order of essays is not "
                      "reliable; more comparisons would help")  # fmt: skip
     progress = batch.get("progress") or {}
     failed, done = progress.get("comparisons_failed", 0), progress.get("comparisons_done", 0)
     if failed and failed >= 0.1 * (failed + done):
         found.append(f"{failed} of {failed + done} comparisons failed (see comparisons.csv)")
-    wrong = inversions(_rankable_anchors(report))
+    wrong = [] if diagnosed else inversions(_rankable_anchors(report))
     if wrong:
         found.append(f"{len(wrong)} anchor pair(s) out of grade order (listed under Anchors): the anchors may not fit "
                      "this prompt or this judge")  # fmt: skip
