@@ -1,10 +1,12 @@
-"""One batch of the contract's maximum size (9,999 essays, simulated judge) while another client
-reads its own small batch: does the CJ Service stay responsive to everyone else?
+"""One big batch (simulated judge) while another client reads its own small batch: does the CJ
+Service stay responsive to everyone else, and does a national cohort run to the end?
 
 Separate processes on SQLite. Reports: how long BatchUpload and SubmitBatch of the big batch took;
 the other client's GetBatch latency (p50, p99, max) polled every 50 ms for `--seconds`; the big
 batch's progress in that time; the peak resident memory of cj-svc; how long CancelBatch took.
-Run: .venv/bin/python bench/big_batch.py [--essays 9999] [--seconds 60]
+With `--to-end` the big batch is not cancelled but run to COMPLETED (5 comparisons per essay), and
+its served SSR and ranks are checked against the engine run alone on the comparisons it recorded.
+Run: .venv/bin/python bench/big_batch.py [--essays 9999] [--seconds 60] [--to-end]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc  # noqa: E402
@@ -26,6 +29,8 @@ from huleedu.content.v1 import content_pb2, content_pb2_grpc  # noqa: E402
 
 from bench._servers import PIDS, cj_service, content_service  # noqa: E402
 from bench.load import memory_mib  # noqa: E402
+from cj_svc.engine.bradley_terry import Comparisons, fit, scale_separation_reliability  # noqa: E402
+from cj_svc.engine.prior import PriorChoice  # noqa: E402
 
 
 async def store(stub, texts: list[str]) -> list[str]:
@@ -50,7 +55,41 @@ def request(ids: list[str], label: str, budget: int) -> assessment_pb2.SubmitBat
     )
 
 
-async def main(essays: int, seconds: float) -> None:
+async def all_comparisons(assessment, batch_id: str) -> list:
+    rows, token = [], ""
+    while True:
+        page = await assessment.ListComparisons(
+            assessment_pb2.ListComparisonsRequest(batch_id=batch_id, page_size=1000, page_token=token), timeout=120
+        )
+        rows += page.comparisons
+        token = page.next_page_token
+        if not token:
+            return rows
+
+
+def engine_alone(results, comparisons) -> str:
+    """The served SSR and ranks against a fit of the recorded answers by the engine in this process."""
+    position = {e.essay_id: i for i, e in enumerate(results.essays)}
+    done = [c for c in comparisons if c.winner != assessment_pb2.WINNER_UNSPECIFIED]
+    data = Comparisons.from_lists(
+        [position[c.essay_a_id] for c in done],
+        [position[c.essay_b_id] for c in done],
+        [c.winner == assessment_pb2.WINNER_ESSAY_A for c in done],
+    )
+    n = len(results.essays)
+    alpha = PriorChoice.replay(n, data, np.array([c.wave for c in done], np.int64)).alpha
+    alone = fit(n, data, alpha)
+    ssr = scale_separation_reliability(alone.scores, alone.standard_errors)
+    rank = np.empty(n, int)
+    rank[np.argsort(-alone.scores, kind="stable")] = np.arange(1, n + 1)
+    served = np.array([e.rank for e in results.essays])
+    return (
+        f"served SSR {results.scale_separation_reliability:.6f}, engine alone {ssr:.6f}; ranks equal for "
+        f"{int(np.sum(served == rank))} of {n} essays; {len(done)} comparisons"
+    )
+
+
+async def main(essays: int, seconds: float, to_end: bool) -> None:
     with (
         content_service() as content,
         cj_service(content, extra=["--judge-provider", "simulated", "--simulated-latency-ms", "20"]) as cj,
@@ -66,7 +105,8 @@ async def main(essays: int, seconds: float) -> None:
             small = (await assessment.SubmitBatch(request(small_ids, "other client", 10))).batch
 
             started = time.perf_counter()
-            big = (await assessment.SubmitBatch(request(big_ids, "national cohort", essays * 3), timeout=300)).batch
+            budget = essays * (5 if to_end else 3)
+            big = (await assessment.SubmitBatch(request(big_ids, "national cohort", budget), timeout=300)).batch
             submitted = time.perf_counter() - started
 
             latencies: list[float] = []
@@ -78,13 +118,29 @@ async def main(essays: int, seconds: float) -> None:
                 await asyncio.sleep(0.05)
             progress = (await assessment.GetBatch(assessment_pb2.GetBatchRequest(batch_id=big.batch_id))).batch
             started = time.perf_counter()
-            try:
-                await assessment.CancelBatch(
-                    assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=big.batch_id), timeout=120
+            if to_end:
+                async for update in assessment.WatchBatch(assessment_pb2.WatchBatchRequest(batch_id=big.batch_id)):
+                    final = update.batch
+                ran = time.perf_counter() - started + seconds
+                results = (
+                    await assessment.GetBatchResults(
+                        assessment_pb2.GetBatchResultsRequest(batch_id=big.batch_id), timeout=300
+                    )
+                ).results
+                comparisons = await all_comparisons(assessment, big.batch_id)
+                cancelled = (
+                    f"not cancelled: {assessment_pb2.BatchState.Name(final.state)} ({final.state_reason}) after "
+                    f"{ran:.0f} s in all; {engine_alone(results, comparisons)}"
                 )
-                cancelled = f"{time.perf_counter() - started:.2f} s"
-            except grpc.aio.AioRpcError as error:  # it finished within the time measured
-                cancelled = f"not needed ({error.details()})"
+            else:
+                try:
+                    await assessment.CancelBatch(
+                        assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=big.batch_id),
+                        timeout=120,
+                    )
+                    cancelled = f"{time.perf_counter() - started:.2f} s"
+                except grpc.aio.AioRpcError as error:  # it finished within the time measured
+                    cancelled = f"not needed ({error.details()})"
             _, peak = memory_mib(PIDS[cj])
 
     cuts = statistics.quantiles(latencies, n=100)
@@ -104,5 +160,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--essays", type=int, default=9999)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--to-end", action="store_true")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.essays, arguments.seconds))
+    asyncio.run(main(arguments.essays, arguments.seconds, arguments.to_end))

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter as MetricCounter
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -122,6 +122,19 @@ async def transition(session: AsyncSession, batch_id: str, to_state: str, reason
     return result.rowcount == 1
 
 
+def unique_essay_ids(essays: list[EssayInput]) -> None:
+    """The contract's uniqueness rule, checked here rather than in CEL (see assessment.proto)."""
+    seen: dict[str, int] = {}
+    for index, essay in enumerate(essays):
+        earlier = seen.setdefault(essay.essay_id, index)
+        if earlier != index:
+            raise errors.InvalidArgument(
+                f"essay ids must be unique within a batch: {essay.essay_id!r} is essays[{earlier}] and "
+                f"essays[{index}]; give each essay its own id",
+                field="essays",
+            )
+
+
 class Batches:
     def __init__(
         self, sessions: async_sessionmaker, content: ContentClient, default_provider: str, budget_per_essay: int
@@ -133,6 +146,7 @@ class Batches:
 
     async def submit(self, request: BatchRequest) -> tuple[BatchView, bool]:
         """Check everything, then store the batch in one transaction. (view, created)."""
+        unique_essay_ids(request.essays)
         existing = await self._same_request(request)
         if existing is not None:
             return existing, False
@@ -206,14 +220,17 @@ class Batches:
             created_at=now,
             updated_at=now,
         )
+        # Plain rows in one executemany: ORM objects for a national cohort's essays would hold the
+        # event loop for seconds.
         rows = [
-            BatchEssay(batch_id=batch.batch_id, position=i, essay_id=e.essay_id, display_name=e.display_name,
-                       text_storage_id=e.text_storage_id, is_anchor=False, wins=0, losses=0)
+            {"batch_id": batch.batch_id, "position": i, "essay_id": e.essay_id, "display_name": e.display_name,
+             "text_storage_id": e.text_storage_id, "is_anchor": False, "known_grade": None, "wins": 0, "losses": 0}
             for i, e in enumerate(request.essays)
         ]  # fmt: skip
         rows += [
-            BatchEssay(batch_id=batch.batch_id, position=len(rows) + i, essay_id=a.label, display_name=f"anchor {a.label}",
-                       text_storage_id=a.storage_id, is_anchor=True, known_grade=a.grade, wins=0, losses=0)
+            {"batch_id": batch.batch_id, "position": len(request.essays) + i, "essay_id": a.label,
+             "display_name": f"anchor {a.label}", "text_storage_id": a.storage_id, "is_anchor": True,
+             "known_grade": a.grade, "wins": 0, "losses": 0}
             for i, a in enumerate(anchors)
         ]  # fmt: skip
         try:
@@ -221,7 +238,7 @@ class Batches:
             async def transaction(session: AsyncSession) -> Any:
                 session.add(batch)
                 await session.flush()
-                session.add_all(rows)
+                await session.execute(insert(BatchEssay), rows)
 
             await database.write(self.sessions, transaction)
         except IntegrityError:

@@ -14,7 +14,9 @@ from pathlib import Path
 import grpc
 
 # Message size limits, set explicitly on both ends (grpc's defaults differ between send and receive).
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# The largest message the contract allows is a SubmitBatch of 100,000 essays with the longest ids
+# and names: about 28 MB.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 MESSAGE_SIZE_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -6,6 +6,11 @@ penalized maximum-likelihood estimate with choix's regularization convention (ob
 `choix.opt_pairwise(n, data, alpha)`, which the tests check. It is found by Newton's method, which
 converges in a few steps and is much faster than choix's general optimizers at 1,000+ essays.
 
+Up to `DENSE_UP_TO` essays the Newton system is solved densely and the standard errors come from the
+exact inverse. Beyond, the comparison graph is sparse (each essay meets a few dozen others), so the
+system is solved by conjugate gradients and the variances are estimated (`sparse.py`): national
+cohorts of 100,000 essays fit in seconds and a few hundred MB instead of 80 GB per matrix.
+
 The prior matters: when pairs are chosen from earlier outcomes (adaptive pairing), near-flat
 estimates spread the scale out far beyond the truth and make SSR overstate reliability (Bramley &
 Vitello 2019; 2-3x the true spread at 100-300 essays in simulation). With a prior about as wide as
@@ -17,11 +22,15 @@ default below (SD 1.77 logits) is its starting point.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.linalg import cho_factor, cho_solve, lapack
 
+from cj_svc.engine import sparse
+
+DENSE_UP_TO = 2000  # essays: beyond, the sparse solver (its error is measured in bench/engine_speed.py)
 DEFAULT_ALPHA = 0.16  # prior variance 1 / (2 alpha): SD 1.77 logits
 BIAS_ALPHA = 0.01  # the position bias gets its own weak prior: the scores' prior says nothing about it
 
@@ -46,10 +55,20 @@ class Comparisons:
 class Fit:
     scores: NDArray[np.float64]  # centred: they sum to zero
     standard_errors: NDArray[np.float64]  # under the sum-to-zero constraint; finite and > 0
-    covariance: NDArray[np.float64]  # of the centred scores (n x n); its diagonal is standard_errors^2
+    # Of the centred scores (n x n; its diagonal is standard_errors^2); None beyond DENSE_UP_TO essays,
+    # where only the variances are estimated.
+    covariance: NDArray[np.float64] | None
     position_bias: float  # logits of advantage for the essay shown first, beside these scores
     position_bias_se: float
     iterations: int
+
+    def pair_variance(self, first: NDArray[np.int64], second: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Var(theta_first - theta_second) for each pair; without the covariance, the scores are
+        taken as independent (their covariance is small beside their variances in a sparse graph)."""
+        if self.covariance is not None:
+            return difference_variance(self.covariance, first, second)
+        variances = self.standard_errors**2
+        return variances[first] + variances[second]
 
 
 def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -107,11 +126,22 @@ def fit(
     """Penalized ML scores, their standard errors and the position bias, from pairwise outcomes."""
     if alpha <= 0:
         raise ValueError("alpha must be > 0: it keeps scores finite for essays that won or lost everything")
+    dense = n <= DENSE_UP_TO
     x = np.zeros(n + 1)
     if start is not None:
         x[:n] = start
     y = data.first_won.astype(float)
     a, b = data.first, data.second
+
+    def information(p: NDArray[np.float64]) -> Any:
+        if not dense:
+            return sparse.information(n, a, b, p * (1 - p), alpha, BIAS_ALPHA, estimate_bias)
+        info = _information(n, data, p * (1 - p), alpha)
+        if not estimate_bias:
+            info[n, :n] = info[:n, n] = 0.0
+            info[n, n] = 1.0
+        return info
+
     iterations = 0
     while iterations < max_iterations:
         iterations += 1
@@ -119,13 +149,12 @@ def fit(
         residual = y - p
         gradient = np.empty(n + 1)
         gradient[:n] = np.bincount(a, residual, n) - np.bincount(b, residual, n) - 2 * alpha * x[:n]
-        gradient[n] = residual.sum() - 2 * BIAS_ALPHA * x[n]
-        info = _information(n, data, p * (1 - p), alpha)
-        if not estimate_bias:
-            gradient[n] = 0.0
-            info[n, :n] = info[:n, n] = 0.0
-            info[n, n] = 1.0
-        step = cho_solve(cho_factor(info, check_finite=False), gradient, check_finite=False)
+        gradient[n] = residual.sum() - 2 * BIAS_ALPHA * x[n] if estimate_bias else 0.0
+        info = information(p)
+        if dense:
+            step = cho_solve(cho_factor(info, check_finite=False), gradient, check_finite=False)
+        else:
+            step = sparse.solve(info, gradient, alpha)
         # Damped Newton: halve the step until the objective does not get worse.
         before = _objective(x, data, y, alpha, n)
         scale = 1.0
@@ -134,23 +163,24 @@ def fit(
         x += scale * step
         if np.max(np.abs(scale * step)) < tolerance:
             break
-    p = _sigmoid(x[a] - x[b] + x[n])
-    info = _information(n, data, p * (1 - p), alpha)
-    if not estimate_bias:
-        info[n, :n] = info[:n, n] = 0.0
-        info[n, n] = 1.0
-    covariance = _inverse(info)
-    # Sum-to-zero constraint: the covariance of the centred scores is P C P with P = I - 11'/n.
-    theta_cov = covariance[:n, :n]
-    row_means = theta_cov.mean(axis=1)
-    centred_cov = theta_cov - row_means[:, None] - row_means[None, :] + theta_cov.mean()
+    info = information(_sigmoid(x[a] - x[b] + x[n]))
     scores = x[:n] - x[:n].mean()
+    if dense:
+        covariance = _inverse(info)
+        # Sum-to-zero constraint: the covariance of the centred scores is P C P with P = I - 11'/n.
+        theta_cov = covariance[:n, :n]
+        row_means = theta_cov.mean(axis=1)
+        centred: NDArray[np.float64] | None = theta_cov - row_means[:, None] - row_means[None, :] + theta_cov.mean()
+        variances, bias_variance = np.diag(centred), covariance[n, n]
+    else:
+        centred = None
+        variances, bias_variance = sparse.centred_variances(info, scores, alpha)
     return Fit(
         scores=scores,
-        standard_errors=np.sqrt(np.maximum(np.diag(centred_cov), 1e-12)),
-        covariance=centred_cov,
+        standard_errors=np.sqrt(np.maximum(variances, 1e-12)),
+        covariance=centred,
         position_bias=float(x[n]) if estimate_bias else 0.0,
-        position_bias_se=float(np.sqrt(covariance[n, n])) if estimate_bias else 0.0,
+        position_bias_se=float(np.sqrt(bias_variance)) if estimate_bias else 0.0,
         iterations=iterations,
     )
 
@@ -170,7 +200,7 @@ def judge_position_bias(result: Fit, data: Comparisons) -> tuple[float, float]:
     over the comparisons. This undoes that; the fit's own `position_bias` goes with its scores."""
     if not len(data):
         return result.position_bias, result.position_bias_se
-    v = difference_variance(result.covariance, data.first, data.second)
+    v = result.pair_variance(data.first, data.second)
     attenuation = float(np.sqrt(1.0 + np.pi * np.mean(v) / 8.0))
     return result.position_bias * attenuation, result.position_bias_se * attenuation
 

@@ -11,6 +11,10 @@ Rules, each checked by tests:
   shrink the total variance of the scores most (A-optimal design, see `_gains`). That favours close
   current scores, uncertain essays and essays with few comparisons, and also pairs that link parts
   of the scale that were seldom compared with each other, which pairing only near neighbours misses;
+- beyond `DENSE_UP_TO` essays, where there is no covariance and all pairs would be billions, the
+  candidates are each essay's `NEIGHBOURS` nearest on the scale either side and `LONG_LINKS` drawn at
+  random (which keep distant parts of the scale tied together), their gain taken with the scores
+  independent;
 - the same state and seed give the same wave.
 """
 
@@ -21,9 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from cj_svc.engine.bradley_terry import difference_variance
+from cj_svc.engine.bradley_terry import DENSE_UP_TO, difference_variance
 
 CANDIDATES_PER_SLOT = 8  # best pairs considered per pair of the wave (beyond those already asked)
+NEIGHBOURS = 12  # beyond DENSE_UP_TO essays: candidate partners on either side in score order
+LONG_LINKS = 2  # beyond DENSE_UP_TO essays: candidate partners drawn at random, per essay
 
 
 @dataclass
@@ -83,23 +89,45 @@ def _orient(i: int, j: int, skew: NDArray[np.int64], rng: np.random.Generator) -
     return (i, j) if rng.random() < 0.5 else (j, i)
 
 
-def _gains(state: PairingState) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
-    """Every unordered pair (i, j), i < j, with its expected reduction of trace(C), the total variance
-    of the scores, if judged once: w |C d|^2 / (1 + w d'C d), where d = e_i - e_j and w = p(1-p) at
-    the current scores (the rank-one update of the posterior covariance C by one comparison)."""
-    covariance = state.covariance if state.covariance is not None else np.diag(state.standard_errors**2)
-    squared = covariance @ covariance
-    i, j = np.triu_indices(state.n, 1)
-    p = 1.0 / (1.0 + np.exp(-(state.scores[i] - state.scores[j])))
-    weight = p * (1 - p)
-    # |C d|^2 = d' C C d: the same form as the variance of a difference, over C C
-    reach = difference_variance(squared, i, j)
-    return i, j, weight * reach / (1.0 + weight * difference_variance(covariance, i, j))
+def _gains(
+    state: PairingState, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Candidate unordered pairs (i, j), i < j, with the expected reduction of trace(C), the total
+    variance of the scores, if judged once: w |C d|^2 / (1 + w d'C d), where d = e_i - e_j and
+    w = p(1-p) at the current scores (the rank-one update of the posterior covariance C by one
+    comparison). Every pair up to DENSE_UP_TO essays; beyond, score neighbours and random links."""
+    if state.n > DENSE_UP_TO:
+        i, j = _candidates(state, rng)
+        variances = state.standard_errors**2
+        reach = variances[i] ** 2 + variances[j] ** 2
+        spread = variances[i] + variances[j]
+    else:
+        covariance = state.covariance if state.covariance is not None else np.diag(state.standard_errors**2)
+        i, j = np.triu_indices(state.n, 1)
+        # |C d|^2 = d' C C d: the same form as the variance of a difference, over C C
+        reach = difference_variance(covariance @ covariance, i, j)
+        spread = difference_variance(covariance, i, j)
+    win = 1.0 / (1.0 + np.exp(-(state.scores[i] - state.scores[j])))
+    weight = win * (1 - win)
+    return i, j, weight * reach / (1.0 + weight * spread)
+
+
+def _candidates(state: PairingState, rng: np.random.Generator) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Each essay with its NEIGHBOURS nearest on the scale either side and LONG_LINKS random others,
+    as unordered pairs (i < j) without repeats."""
+    order = np.argsort(state.scores, kind="stable")
+    near = [np.stack([order[:-k], order[k:]]) for k in range(1, min(NEIGHBOURS, state.n - 1) + 1)]
+    far_i = np.repeat(np.arange(state.n), LONG_LINKS)
+    far = np.stack([far_i, rng.integers(0, state.n, len(far_i))])
+    pairs = np.concatenate([*near, far], axis=1)
+    pairs = np.unique(np.sort(pairs, axis=0), axis=1)
+    pairs = pairs[:, pairs[0] != pairs[1]]
+    return pairs[0], pairs[1]
 
 
 def _ranked_pairs(state: PairingState, rng: np.random.Generator, limit: int) -> list[tuple[int, int]]:
     """Pairs not asked yet, highest gain first (ties broken by the seed)."""
-    i, j, gain = _gains(state)
+    i, j, gain = _gains(state, rng)
     gain = gain + rng.random(len(gain)) * 1e-12
     # Only the best few per slot need sorting; every asked pair might be among them, so add those.
     keep = min(len(gain), CANDIDATES_PER_SLOT * limit + len(state.asked))

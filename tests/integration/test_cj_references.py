@@ -194,3 +194,31 @@ async def test_a_judge_the_service_cannot_use_is_refused_before_any_batch_exists
     assert result.code == 2, result.output
     assert "OPENAI_API_KEY" in result.output and "Traceback" not in result.output
     assert await batch_count(mesh) == 0
+
+
+async def test_essay_ids_must_be_unique_at_any_size_and_batches_past_9999_are_accepted(mesh) -> None:
+    from huleedu.cj.v1 import assessment_pb2
+
+    small = submit_request(await store_texts(mesh.content, ESSAYS))
+    small.essays[2].essay_id = small.essays[0].essay_id
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await mesh.assessment.SubmitBatch(small)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "essays[0] and essays[2]" in field_violations(refused.value)["essays"]
+    # Past the 9,999 that a CEL uniqueness rule allowed: distinct texts (so no essay is a duplicate).
+    texts = [f"Essay {i}: rivers, towns and the bridges between them." for i in range(10_500)]
+    ids: list[str] = []
+    for start in range(0, len(texts), 1000):
+        ids += await store_texts(mesh.content, texts[start : start + 1000])
+    large = submit_request(ids)
+    large.essays[10_400].essay_id = large.essays[3].essay_id
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await mesh.assessment.SubmitBatch(large)
+    assert "essays[3] and essays[10400]" in field_violations(refused.value)["essays"]
+    assert await batch_count(mesh) == 0
+    large.essays[10_400].essay_id = "s10400"
+    accepted = await mesh.assessment.SubmitBatch(large, timeout=60)
+    assert accepted.created and accepted.batch.essay_count == 10_500
+    await mesh.assessment.CancelBatch(
+        assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=accepted.batch.batch_id)
+    )

@@ -1,0 +1,143 @@
+"""The Bradley-Terry fit's linear algebra for large cohorts, on sparse matrices.
+
+The penalized information matrix over (theta_0..theta_{n-1}, bias) is a weighted graph Laplacian
+plus 2 alpha on the diagonal, bordered by the bias's row and column. Its constant vector over the
+scores is an exact eigenvector (eigenvalue 2 alpha: the Laplacian's rows and the bias column both
+sum to zero), which is what makes a sparse treatment simple:
+- `solve` splits that direction off exactly and solves the rest by conjugate gradients with a
+  Jacobi preconditioner, which converge in tens of steps because what remains is well conditioned;
+- `centred_variances` estimates the diagonal of the inverse under the sum-to-zero constraint without
+  forming it: a local walk-sum approximation (each essay's information and its neighbours' variances),
+  corrected per region of the scale by a few exact solves against random probes. Against the exact
+  inverse at 1,000 essays (bench/engine_speed.py), standard errors are within about 1 % (RMS).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+PROBES = 16  # random probe vectors for the variance correction (16 columns solved at once)
+BINS = 20  # regions of the scale (by score rank) each given its own correction factor
+SOLVE_TOLERANCE = 1e-10  # relative residual of each conjugate-gradient solve
+
+
+def information(
+    n: int,
+    first: NDArray[np.int64],
+    second: NDArray[np.int64],
+    weights: NDArray[np.float64],
+    alpha: float,
+    bias_alpha: float,
+    estimate_bias: bool,
+) -> sp.csr_matrix:
+    """Penalized Fisher information over (theta_0..theta_{n-1}, bias), (n+1) x (n+1), sparse.
+    Without the bias, its row and column are those of the identity."""
+    every = np.arange(n)
+    diagonal = np.bincount(first, weights, n) + np.bincount(second, weights, n) + 2 * alpha
+    cross = np.bincount(first, weights, n) - np.bincount(second, weights, n)
+    if not estimate_bias:
+        cross = np.zeros(n)
+    corner = weights.sum() + 2 * bias_alpha if estimate_bias else 1.0
+    rows = np.concatenate([first, second, every, every, np.full(n, n), [n]])
+    cols = np.concatenate([second, first, every, np.full(n, n), every, [n]])
+    values = np.concatenate([-weights, -weights, diagonal, cross, cross, [corner]])
+    return sp.csr_matrix((values, (rows, cols)), shape=(n + 1, n + 1))  # repeated pairs are summed
+
+
+def solve(matrix: sp.csr_matrix, rhs: NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
+    """matrix @ x = rhs for each column of rhs (a vector or an (n+1) x k array).
+
+    The scores' mean is solved exactly (the constant direction, eigenvalue 2 alpha), the rest by
+    preconditioned conjugate gradients in the subspace where the scores sum to zero, where all
+    columns advance together."""
+    vector = rhs.ndim == 1
+    remainder = np.array(rhs, float).reshape(len(rhs), -1)
+    n = len(remainder) - 1
+    mean = remainder[:n].mean(axis=0)
+    remainder[:n] -= mean
+    x = _conjugate_gradients(matrix, remainder, n)
+    x[:n] += mean / (2 * alpha)
+    return x[:, 0] if vector else x
+
+
+def _conjugate_gradients(matrix: sp.csr_matrix, rhs: NDArray[np.float64], n: int) -> NDArray[np.float64]:
+    inverse_diagonal = (1.0 / matrix.diagonal())[:, None]
+
+    def precondition(residual: NDArray[np.float64]) -> NDArray[np.float64]:
+        z = inverse_diagonal * residual
+        z[:n] -= z[:n].mean(axis=0)  # stay where the scores sum to zero
+        return z
+
+    x = np.zeros_like(rhs)
+    residual = rhs.copy()
+    goal = SOLVE_TOLERANCE * np.linalg.norm(rhs, axis=0)
+    z = precondition(residual)
+    direction = z.copy()
+    rz = (residual * z).sum(axis=0)
+    for _ in range(10 * len(rhs)):
+        if np.all(np.linalg.norm(residual, axis=0) <= goal):
+            break
+        product = matrix @ direction
+        curvature = (direction * product).sum(axis=0)
+        step = np.divide(rz, curvature, out=np.zeros_like(rz), where=curvature > 0)
+        x += step * direction
+        residual -= step * product
+        z = precondition(residual)
+        rz_next = (residual * z).sum(axis=0)
+        direction = z + np.divide(rz_next, rz, out=np.zeros_like(rz), where=rz > 0) * direction
+        rz = rz_next
+    return x
+
+
+def local_variances(matrix: sp.csr_matrix, n: int) -> NDArray[np.float64]:
+    """Walk-sum approximation of the inverse's diagonal over the scores: v_i = 1/d_i + sum_j
+    (w_ij / d_i)^2 v_j, with d the information's diagonal and w_ij its off-diagonal weights, solved by
+    iteration. It counts each essay's own information and its neighbours' uncertainty, and misses
+    longer cycles: it runs 1-8 % low, more so for wide priors (see `centred_variances`)."""
+    theta = matrix[:n, :n].tocsr()
+    degree = theta.diagonal()
+    off = theta - sp.diags(degree)
+    squared = off.multiply(off).tocsr()
+    variances = 1.0 / degree
+    for _ in range(500):
+        updated = 1.0 / degree + (squared @ variances) / degree**2
+        done = np.max(np.abs(updated - variances) / updated) < 1e-9
+        variances = updated
+        if done:
+            break
+    return variances
+
+
+def centred_variances(
+    matrix: sp.csr_matrix, scores: NDArray[np.float64], alpha: float
+) -> tuple[NDArray[np.float64], float]:
+    """Variances of the centred scores (the diagonal of P C P, C the inverse's score block and
+    P = I - 11'/n) and the variance of the bias, without forming C.
+
+    The local approximation, less the constant direction's share 1/(2 alpha n), plus the bias's
+    share (exact, from one solve), is scaled per region of the scale so that it agrees with a
+    Hutchinson estimate from `PROBES` solves against random signs. Probes are coloured by score rank
+    (essays next to each other on the scale never share a probe), so each probe's error comes only
+    from essays far apart, whose covariance is small; pooling a region's essays removes the rest of
+    the noise. Deterministic: the probes' signs come from a fixed seed."""
+    n = len(scores)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(scores, kind="stable")] = np.arange(n)
+    rng = np.random.default_rng(0)
+    signs = np.zeros((n, PROBES))
+    signs[np.arange(n), rank % PROBES] = rng.choice([-1.0, 1.0], n)
+    probes = np.zeros((n + 1, PROBES + 1))
+    probes[:n, :PROBES] = signs - signs.mean(axis=0)  # P z: C P z is then P C P z
+    probes[n, PROBES] = 1.0  # the bias's own column
+    solved = solve(matrix, probes, alpha)
+    bias_column = solved[:, PROBES]
+    bias_variance = float(bias_column[n])
+    local = local_variances(matrix, n) - 1.0 / (2 * alpha * n) + bias_column[:n] ** 2 / bias_variance
+    local = np.maximum(local, 1e-12)
+    sampled = (solved[:n, :PROBES] * signs).sum(axis=1)  # E[(P C P z) z] = diag(P C P)
+    bins = max(1, min(BINS, n // 50))
+    region = rank * bins // n
+    factor = np.bincount(region, sampled, bins) / np.bincount(region, local, bins)
+    return local * np.clip(factor, 0.25, 4.0)[region], bias_variance
