@@ -32,6 +32,7 @@ from cj_svc.engine import sparse
 
 DENSE_UP_TO = 2000  # essays: beyond, the sparse solver (its error is measured in bench/engine_speed.py)
 DEFAULT_ALPHA = 0.16  # prior variance 1 / (2 alpha): SD 1.77 logits
+MAX_STEP = 2.0  # logits: the largest move of one score in one Newton step
 BIAS_ALPHA = 0.01  # the position bias gets its own weak prior: the scores' prior says nothing about it
 
 
@@ -49,6 +50,14 @@ class Comparisons:
 
     def __len__(self) -> int:
         return len(self.first)
+
+    def layout(self, n: int) -> sparse.Layout:
+        """The sparse information matrix's layout for these comparisons among n essays, worked out
+        once and kept (fits of several prior widths share it)."""
+        kept: dict[int, sparse.Layout] = self.__dict__.setdefault("_layouts", {})  # not a field
+        if n not in kept:
+            kept[n] = sparse.Layout.of(n, self.first, self.second)
+        return kept[n]
 
 
 @dataclass(frozen=True)
@@ -122,11 +131,18 @@ def fit(
     start: NDArray[np.float64] | None = None,
     tolerance: float = 1e-7,
     max_iterations: int = 50,
+    precise: bool = True,
 ) -> Fit:
-    """Penalized ML scores, their standard errors and the position bias, from pairwise outcomes."""
+    """Penalized ML scores, their standard errors and the position bias, from pairwise outcomes.
+
+    `precise=False` is for fits that only predict (the prior's candidates): past DENSE_UP_TO essays
+    they stop at a looser tolerance (0.01 logits) and keep the local variances, without the probe
+    correction."""
     if alpha <= 0:
         raise ValueError("alpha must be > 0: it keeps scores finite for essays that won or lost everything")
     dense = n <= DENSE_UP_TO
+    if not dense and not precise:
+        tolerance = max(tolerance, 1e-2)  # logits: nothing a prediction would notice
     x = np.zeros(n + 1)
     if start is not None:
         x[:n] = start
@@ -135,7 +151,7 @@ def fit(
 
     def information(p: NDArray[np.float64]) -> Any:
         if not dense:
-            return sparse.information(n, a, b, p * (1 - p), alpha, BIAS_ALPHA, estimate_bias)
+            return sparse.information(data.layout(n), a, b, p * (1 - p), alpha, BIAS_ALPHA, estimate_bias)
         info = _information(n, data, p * (1 - p), alpha)
         if not estimate_bias:
             info[n, :n] = info[:n, n] = 0.0
@@ -143,6 +159,7 @@ def fit(
         return info
 
     iterations = 0
+    before = _objective(x, data, y, alpha, n)
     while iterations < max_iterations:
         iterations += 1
         p = _sigmoid(x[a] - x[b] + x[n])
@@ -155,12 +172,18 @@ def fit(
             step = cho_solve(cho_factor(info, check_finite=False), gradient, check_finite=False)
         else:
             step = sparse.solve(info, gradient, alpha)
-        # Damped Newton: halve the step until the objective does not get worse.
-        before = _objective(x, data, y, alpha, n)
+        # Damped Newton: no score moves more than MAX_STEP at once (an essay that won nearly every
+        # comparison has a nearly flat likelihood, whose Newton step can be tens of logits and
+        # would make the line search shrink every other essay's step too), then the step is
+        # halved until the objective does not get worse.
+        step = np.clip(step, -MAX_STEP, MAX_STEP)
         scale = 1.0
-        while scale > 1e-4 and _objective(x + scale * step, data, y, alpha, n) > before + 1e-12:
+        after = _objective(x + step, data, y, alpha, n)
+        while after > before + 1e-12 and scale > 1e-4:
             scale /= 2
+            after = _objective(x + scale * step, data, y, alpha, n)
         x += scale * step
+        before = after
         if np.max(np.abs(scale * step)) < tolerance:
             break
     info = information(_sigmoid(x[a] - x[b] + x[n]))
@@ -174,7 +197,7 @@ def fit(
         variances, bias_variance = np.diag(centred), covariance[n, n]
     else:
         centred = None
-        variances, bias_variance = sparse.centred_variances(info, scores, alpha)
+        variances, bias_variance = sparse.centred_variances(info, scores, alpha, probe=precise)
     return Fit(
         scores=scores,
         standard_errors=np.sqrt(np.maximum(variances, 1e-12)),

@@ -14,17 +14,46 @@ sum to zero), which is what makes a sparse treatment simple:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-PROBES = 16  # random probe vectors for the variance correction (16 columns solved at once)
 BINS = 20  # regions of the scale (by score rank) each given its own correction factor
-SOLVE_TOLERANCE = 1e-10  # relative residual of each conjugate-gradient solve
+# Random probe vectors for the variance correction, solved together: enough that each region's
+# factor pools about this many samples (16 probes at 2,000 essays, 4 from 8,000 on).
+SAMPLES_PER_BIN = 1600
+MIN_PROBES, MAX_PROBES = 4, 16
+# Relative residual of conjugate-gradient solves: Newton steps need little (each step's error is
+# corrected by the next; inexact Newton), variances a little more.
+STEP_TOLERANCE = 1e-4
+VARIANCE_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each entry of the information matrix lands in its CSR arrays, for one set of
+    comparisons: worked out once (a sort), then every Newton step only adds up weights."""
+
+    n: int
+    indptr: NDArray[np.int64]
+    indices: NDArray[np.int64]
+    slots: NDArray[np.int64]  # for each entry of `information`'s list, its place in the CSR data
+
+    @classmethod
+    def of(cls, n: int, first: NDArray[np.int64], second: NDArray[np.int64]) -> Layout:
+        every = np.arange(n)
+        rows = np.concatenate([first, second, every, every, np.full(n, n), [n]])
+        cols = np.concatenate([second, first, every, np.full(n, n), every, [n]])
+        keys, slots = np.unique(rows * (n + 1) + cols, return_inverse=True)  # row-major: CSR order
+        indptr = np.zeros(n + 2, np.int64)
+        np.cumsum(np.bincount(keys // (n + 1), minlength=n + 1), out=indptr[1:])
+        return cls(n, indptr, keys % (n + 1), slots)
 
 
 def information(
-    n: int,
+    layout: Layout,
     first: NDArray[np.int64],
     second: NDArray[np.int64],
     weights: NDArray[np.float64],
@@ -34,19 +63,18 @@ def information(
 ) -> sp.csr_matrix:
     """Penalized Fisher information over (theta_0..theta_{n-1}, bias), (n+1) x (n+1), sparse.
     Without the bias, its row and column are those of the identity."""
-    every = np.arange(n)
+    n = layout.n
     diagonal = np.bincount(first, weights, n) + np.bincount(second, weights, n) + 2 * alpha
-    cross = np.bincount(first, weights, n) - np.bincount(second, weights, n)
-    if not estimate_bias:
-        cross = np.zeros(n)
+    cross = np.bincount(first, weights, n) - np.bincount(second, weights, n) if estimate_bias else np.zeros(n)
     corner = weights.sum() + 2 * bias_alpha if estimate_bias else 1.0
-    rows = np.concatenate([first, second, every, every, np.full(n, n), [n]])
-    cols = np.concatenate([second, first, every, np.full(n, n), every, [n]])
     values = np.concatenate([-weights, -weights, diagonal, cross, cross, [corner]])
-    return sp.csr_matrix((values, (rows, cols)), shape=(n + 1, n + 1))  # repeated pairs are summed
+    data = np.bincount(layout.slots, values, len(layout.indices))  # repeated pairs are summed
+    return sp.csr_matrix((data, layout.indices, layout.indptr), shape=(n + 1, n + 1))
 
 
-def solve(matrix: sp.csr_matrix, rhs: NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
+def solve(
+    matrix: sp.csr_matrix, rhs: NDArray[np.float64], alpha: float, tolerance: float = STEP_TOLERANCE
+) -> NDArray[np.float64]:
     """matrix @ x = rhs for each column of rhs (a vector or an (n+1) x k array).
 
     The scores' mean is solved exactly (the constant direction, eigenvalue 2 alpha), the rest by
@@ -57,12 +85,14 @@ def solve(matrix: sp.csr_matrix, rhs: NDArray[np.float64], alpha: float) -> NDAr
     n = len(remainder) - 1
     mean = remainder[:n].mean(axis=0)
     remainder[:n] -= mean
-    x = _conjugate_gradients(matrix, remainder, n)
+    x = _conjugate_gradients(matrix, remainder, n, tolerance)
     x[:n] += mean / (2 * alpha)
     return x[:, 0] if vector else x
 
 
-def _conjugate_gradients(matrix: sp.csr_matrix, rhs: NDArray[np.float64], n: int) -> NDArray[np.float64]:
+def _conjugate_gradients(
+    matrix: sp.csr_matrix, rhs: NDArray[np.float64], n: int, tolerance: float
+) -> NDArray[np.float64]:
     inverse_diagonal = (1.0 / matrix.diagonal())[:, None]
 
     def precondition(residual: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -72,7 +102,7 @@ def _conjugate_gradients(matrix: sp.csr_matrix, rhs: NDArray[np.float64], n: int
 
     x = np.zeros_like(rhs)
     residual = rhs.copy()
-    goal = SOLVE_TOLERANCE * np.linalg.norm(rhs, axis=0)
+    goal = tolerance * np.linalg.norm(rhs, axis=0)
     z = precondition(residual)
     direction = z.copy()
     rz = (residual * z).sum(axis=0)
@@ -111,33 +141,37 @@ def local_variances(matrix: sp.csr_matrix, n: int) -> NDArray[np.float64]:
 
 
 def centred_variances(
-    matrix: sp.csr_matrix, scores: NDArray[np.float64], alpha: float
+    matrix: sp.csr_matrix, scores: NDArray[np.float64], alpha: float, probe: bool = True
 ) -> tuple[NDArray[np.float64], float]:
     """Variances of the centred scores (the diagonal of P C P, C the inverse's score block and
     P = I - 11'/n) and the variance of the bias, without forming C.
 
     The local approximation, less the constant direction's share 1/(2 alpha n), plus the bias's
     share (exact, from one solve), is scaled per region of the scale so that it agrees with a
-    Hutchinson estimate from `PROBES` solves against random signs. Probes are coloured by score rank
+    Hutchinson estimate from a few solves against random signs. Probes are coloured by score rank
     (essays next to each other on the scale never share a probe), so each probe's error comes only
     from essays far apart, whose covariance is small; pooling a region's essays removes the rest of
-    the noise. Deterministic: the probes' signs come from a fixed seed."""
+    the noise. Deterministic: the probes' signs come from a fixed seed. Without `probe`, only the
+    bias's solve: the local approximation as it is."""
     n = len(scores)
+    bins = max(1, min(BINS, n // 50))
+    probes = int(np.clip(np.ceil(SAMPLES_PER_BIN * bins / n), MIN_PROBES, MAX_PROBES)) if probe else 0
     rank = np.empty(n, np.int64)
     rank[np.argsort(scores, kind="stable")] = np.arange(n)
-    rng = np.random.default_rng(0)
-    signs = np.zeros((n, PROBES))
-    signs[np.arange(n), rank % PROBES] = rng.choice([-1.0, 1.0], n)
-    probes = np.zeros((n + 1, PROBES + 1))
-    probes[:n, :PROBES] = signs - signs.mean(axis=0)  # P z: C P z is then P C P z
-    probes[n, PROBES] = 1.0  # the bias's own column
-    solved = solve(matrix, probes, alpha)
-    bias_column = solved[:, PROBES]
+    signs = np.zeros((n, probes))
+    if probes:
+        signs[np.arange(n), rank % probes] = np.random.default_rng(0).choice([-1.0, 1.0], n)
+    rhs = np.zeros((n + 1, probes + 1))
+    rhs[:n, :probes] = signs - signs.mean(axis=0)  # P z: C P z is then P C P z
+    rhs[n, probes] = 1.0  # the bias's own column
+    solved = solve(matrix, rhs, alpha, VARIANCE_TOLERANCE)
+    bias_column = solved[:, probes]
     bias_variance = float(bias_column[n])
     local = local_variances(matrix, n) - 1.0 / (2 * alpha * n) + bias_column[:n] ** 2 / bias_variance
     local = np.maximum(local, 1e-12)
-    sampled = (solved[:n, :PROBES] * signs).sum(axis=1)  # E[(P C P z) z] = diag(P C P)
-    bins = max(1, min(BINS, n // 50))
+    if not probe:
+        return local, bias_variance
+    sampled = (solved[:n, :probes] * signs).sum(axis=1)  # E[(P C P z) z] = diag(P C P)
     region = rank * bins // n
     factor = np.bincount(region, sampled, bins) / np.bincount(region, local, bins)
     return local * np.clip(factor, 0.25, 4.0)[region], bias_variance
