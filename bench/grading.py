@@ -115,7 +115,8 @@ def logit_scale(s: Scenario) -> float | None:
     return slope * discrimination * (1 - s.lapse)
 
 
-def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
+def one_batch_setup(s: Scenario, seed: int) -> tuple[np.random.Generator, np.ndarray, list[str], np.ndarray]:
+    """(the batch's generator, true scores of students then anchors, anchors' grades, grade bounds)."""
     rng = np.random.default_rng(seed)
     population = draw_scores(s.scores, 200_000, np.random.default_rng(10**6 + seed))
     bounds = np.quantile(population, UNEVEN_QUANTILES)
@@ -129,7 +130,12 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
             continue
         anchor_scores += list(rng.choice(inside, s.anchors_per_grade, replace=False))
         anchor_grades += [str(g)] * s.anchors_per_grade
-    theta = np.concatenate([students, anchor_scores])
+    return rng, np.concatenate([students, anchor_scores]), anchor_grades, bounds
+
+
+def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
+    rng, theta, anchor_grades, bounds = one_batch_setup(s, seed)
+    students = theta[: s.n]
     total = len(theta)
     is_anchor = np.arange(total) >= s.n
     state = PairingState.new(total, is_anchor)

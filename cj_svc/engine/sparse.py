@@ -160,7 +160,8 @@ def centred_variances(
     rank[np.argsort(scores, kind="stable")] = np.arange(n)
     signs = np.zeros((n, probes))
     if probes:
-        signs[np.arange(n), rank % probes] = np.random.default_rng(0).choice([-1.0, 1.0], n)
+        # Drawn in score order, so that relabelling the essays does not change the estimate.
+        signs[np.arange(n), rank % probes] = np.random.default_rng(0).choice([-1.0, 1.0], n)[rank]
     rhs = np.zeros((n + 1, probes + 1))
     rhs[:n, :probes] = signs - signs.mean(axis=0)  # P z: C P z is then P C P z
     rhs[n, probes] = 1.0  # the bias's own column

@@ -49,7 +49,7 @@ def test_sparse_fit_equals_the_dense_one_and_its_standard_errors_are_close(
     assert estimated.position_bias == pytest.approx(exact.position_bias, abs=1e-7)
     assert estimated.position_bias_se == pytest.approx(exact.position_bias_se, rel=1e-6)
     ratio = estimated.standard_errors / exact.standard_errors
-    assert np.sqrt(np.mean((ratio - 1) ** 2)) < 0.015 and abs(ratio.mean() - 1) < 0.01
+    assert np.sqrt(np.mean((ratio - 1) ** 2)) < 0.02 and abs(ratio.mean() - 1) < 0.01
     assert 0.9 < ratio.min() and ratio.max() < 1.1
 
 
@@ -97,3 +97,12 @@ def test_neighbour_pairing_keeps_the_invariants_and_prefers_close_scores(sparse_
     again = PairingState.new(n, is_anchor)
     again.scores, again.standard_errors = state.scores, state.standard_errors
     assert next_wave(again, np.random.default_rng(1)) == next_wave(again, np.random.default_rng(1))
+
+
+def test_relabelling_essays_does_not_change_the_sparse_estimates(sparse_engine) -> None:
+    _, data = adaptive_like(500, per_essay=6, seed=9)
+    permutation = np.random.default_rng(9).permutation(500)
+    relabelled = Comparisons(permutation[data.first], permutation[data.second], data.first_won)
+    a, b = fit(500, data), fit(500, relabelled)
+    np.testing.assert_allclose(b.scores[permutation], a.scores, atol=1e-8)
+    np.testing.assert_allclose(b.standard_errors[permutation], a.standard_errors, rtol=1e-6)

@@ -1,0 +1,93 @@
+"""How many comparisons until students' grades are decided: the share of students whose most probable
+grade has probability >= 0.8 (and >= 0.5), as served by `grading.grade`, against comparisons per essay.
+
+Same scenarios as bench/grading.py (its base family by default: 100 students, 9 grades of unequal
+width, two anchors per grade, a logistic judge), run far past the service's default budget, with
+random pairing and with the service's adaptive pairing, same seeds. The figure a grading stop rule
+would need: comparisons per essay until 90 % of students hold a grade at P >= 0.8.
+Run: .venv/bin/python bench/grade_decisions.py [--families base probit] [--seeds 6] [--per-essay 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.grading import FAMILIES, LADDER, SCALE, Scenario, one_batch_setup, p_first_wins  # noqa: E402
+from cj_svc.engine.bradley_terry import Comparisons, fit  # noqa: E402
+from cj_svc.engine.grading import grade, probability_matrix  # noqa: E402
+from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
+from cj_svc.engine.prior import PriorChoice  # noqa: E402
+
+CHECKPOINTS = (12, 24, 36, 48, 60)  # comparisons per essay (each essay judged this often)
+
+
+def decided_curve(s: Scenario, seed: int, informative: bool, per_essay: int) -> dict[int, tuple[float, float]]:
+    """{comparisons per essay: (share at P >= 0.8, share at P >= 0.5)} at each checkpoint."""
+    rng, theta, anchor_grades, _ = one_batch_setup(s, seed)
+    total = len(theta)
+    state = PairingState.new(total, np.arange(total) >= s.n)
+    prior = PriorChoice(total)
+    pick = np.random.default_rng(seed + 7)
+    ids = [f"e{i}" for i in range(total)]
+    current = None
+    shares: dict[int, tuple[float, float]] = {}
+    checkpoints = [c for c in CHECKPOINTS if c <= per_essay]
+    while checkpoints:
+        wave = next_wave(state, pick, informative=informative)
+        first, second = np.array([a for a, _ in wave]), np.array([b for _, b in wave])
+        won = rng.random(len(wave)) < p_first_wins(s, theta[first] - theta[second], rng)
+        for a, b in wave:
+            state.record(a, b)
+        prior.add_wave(Comparisons(first, second, won))
+        current = fit(total, prior.answers, prior.alpha, start=None if current is None else current.scores)
+        state.scores, state.standard_errors, state.covariance = (
+            current.scores,
+            current.standard_errors,
+            current.covariance,
+        )
+        if 2 * len(prior.answers) / total >= checkpoints[0]:
+            grades = grade(SCALE, ids, [None] * s.n + anchor_grades, current, prior.answers)
+            top = probability_matrix(grades, LADDER, np.arange(s.n)).max(axis=1) if grades.projections else np.zeros(1)
+            shares[checkpoints.pop(0)] = (float(np.mean(top >= 0.8)), float(np.mean(top >= 0.5)))
+    return shares
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--families", nargs="+", default=["base", "probit"])
+    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--per-essay", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    checkpoints = [c for c in CHECKPOINTS if c <= args.per_essay]
+    print(f"{args.seeds} seeds; share of students at P >= 0.8 (P >= 0.5) by comparisons per essay")
+    print(f"{'family':<15} {'pairing':<9} " + " ".join(f"{c:>11}" for c in checkpoints))
+    with ProcessPoolExecutor(args.workers) as pool:
+        for name in args.families:
+            for informative, label in ((False, "random"), (True, "adaptive")):
+                runs = list(
+                    pool.map(
+                        decided_curve,
+                        [FAMILIES[name]] * args.seeds,
+                        range(args.seeds),
+                        [informative] * args.seeds,
+                        [args.per_essay] * args.seeds,
+                    )
+                )
+                cells = [
+                    f"{np.mean([r[c][0] for r in runs]):.2f} ({np.mean([r[c][1] for r in runs]):.2f})"
+                    for c in checkpoints
+                ]
+                print(f"{name:<15} {label:<9} " + " ".join(f"{cell:>11}" for cell in cells))
+
+
+if __name__ == "__main__":
+    main()
