@@ -6,10 +6,13 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from content_svc.blobs import BlobDirectory
+from content_svc.blob_table import BlobTable
+from content_svc.blobs import BlobDirectory, BlobStore
 from content_svc.service import ContentService, UploadLimits
 from content_svc.settings import ContentSettings
 from content_svc.store import ContentStore
@@ -58,15 +61,24 @@ async def report_broken_content(store: ContentStore) -> None:
                     "removes them", len(report.orphans))  # fmt: skip
 
 
+def blob_store_of(kind: str, storage_dir: Path, engine: AsyncEngine) -> BlobStore:
+    """The blob store a `--blob-store` value names."""
+    if kind == "database":
+        return BlobTable(engine)
+    if kind == "filesystem":
+        return BlobDirectory(storage_dir)
+    raise ValueError(f"--blob-store must be filesystem or database, not {kind!r}")
+
+
 async def start(settings: ContentSettings) -> ContentApp:
     retain_freed_memory(LARGEST_BUFFER_BYTES, RETAINED_BYTES)
     engine = await database.open_migrated("content", settings.database_url, settings.migrate)
     # Blob I/O (aiofiles) runs in the loop's default executor; fsyncs overlap well with more threads.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="blob-io"))
-    blobs = BlobDirectory(settings.storage_dir)
-    removed = blobs.prepare()
+    blobs = blob_store_of(settings.blob_store, settings.storage_dir, engine)
+    removed = await blobs.prepare()
     if removed:
-        log.info("removed %d temp files left by an earlier run", removed)
+        log.info("removed %d unfinished blobs left by an earlier run", removed)
     store = ContentStore(engine, blobs, settings.max_object_bytes, settings.max_text_bytes)
     await report_broken_content(store)
     limits = UploadLimits(settings.max_uploads, settings.max_uploads_per_connection, settings.upload_idle_seconds)

@@ -49,6 +49,49 @@ class Inspector(Protocol):
     def end(self) -> None: ...
 
 
+class Writer(Protocol):
+    """One upload's bytes on their way into a blob store: `write` every chunk, `finish` (the
+    sha256), then `commit` to make the blob whole under its storage id, or `discard`."""
+
+    size: int  # bytes received
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def finish(self) -> str: ...
+
+    async def commit(self, storage_id: str | None = None) -> None: ...
+
+    async def discard(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Where blobs live: files in a directory (`BlobDirectory`, the embedded default) or rows of the
+    service's database (`blob_table.BlobTable`). Reads raise Damaged when a blob is gone or does not
+    hold the bytes its row describes."""
+
+    def writer(
+        self, storage_id: str | None, inspector: Inspector | None = None, expected_size: int | None = None
+    ) -> Writer: ...
+
+    async def prepare(self) -> int: ...
+
+    async def probe(self) -> str | None: ...
+
+    async def write_small(self, contents: dict[str, bytes]) -> None: ...
+
+    async def read_verified(self, expected: Expected) -> bytes: ...
+
+    async def verify(self, expected: Expected) -> None: ...
+
+    async def check_size(self, expected: Expected) -> None: ...
+
+    def read_chunks_verified(self, expected: Expected, chunk_size: int) -> AsyncIterator[bytes]: ...
+
+    async def listing(self) -> dict[str, float]: ...
+
+    async def remove(self, storage_id: str) -> None: ...
+
+
 class BlobWriter:
     """Streams bytes into a temp file beside its final place, hashing as it goes.
 
@@ -66,9 +109,14 @@ class BlobWriter:
     RESERVE_BYTES = 8 * 1024 * 1024
 
     def __init__(
-        self, final_path: Path | None, inspector: Inspector | None = None, expected_size: int | None = None
+        self,
+        directory: BlobDirectory,
+        final_path: Path | None,
+        inspector: Inspector | None = None,
+        expected_size: int | None = None,
     ) -> None:
         """`final_path` None: hash the stream only, storing nothing (for content already stored)."""
+        self.directory = directory
         self.final_path = final_path
         self.expected_size = expected_size or 0
         self._reserved = 0
@@ -131,9 +179,10 @@ class BlobWriter:
             await asyncio.wrap_future(self._writeback)
         return self._hash.hexdigest()
 
-    async def commit(self, final_path: Path | None = None) -> None:
-        """Make the blob durable under its final name, or under `final_path` (call finish() first)."""
-        final_path = final_path or self.final_path
+    async def commit(self, storage_id: str | None = None) -> None:
+        """Make the blob durable under its final name, or as `storage_id`'s blob, replacing what is
+        there (call finish() first)."""
+        final_path = self.directory.path(storage_id) if storage_id else self.final_path
         assert final_path is not None and self.temp_path is not None
         if self._file is None:  # empty content: no chunk created the file
             await asyncio.to_thread(_create_empty, self.temp_path)
@@ -269,9 +318,12 @@ class BlobDirectory:
         self, storage_id: str | None, inspector: Inspector | None = None, expected_size: int | None = None
     ) -> BlobWriter:
         """A writer for a new blob; with no storage id, one that only hashes what it is given."""
-        return BlobWriter(None if storage_id is None else self.path(storage_id), inspector, expected_size)
+        return BlobWriter(self, None if storage_id is None else self.path(storage_id), inspector, expected_size)
 
-    def prepare(self) -> int:
+    async def prepare(self) -> int:
+        return await asyncio.to_thread(self._prepare)
+
+    def _prepare(self) -> int:
         """Create the root and remove temp files a crash left behind; returns how many."""
         self.root.mkdir(parents=True, exist_ok=True)
         removed = 0
@@ -280,7 +332,10 @@ class BlobDirectory:
             removed += 1
         return removed
 
-    def probe(self) -> str | None:
+    async def probe(self) -> str | None:
+        return await asyncio.to_thread(self._probe)
+
+    def _probe(self) -> str | None:
         """None when a blob can be written and made durable here (a real write), else why not."""
         if not self.root.is_dir():
             return f"storage directory {self.root} does not exist"
@@ -333,8 +388,11 @@ class BlobDirectory:
         if digest != expected.sha256:
             raise Damaged(expected.storage_id, "DAMAGED", f"its bytes hash to {digest}, not {expected.sha256}")
 
-    def read_verified(self, expected: Expected) -> bytes:
-        """The blob's bytes, checked against size and sha256 (blocking; Damaged when they differ)."""
+    async def read_verified(self, expected: Expected) -> bytes:
+        """The blob's bytes, checked against size and sha256 (Damaged when they differ)."""
+        return await asyncio.to_thread(self._read_verified, expected)
+
+    def _read_verified(self, expected: Expected) -> bytes:
         with self._open_checked(expected) as blob:
             content = blob.read()
         self._digest_checked(expected, hashlib.sha256(content).hexdigest())
@@ -342,15 +400,18 @@ class BlobDirectory:
             raise Damaged(expected.storage_id, "DAMAGED", f"its blob holds {len(content)} bytes")
         return content
 
-    def verify(self, expected: Expected) -> None:
-        """Hash the blob without keeping it (blocking; Damaged when it differs)."""
+    async def verify(self, expected: Expected) -> None:
+        """Hash the blob without keeping it (Damaged when it differs)."""
+        await asyncio.to_thread(self._verify, expected)
+
+    def _verify(self, expected: Expected) -> None:
         with self._open_checked(expected) as blob:
             digest = hashlib.file_digest(blob, "sha256").hexdigest()
         self._digest_checked(expected, digest)
 
-    def check_size(self, expected: Expected) -> None:
-        """Only that the blob exists with its size (blocking; Damaged when not)."""
-        self._open_checked(expected).close()
+    async def check_size(self, expected: Expected) -> None:
+        """Only that the blob exists with its size (Damaged when not)."""
+        await asyncio.to_thread(lambda: self._open_checked(expected).close())
 
     async def read_chunks_verified(self, expected: Expected, chunk_size: int) -> AsyncIterator[bytes]:
         """The blob in chunks, hashed as they go: Damaged before the first chunk when the file is
@@ -367,8 +428,12 @@ class BlobDirectory:
 
     # -- what is there ------------------------------------------------------------------------
 
-    def listing(self) -> Iterable[tuple[str, float]]:
-        """(storage id, modification time) of every blob file (temp files and probes excluded)."""
+    async def listing(self) -> dict[str, float]:
+        """storage id -> when its blob was written (seconds since the epoch), for every blob file
+        (temp files and probes excluded)."""
+        return await asyncio.to_thread(lambda: dict(self._listing()))
+
+    def _listing(self) -> Iterable[tuple[str, float]]:
         for directory in self.root.iterdir() if self.root.is_dir() else ():
             if not directory.is_dir():
                 continue

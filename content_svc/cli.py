@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
@@ -24,11 +25,30 @@ def _opt(name: str, help_text: str = "") -> typer.models.OptionInfo:
     return typer.Option(envvar=f"CONTENT_SVC_{name.upper()}", help=help_text)
 
 
+class BlobStoreKind(enum.StrEnum):
+    filesystem = "filesystem"
+    database = "database"
+
+
+DEFAULT_BLOB_STORE = BlobStoreKind(_defaults.blob_store)
+BlobStoreOption = Annotated[
+    BlobStoreKind,
+    _opt(
+        "blob_store",
+        "where content bytes live: filesystem (files under --storage-dir) or database (rows of --database-url; "
+        "for several replicas on one PostgreSQL)",
+    ),
+]
+
+
 @app.command()
 def serve(
     listen: Annotated[str, _opt("listen", "host:port (port 0 picks one)")] = _defaults.listen,
     database_url: DatabaseUrl = _defaults.database_url,
-    storage_dir: Annotated[Path, _opt("storage_dir")] = _defaults.storage_dir,
+    blob_store: BlobStoreOption = DEFAULT_BLOB_STORE,
+    storage_dir: Annotated[
+        Path, _opt("storage_dir", "blob files, with --blob-store filesystem")
+    ] = _defaults.storage_dir,
     max_object_bytes: Annotated[int, _opt("max_object_bytes")] = _defaults.max_object_bytes,
     max_text_bytes: Annotated[
         int, _opt("max_text_bytes", "largest text (every kind but SOURCE_DOCUMENT)")
@@ -58,7 +78,7 @@ def serve(
     from content_svc.app import start
 
     logs.configure(log_level, log_json)
-    given = dict(locals())
+    given = {**locals(), "blob_store": blob_store.value}
     settings = ContentSettings(**{f.name: given[f.name] for f in fields(ContentSettings) if f.name in given})
     run_service(lambda: start(settings), ready_file, "content-svc")
 
@@ -73,6 +93,7 @@ def migrate(database_url: DatabaseUrl = _defaults.database_url) -> None:
 @app.command()
 def check(
     database_url: DatabaseUrl = _defaults.database_url,
+    blob_store: BlobStoreOption = DEFAULT_BLOB_STORE,
     storage_dir: Annotated[Path, _opt("storage_dir")] = _defaults.storage_dir,
     repair: Annotated[
         bool, typer.Option("--repair", help="remove blobs no row points at; rows' states are always updated")
@@ -88,13 +109,14 @@ def check(
     blobs without a row) remain: upload those files again to repair them."""
     import asyncio
 
-    from content_svc.blobs import BlobDirectory
+    from content_svc.app import blob_store_of
     from content_svc.store import ContentStore
 
     async def main() -> bool:
         engine = await database.open_migrated("content", database_url, migrate=False)
         try:
-            report = await ContentStore(engine, BlobDirectory(storage_dir)).check(verify, repair, orphan_grace_seconds)
+            blobs = blob_store_of(blob_store.value, storage_dir, engine)
+            report = await ContentStore(engine, blobs).check(verify, repair, orphan_grace_seconds)
         finally:
             await engine.dispose()
         for problem in report.damaged:

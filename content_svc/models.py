@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -56,3 +56,15 @@ class HealthProbe(Base):
 
     probe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     probed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class BlobChunk(Base):
+    """Content bytes in the database (`--blob-store database`): each blob in chunks of up to 1 MiB,
+    under its storage id, or under a temporary key (`~` and a new id) while its upload is under way."""
+
+    __tablename__ = "content_blob_chunks"
+
+    blob_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -14,6 +14,9 @@ MiB = 1024 * 1024
 class ContentSettings:
     listen: str = "127.0.0.1:50051"
     database_url: str = "sqlite:///var/content/content.db"
+    # Where content bytes live: "filesystem" (files under storage_dir, the embedded default) or
+    # "database" (rows of the service's database: any number of replicas can serve one store).
+    blob_store: str = "filesystem"
     storage_dir: Path = Path("var/content/blobs")
     max_object_bytes: int = 64 * MiB
     # Every kind but CONTENT_KIND_SOURCE_DOCUMENT is text, limited to this size.

@@ -30,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from content_svc.blobs import BlobDirectory, BlobWriter, Damaged, Expected
+from content_svc.blobs import BlobStore, Damaged, Expected, Writer
 from content_svc.models import ContentGrant, ContentObject, HealthProbe
 from mesh_common.ids import new_id
 from mesh_server import database, errors
@@ -182,7 +182,7 @@ class ContentStore:
     def __init__(
         self,
         engine: AsyncEngine,
-        blobs: BlobDirectory,
+        blobs: BlobStore,
         max_object_bytes: int = 64 * MiB,
         max_text_bytes: int = 1 * MiB,
     ) -> None:
@@ -274,10 +274,10 @@ class ContentStore:
             return await self._to_the_end(self._restore(writer, existing))
         return await self._to_the_end(self._commit_new(writer, target, digest, description, correlation_id))
 
-    async def _restore(self, writer: BlobWriter, existing: Stored) -> Stored:
+    async def _restore(self, writer: Writer, existing: Stored) -> Stored:
         """Put the right bytes back under a damaged object's storage id."""
         try:
-            await writer.commit(self.blobs.path(existing.storage_id))
+            await writer.commit(existing.storage_id)
         except BaseException:
             await writer.discard()
             raise
@@ -286,7 +286,7 @@ class ContentStore:
         return replace(existing, state=INTACT, repaired=True)
 
     async def _commit_new(
-        self, writer: BlobWriter, storage_id: str, digest: str, description: Description, correlation_id: str
+        self, writer: Writer, storage_id: str, digest: str, description: Description, correlation_id: str
     ) -> Stored:
         """Make the blob durable, then commit its row; on a concurrent twin keep the twin."""
         try:
@@ -502,24 +502,20 @@ class ContentStore:
         updated. `verify` None: hash blobs up to VERIFY_ON_DEDUP_BYTES, check the size of the rest.
         A row marked damaged stays so until its blob is hashed intact again."""
 
-        def look() -> dict[str, Damaged | None]:
-            problems: dict[str, Damaged | None] = {}
-            for meta in stored:
-                hashing = verify if verify is not None else meta.size <= VERIFY_ON_DEDUP_BYTES
-                try:
-                    (self.blobs.verify if hashing else self.blobs.check_size)(meta.expected)
-                    problems[meta.storage_id] = (
-                        None
-                        if hashing or meta.state == INTACT
-                        else Damaged(meta.storage_id, meta.state, "an earlier read found its bytes changed")
-                    )
-                except Damaged as problem:
-                    problems[meta.storage_id] = problem
-            return problems
-
         if not stored:
             return {}
-        problems = await asyncio.to_thread(look)
+        problems: dict[str, Damaged | None] = {}
+        for meta in stored:
+            hashing = verify if verify is not None else meta.size <= VERIFY_ON_DEDUP_BYTES
+            try:
+                await (self.blobs.verify if hashing else self.blobs.check_size)(meta.expected)
+                problems[meta.storage_id] = (
+                    None
+                    if hashing or meta.state == INTACT
+                    else Damaged(meta.storage_id, meta.state, "an earlier read found its bytes changed")
+                )
+            except Damaged as problem:
+                problems[meta.storage_id] = problem
         before = {s.storage_id: s.state for s in stored}
         await self._record_damage([p for p in problems.values() if p is not None], before)
         restored = [i for i, p in problems.items() if p is None and before[i] != INTACT]
@@ -619,19 +615,16 @@ class ContentStore:
         return await self._read_verified(chosen), missing, deferred
 
     async def _read_verified(self, metas: Sequence[Stored]) -> list[tuple[Stored, bytes]]:
-        def read_all() -> tuple[list[bytes], list[Damaged]]:
-            contents, damaged = [], []
-            for meta in metas:
-                try:
-                    contents.append(self.blobs.read_verified(meta.expected))
-                except Damaged as problem:
-                    damaged.append(problem)
-            return contents, damaged
-
         if not metas:
             return []
+        contents: list[bytes] = []
+        damaged: list[Damaged] = []
         try:
-            contents, damaged = await asyncio.to_thread(read_all)
+            for meta in metas:
+                try:
+                    contents.append(await self.blobs.read_verified(meta.expected))
+                except Damaged as problem:
+                    damaged.append(problem)
         except OSError as error:
             raise errors.Unavailable(f"stored content cannot be read: {error.strerror}; retry later") from error
         if damaged:
@@ -674,7 +667,7 @@ class ContentStore:
         `repair`, blobs no row points at are removed once older than the grace (younger ones may
         belong to an upload that is about to commit its row)."""
         report = CheckReport()
-        files = dict(await asyncio.to_thread(lambda: list(self.blobs.listing())))
+        files = await self.blobs.listing()
         report.blobs = len(files)
         seen: set[str] = set()
         after = ""
@@ -719,7 +712,7 @@ class ContentStore:
     async def problem(self) -> str | None:
         """None when the store can take writes, else what is wrong: a real write to the blob
         directory and to the database (a row updated and committed), not only a read."""
-        unusable = await asyncio.to_thread(self.blobs.probe)
+        unusable = await self.blobs.probe()
         if unusable:
             return unusable
         return await database.probe_write(self.sessions, HealthProbe)

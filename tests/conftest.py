@@ -54,10 +54,16 @@ async def start_content(database_url: str, storage_dir: Path, **overrides):
     return await start(settings)
 
 
+@pytest.fixture
+def blob_store() -> str:
+    """Where `content_app` keeps content bytes; the content tests run both (they override this)."""
+    return "filesystem"
+
+
 @pytest_asyncio.fixture
-async def content_app(database_url: str, tmp_path: Path) -> AsyncIterator:
+async def content_app(database_url: str, tmp_path: Path, blob_store: str) -> AsyncIterator:
     """A real Content Service on each database backend."""
-    app = await start_content(database_url, tmp_path / "blobs")
+    app = await start_content(database_url, tmp_path / "blobs", blob_store=blob_store)
     yield app
     await app.stop()
 

@@ -10,6 +10,7 @@ import os
 import random
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -24,6 +25,7 @@ from content_svc.models import ContentObject
 from content_svc.store import Description, MiB
 from runner.client import write_all
 from tests.conftest import start_content
+from tests.support.blobs import add_orphan, blobs_of, damage, unfinished
 from tests.support.content import BINARY_KIND, download, upload
 from tests.support.grpc_client import channel, error_reason, field_violations
 from tests.support.readonly import database_read_only, read_only
@@ -32,19 +34,10 @@ from tests.support.tools import VENV_BIN, run
 ESSAY = ("A coherent essay about the sea, with a beginning, a middle and an end. " * 12).encode()
 
 
-def blob_path(app, storage_id: str) -> Path:
-    return app.store.blobs.path(storage_id)
-
-
-def damage(path: Path, how: str) -> None:
-    if how == "flipped byte":
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        path.write_bytes(bytes(data))
-    elif how == "truncated":
-        path.write_bytes(path.read_bytes()[:10])
-    else:
-        path.unlink()
+@pytest.fixture(params=["filesystem", "database"])
+def blob_store(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both blob stores (files, database rows) unless it names one."""
+    return request.param
 
 
 def state_of(how: str) -> int:
@@ -55,20 +48,16 @@ async def invariants(app) -> tuple[int, list[str]]:
     """(rows, what breaks the store's promise): every row's blob holds its bytes, every blob has its row."""
     async with app.store.sessions() as session:
         rows = list((await session.execute(select(ContentObject))).scalars())
-    files = {p.name: p for p in app.store.blobs.root.rglob("*") if p.is_file() and not p.name.startswith(".")}
-    temps = [p for p in app.store.blobs.root.rglob(".*.tmp")]
-    broken = [f"temp file left: {p}" for p in temps]
+    blobs = await blobs_of(app)
+    broken = [f"unfinished blob left: {leftover}" for leftover in await unfinished(app)]
     for row in rows:
-        blob = files.pop(row.storage_id, None)
+        blob = blobs.pop(row.storage_id, None)
         if blob is None:
             broken.append(f"row {row.storage_id} has no blob")
-        elif hashlib.sha256(blob.read_bytes()).hexdigest() != row.sha256:
+        elif hashlib.sha256(blob).hexdigest() != row.sha256:
             broken.append(f"blob {row.storage_id} does not match its row")
-    broken += [f"blob {name} has no row" for name in files]
+    broken += [f"blob {name} has no row" for name in blobs]
     return len(rows), broken
-
-
-# -- damaged content --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("repair_with", ["Upload", "BatchUpload"])
@@ -77,7 +66,7 @@ async def test_damaged_content_is_data_loss_until_an_upload_repairs_it(content_a
     async with channel(content_app.address) as ch:
         stub = content_pb2_grpc.ContentServiceStub(ch)
         stored = await upload(stub, ESSAY)
-        damage(blob_path(content_app, stored.storage_id), how)
+        await damage(content_app, stored.storage_id, how)
         state_name = "MISSING" if how == "deleted" else "DAMAGED"
         counted = REGISTRY.get_sample_value("huleedu_content_integrity_failures_total", {"state": state_name}) or 0
 
@@ -126,7 +115,7 @@ async def test_download_of_a_large_blob_damaged_in_the_middle_ends_in_data_loss(
     async with channel(content_app.address) as ch:
         stub = content_pb2_grpc.ContentServiceStub(ch)
         stored = await upload(stub, data, chunk=MiB, kind=BINARY_KIND)
-        damage(blob_path(content_app, stored.storage_id), "flipped byte")  # same size: only the hash tells
+        await damage(content_app, stored.storage_id, "flipped byte")  # same size: only the hash tells
         received = 0
         with pytest.raises(grpc.aio.AioRpcError) as lost:
             async for message in stub.Download(content_pb2.DownloadRequest(storage_id=stored.storage_id)):
@@ -135,19 +124,19 @@ async def test_download_of_a_large_blob_damaged_in_the_middle_ends_in_data_loss(
         assert received == len(data)  # streamed, then refused at the end instead of OK
 
 
-async def test_content_svc_check_finds_each_case_and_repair_removes_orphans(content_app, database_url) -> None:
+async def test_content_svc_check_finds_each_case_and_repair_removes_orphans(
+    content_app, database_url, blob_store
+) -> None:
     async with channel(content_app.address) as ch:
         stub = content_pb2_grpc.ContentServiceStub(ch)
         texts = [ESSAY + f" {name}".encode() for name in ("intact", "flipped", "truncated", "deleted")]
         ids = [(await upload(stub, text)).storage_id for text in texts]
     for storage_id, how in zip(ids[1:], ("flipped byte", "truncated", "deleted"), strict=True):
-        damage(blob_path(content_app, storage_id), how)
-    orphan = blob_path(content_app, "ab" * 16)
-    orphan.parent.mkdir(exist_ok=True)
-    orphan.write_bytes(b"a blob that no row points at")
-    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
-    command = [str(VENV_BIN / "content-svc"), "check", "--database-url", database_url,
-               "--storage-dir", str(content_app.store.blobs.root)]  # fmt: skip
+        await damage(content_app, storage_id, how)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    await add_orphan(content_app, "ab" * 16, b"a blob that no row points at", an_hour_ago)
+    command = [str(VENV_BIN / "content-svc"), "check", "--database-url", database_url, "--blob-store", blob_store,
+               "--storage-dir", str(content_app.settings.storage_dir)]  # fmt: skip
 
     found = await run(*command)
     assert found.code == 1, found.output
@@ -158,7 +147,7 @@ async def test_content_svc_check_finds_each_case_and_repair_removes_orphans(cont
 
     repaired = await run(*command, "--repair")
     assert repaired.code == 1 and f"removed: blob {'ab' * 16}" in repaired.stdout  # damaged rows remain
-    assert not orphan.exists()
+    assert "ab" * 16 not in await blobs_of(content_app)
     async with channel(content_app.address) as ch:
         stub = content_pb2_grpc.ContentServiceStub(ch)
         stat = await stub.Stat(content_pb2.StatRequest(storage_ids=ids))  # check marked them
@@ -170,13 +159,13 @@ async def test_content_svc_check_finds_each_case_and_repair_removes_orphans(cont
     assert "0 damaged or missing, 0 blobs without a row" in clean.stdout
 
 
-async def test_start_marks_rows_whose_blob_is_gone(database_url, tmp_path) -> None:
-    app = await start_content(database_url, tmp_path / "blobs")
+async def test_start_marks_rows_whose_blob_is_gone(database_url, tmp_path, blob_store) -> None:
+    app = await start_content(database_url, tmp_path / "blobs", blob_store=blob_store)
     async with channel(app.address) as ch:
         stored = await upload(content_pb2_grpc.ContentServiceStub(ch), ESSAY)
+    await damage(app, stored.storage_id, "deleted")
     await app.stop()
-    damage(tmp_path / "blobs" / stored.storage_id[:2] / stored.storage_id, "deleted")
-    app = await start_content(database_url, tmp_path / "blobs")
+    app = await start_content(database_url, tmp_path / "blobs", blob_store=blob_store)
     try:
         async with channel(app.address) as ch:
             found = await content_pb2_grpc.ContentServiceStub(ch).FindByChecksum(

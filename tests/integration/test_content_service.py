@@ -6,16 +6,20 @@ import asyncio
 import errno
 import hashlib
 import os
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
+from sqlalchemy import insert
 
 from content_svc.blobs import BlobDirectory
+from content_svc.models import BlobChunk
 from content_svc.store import MiB
 from runner.client import write_all
 from tests.conftest import start_content
+from tests.support.blobs import blobs_of, unfinished
 from tests.support.content import download, upload
 from tests.support.grpc_client import channel, error_reason, field_violations
 from tests.support.readonly import read_only
@@ -27,8 +31,15 @@ ESSAY_5K = (
 BINARY = {"kind": common_pb2.CONTENT_KIND_SOURCE_DOCUMENT, "content_type": "application/octet-stream"}
 
 
-def blob_files(app) -> list[str]:
-    return sorted(str(p) for p in app.store.blobs.root.rglob("*") if p.is_file())
+@pytest.fixture(params=["filesystem", "database"])
+def blob_store(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both blob stores (files, database rows) unless it names one."""
+    return request.param
+
+
+async def blob_files(app) -> list[str]:
+    """Every blob, finished or not."""
+    return sorted([*await blobs_of(app), *await unfinished(app)])
 
 
 async def row_count(app) -> int:
@@ -79,10 +90,11 @@ async def test_deduplication_sequential_and_concurrent(content_app) -> None:
         results = await asyncio.gather(*(upload(stub, twins, chunk=16 * 1024, **BINARY) for _ in range(10)))
     assert len({r.storage_id for r in results}) == 1
     assert sum(not r.deduplicated for r in results) == 1
-    assert len(blob_files(content_app)) == 2
+    assert len(await blob_files(content_app)) == 2
     assert await row_count(content_app) == 2
 
 
+@pytest.mark.parametrize("blob_store", ["filesystem"])  # the blob folders made read-only
 async def test_stored_content_sent_with_its_sha256_is_checked_not_written_again(content_app) -> None:
     data = os.urandom(3 * MiB)
     async with channel(content_app.address) as ch:
@@ -121,7 +133,7 @@ async def test_mismatch_leaves_nothing(content_app, header: dict, field: str) ->
             await upload(stub, b"hello", **header)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in field_violations(caught.value)
-    assert blob_files(content_app) == [] and await row_count(content_app) == 0
+    assert await blob_files(content_app) == [] and await row_count(content_app) == 0
 
 
 async def test_missing_and_repeated_header_refused(content_app) -> None:
@@ -140,11 +152,11 @@ async def test_missing_and_repeated_header_refused(content_app) -> None:
                 await stub.Upload(requests)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "header" in caught.value.details()
-    assert blob_files(content_app) == [] and await row_count(content_app) == 0
+    assert await blob_files(content_app) == [] and await row_count(content_app) == 0
 
 
-async def test_oversize_refused_as_soon_as_exceeded(database_url, tmp_path) -> None:
-    app = await start_content(database_url, tmp_path / "blobs", max_object_bytes=1 * MiB)
+async def test_oversize_refused_as_soon_as_exceeded(database_url, tmp_path, blob_store) -> None:
+    app = await start_content(database_url, tmp_path / "blobs", max_object_bytes=1 * MiB, blob_store=blob_store)
     sent = 0
     try:
         async with channel(app.address) as ch:
@@ -171,7 +183,7 @@ async def test_oversize_refused_as_soon_as_exceeded(database_url, tmp_path) -> N
         # The server stops reading soon after the maximum (it drains at most 16 MiB so that
         # well-behaved clients see its status); the client could not send its 100 MiB.
         assert sent < 40 * MiB
-        assert blob_files(app) == [] and await row_count(app) == 0
+        assert await blob_files(app) == [] and await row_count(app) == 0
     finally:
         await app.stop()
 
@@ -197,7 +209,7 @@ async def test_client_cancel_mid_stream_leaves_nothing(content_app, stored_befor
         before = []
         if stored_before:
             await upload(stub, content, chunk=MiB, **BINARY)
-            before = blob_files(content_app)
+            before = await blob_files(content_app)
         call = stub.Upload(slow())
         await asyncio.wait_for(started.wait(), 10)
         await asyncio.sleep(0.3)
@@ -205,10 +217,10 @@ async def test_client_cancel_mid_stream_leaves_nothing(content_app, stored_befor
         with pytest.raises(asyncio.CancelledError):
             await call
     for _ in range(50):  # the server notices the cancel asynchronously
-        if blob_files(content_app) == before:
+        if await blob_files(content_app) == before:
             break
         await asyncio.sleep(0.1)
-    assert blob_files(content_app) == before and await row_count(content_app) == len(before)
+    assert await blob_files(content_app) == before and await row_count(content_app) == len(before)
 
 
 async def test_a_failed_write_back_fails_the_upload(tmp_path, monkeypatch) -> None:
@@ -356,5 +368,32 @@ async def test_health_not_serving_while_storage_unusable(sqlite_url, tmp_path) -
             await asyncio.sleep(2.5)
             status = (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
             assert status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await app.stop()
+
+
+async def test_in_the_database_stale_unfinished_rows_go_at_start_and_others_uploads_stay(
+    database_url, tmp_path
+) -> None:
+    """Several replicas share the rows: an upload's temporary rows may be another replica's, in
+    flight; only those older than any upload can be are a crash's leftovers."""
+    content_app = await start_content(database_url, tmp_path / "unused", blob_store="database")
+    async with channel(content_app.address) as ch:
+        stored = await upload(content_pb2_grpc.ContentServiceStub(ch), ESSAY_5K)
+    now = datetime.now(UTC)
+    async with content_app.store.blobs.sessions.begin() as session:
+        await session.execute(insert(BlobChunk), [
+            {"blob_key": "~" + "1" * 32, "seq": 0, "data": b"half a blob", "written_at": now - timedelta(hours=2)},
+            {"blob_key": "~" + "2" * 32, "seq": 0, "data": b"in flight", "written_at": now},
+        ])  # fmt: skip
+    await content_app.stop()
+    app = await start_content(database_url, tmp_path / "unused", blob_store="database")
+    try:
+        assert await unfinished(app) == ["~" + "2" * 32]
+        async with channel(app.address) as ch:
+            got = await content_pb2_grpc.ContentServiceStub(ch).Get(
+                content_pb2.GetRequest(storage_id=stored.storage_id)
+            )
+        assert got.content == ESSAY_5K
     finally:
         await app.stop()
