@@ -32,7 +32,10 @@ def _opt(name: str, help_text: str = "") -> typer.models.OptionInfo:
 def serve(
     listen: Annotated[str, _opt("listen", "host:port (port 0 picks one)")] = _d.listen,
     database_url: DatabaseUrl = _d.database_url,
-    content_address: Annotated[str, _opt("content_address", "the Content Service's host:port")] = _d.content_address,
+    content_address: Annotated[
+        str,
+        _opt("content_address", "the Content Service's host:port (replicas: host:port,host:port or dns:///name:port)"),
+    ] = _d.content_address,
     metrics_listen: Annotated[str, _opt("metrics_listen", "host:port for /metrics; empty: off")] = _d.metrics_listen,
     migrate: Annotated[
         bool, typer.Option("--migrate", envvar="CJ_SVC_MIGRATE", help="migrate the database first")

@@ -1,4 +1,5 @@
-"""Transport security for servers and clients: TLS, and mutual TLS when a CA for clients is given.
+"""How the mesh's clients and servers connect: TLS (mutual when a CA for clients is given), message
+limits, and balancing over replicas.
 
 Files are PEM. A server serves TLS when it has a certificate and key, and asks every client for a
 certificate signed by `ca` when that is set too. A client uses TLS when it has a CA to trust (or a
@@ -7,6 +8,9 @@ certificate of its own to present), and then checks the server against that CA.
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,71 @@ MESSAGE_SIZE_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )
+
+
+# Calls that may be sent again when a replica is unavailable: reads, and SubmitBatch (a request id
+# makes a batch once). grpc retries them on another address of the channel; the channel spreads
+# calls over every address it has (round robin). Uploads are retried by the runner, which can send
+# a stream again from the file.
+RETRIED = {
+    "huleedu.content.v1.ContentService": ("Get", "BatchGet", "Download", "Stat", "FindByChecksum"),
+    "huleedu.cj.v1.AssessmentService": (
+        "SubmitBatch", "GetBatch", "ListBatches", "WatchBatch", "GetBatchResults", "ListComparisons",
+    ),
+    "huleedu.cj.v1.AdminService": (
+        "GetAssignment", "ListAssignments", "ListAnchors", "ListGradeScales", "GetGradeScale",
+    ),
+}  # fmt: skip
+SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": service, "method": method} for service, methods in RETRIED.items() for method in methods
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+CHANNEL_OPTIONS = (*MESSAGE_SIZE_OPTIONS, ("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1))
+
+
+def channel_target(address: str) -> str:
+    """The grpc target for an address flag: one `host:port` as it is; `dns:///name:port` (every
+    address the name resolves to, followed as DNS changes); or several `host:port` separated by
+    commas, each resolved once now (an `ipv4:`/`ipv6:` list)."""
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if len(parts) <= 1:
+        return address
+    resolved = [_resolve(part) for part in parts]
+    families = {family for family, _ in resolved}
+    if len(families) > 1:
+        raise ValueError(f"addresses {address!r} mix IPv4 and IPv6; give one kind, or use dns:///name:port")
+    return f"{families.pop()}:" + ",".join(where for _, where in resolved)
+
+
+def _resolve(part: str) -> tuple[str, str]:
+    """("ipv4" or "ipv6", "ip:port") for one `host:port`."""
+    host, _, port = part.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"{part!r} is not host:port; give addresses as host:port,host:port")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            ip = ipaddress.ip_address(socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][4][0])
+        except OSError as error:
+            raise ValueError(f"cannot resolve {host!r} in {part!r}: {error.strerror or error}") from None
+    return ("ipv4", f"{ip}:{port}") if ip.version == 4 else ("ipv6", f"[{ip}]:{port}")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -62,8 +131,11 @@ class TlsFiles:
 def open_channel(
     address: str, tls: TlsFiles | None = None, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
 ) -> grpc.aio.Channel:
-    """The one way our clients open a channel: TLS when configured, explicit message size limits."""
+    """The one way our clients open a channel: to one address or several replicas (see
+    `channel_target`), calls spread over them and idempotent ones retried on another when one is
+    unavailable; TLS when configured; explicit message size limits."""
+    target = channel_target(address)
     credentials = tls.channel_credentials() if tls else None
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=MESSAGE_SIZE_OPTIONS, interceptors=interceptors)
-    return grpc.aio.secure_channel(address, credentials, options=MESSAGE_SIZE_OPTIONS, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)

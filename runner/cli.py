@@ -65,10 +65,18 @@ class Options:
 @app.callback()
 def main(
     content_address: Annotated[
-        str, typer.Option(envvar="CJ_RUNNER_CONTENT_ADDRESS", help="host:port of the Content Service")
+        str,
+        typer.Option(
+            envvar="CJ_RUNNER_CONTENT_ADDRESS",
+            help="host:port of the Content Service; several replicas: host:port,host:port or dns:///name:port",
+        ),
     ] = Options.content_address,
     cj_address: Annotated[
-        str, typer.Option(envvar="CJ_RUNNER_CJ_ADDRESS", help="host:port of the CJ Service")
+        str,
+        typer.Option(
+            envvar="CJ_RUNNER_CJ_ADDRESS",
+            help="host:port of the CJ Service; several replicas: host:port,host:port or dns:///name:port",
+        ),
     ] = Options.cj_address,
     token: Annotated[str, typer.Option(envvar="CJ_RUNNER_TOKEN", help="bearer token, when the services need one")] = "",
     token_file: Annotated[
