@@ -36,11 +36,11 @@ def process(args: list[str], env: dict[str, str] | None = None):
 
 
 @contextmanager
-def content_service(database_url: str | None = None):
+def content_service(database_url: str | None = None, blob_store: str = "filesystem"):
     with tempfile.TemporaryDirectory(prefix="cjmesh-content-") as data:
         url = database_url or f"sqlite:///{data}/content.db"
-        args = [str(BIN / "content-svc"), "serve", "--listen", "127.0.0.1:0", "--migrate",
-                "--database-url", url, "--storage-dir", f"{data}/blobs", "--log-level", "WARNING"]  # fmt: skip
+        args = [str(BIN / "content-svc"), "serve", "--listen", "127.0.0.1:0", "--migrate", "--database-url", url,
+                "--blob-store", blob_store, "--storage-dir", f"{data}/blobs", "--log-level", "WARNING"]  # fmt: skip
         with process(args) as (ready, _):
             yield ready["address"]
 

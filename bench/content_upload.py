@@ -16,7 +16,7 @@ stores into, with no network. Reports:
     ceiling (target >= 1,000 essays/s through BatchUpload).
 After one warm-up run each, the three servers are measured in turn, round after round; the best of
 each is reported, and the stream ratios of each round beside it.
-Run: .venv/bin/python bench/content_upload.py [--repeat 3]
+Run: .venv/bin/python bench/content_upload.py [--repeat 3] [--blob-store database] [--database-url postgresql://...]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from huleedu.common.v1 import common_pb2  # noqa: E402
 from huleedu.content.v1 import content_pb2, content_pb2_grpc  # noqa: E402
 
 from bench._servers import content_service, process  # noqa: E402
-from content_svc.blobs import BlobWriter  # noqa: E402
+from content_svc.blobs import BlobDirectory  # noqa: E402
 from mesh_common.tls import MESSAGE_SIZE_OPTIONS  # noqa: E402
 
 MiB = 1024 * 1024
@@ -68,7 +68,7 @@ class HashingContentService(DiscardingContentService):
     content it already holds), and stores nothing."""
 
     async def Upload(self, request_iterator, context):
-        writer = BlobWriter(None)
+        writer = BlobDirectory(Path(tempfile.gettempdir())).writer(None)  # hashes only, stores nothing
         async for message in request_iterator:
             await writer.write(message.chunk)
         digest = await writer.finish()
@@ -177,6 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL; SQLite under a temp dir by default")
+    parser.add_argument("--blob-store", default="filesystem", choices=["filesystem", "database"])
     parser.add_argument("--serve-raw", choices=sorted(RAW_SERVICES), help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -186,7 +187,7 @@ def main() -> None:
     with (
         process([sys.executable, __file__, "--serve-raw", "discard"]) as (raw, _),
         process([sys.executable, __file__, "--serve-raw", "hash"]) as (hashing, _),
-        content_service(args.database_url) as address,
+        content_service(args.database_url, args.blob_store) as address,
     ):
         addresses = (raw["address"], hashing["address"], address)
         for warm_up in addresses:  # a fresh server's first run is much slower
@@ -198,7 +199,8 @@ def main() -> None:
     paired = sorted(o["stream"] / c["stream"] for c, _, o in rounds)
     floor_paired = sorted(f["stream"] / c["stream"] for c, f, _ in rounds)
     disk = max(durable_write_mib_s() for _ in range(args.repeat))
-    print(f"best of {args.repeat} runs, the three servers alternating; database: {args.database_url or 'SQLite'}")
+    print(f"best of {args.repeat} runs, the three servers alternating; database: {args.database_url or 'SQLite'}; "
+          f"blob store: {args.blob_store}")
     print(f"{'measurement':<42}{'content-svc':>14}{'raw ceiling':>14}{'ratio':>8}")
     rows = [
         ("50 MiB Upload stream, MiB/s", "stream"),

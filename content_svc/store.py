@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from content_svc.blobs import BlobStore, Damaged, Expected, Writer
+from content_svc.group_commit import GroupCommit
 from content_svc.models import ContentGrant, ContentObject, HealthProbe
 from mesh_common.ids import new_id
 from mesh_server import database, errors
@@ -44,6 +45,8 @@ _IN_LIST_CHUNK = 5000
 # Content deduplicated against a stored blob of at most this size has that blob hashed first, so
 # that an upload of the right bytes repairs a damaged blob; larger blobs are checked by size.
 VERIFY_ON_DEDUP_BYTES = 4 * MiB
+# Uploads that declare at most this size are received whole and group-committed (see `_put_small`).
+GROUP_COMMIT_BYTES = 256 * 1024
 # Every kind but this one is text: UTF-8 without NUL characters, at most `max_text_bytes`.
 BINARY_KIND = "CONTENT_KIND_SOURCE_DOCUMENT"
 
@@ -129,6 +132,16 @@ def data_loss(damaged: Sequence[Damaged]) -> errors.DataLoss:
     )
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """Content checked against its description, ready to be stored."""
+
+    description: Description
+    content: bytes
+    digest: str
+    correlation_id: str
+
+
 class TextRules:
     """Text kinds must be UTF-8 without NUL characters; checked chunk by chunk as content arrives."""
 
@@ -193,6 +206,12 @@ class ContentStore:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         # Commits under way that the caller may no longer wait for; close() waits for them.
         self._committing: set[asyncio.Task[Any]] = set()
+        # Small uploads that finish together are stored together (see group_commit.py).
+        self._group: GroupCommit[_Checked, Stored | errors.DomainError] = GroupCommit(self._store_checked, self._track)
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._committing.add(task)
+        task.add_done_callback(self._committing.discard)
 
     async def close(self) -> None:
         """Let every commit under way reach its end (call before disposing of the engine)."""
@@ -201,8 +220,7 @@ class ContentStore:
 
     async def _to_the_end(self, work) -> Any:  # type: ignore[no-untyped-def]
         task = asyncio.ensure_future(work)
-        self._committing.add(task)
-        task.add_done_callback(self._committing.discard)
+        self._track(task)
         return await run_to_end(task)
 
     # -- writing ---------------------------------------------------------------------------
@@ -241,8 +259,18 @@ class ContentStore:
         stored = await self._put_stream(description, chunks, correlation_id)
         return (await self._to_the_end(self._grant([stored], uploader)))[0]
 
+    def _check_chunk(self, description: Description, received: int, chunk: bytes) -> None:
+        """Refuse a stream as soon as it passes a limit or its declared size."""
+        self._check_size(description, received + len(chunk), "chunk")
+        if description.declared_size is not None and received + len(chunk) > description.declared_size:
+            raise errors.InvalidArgument(
+                f"received more than the declared {description.declared_size} bytes", field="header.declared_size"
+            )
+
     async def _put_stream(self, description: Description, chunks: AsyncIterator[bytes], correlation_id: str) -> Stored:
         self.check_declared_size(description, "header.declared_size")
+        if description.declared_size is not None and description.declared_size <= GROUP_COMMIT_BYTES:
+            return await self._put_small(description, chunks, correlation_id)
         known = await self._find_sha(description.sha256) if description.sha256 else None
         if known is not None and await self._blob_state(known) != INTACT:
             target = known.storage_id  # write the bytes again, under their old id
@@ -252,12 +280,7 @@ class ContentStore:
         writer = self.blobs.writer(target, inspector, description.declared_size)
         try:
             async for chunk in chunks:
-                self._check_size(description, writer.size + len(chunk), "chunk")
-                if description.declared_size is not None and writer.size + len(chunk) > description.declared_size:
-                    raise errors.InvalidArgument(
-                        f"received more than the declared {description.declared_size} bytes",
-                        field="header.declared_size",
-                    )
+                self._check_chunk(description, writer.size, chunk)
                 await writer.write(chunk)
             digest = await writer.finish()
             self._verify(description, writer.size, digest, "header")
@@ -273,6 +296,26 @@ class ContentStore:
         if existing is not None:
             return await self._to_the_end(self._restore(writer, existing))
         return await self._to_the_end(self._commit_new(writer, target, digest, description, correlation_id))
+
+    async def _put_small(self, description: Description, chunks: AsyncIterator[bytes], correlation_id: str) -> Stored:
+        """A small upload (declared, at most GROUP_COMMIT_BYTES): received whole, checked, then
+        stored with the small uploads that finish at the same time, as BatchUpload stores its items."""
+        content = bytearray()
+        inspector = TextRules(description.filename, "chunk") if description.is_text else None
+        async for chunk in chunks:
+            self._check_chunk(description, len(content), chunk)
+            if inspector is not None:
+                inspector.update(chunk)
+            content += chunk
+        if inspector is not None:
+            inspector.end()
+        data = bytes(content)
+        digest = hashlib.sha256(data).hexdigest()
+        self._verify(description, len(data), digest, "header")
+        outcome = await self._group.put(_Checked(description, data, digest, correlation_id))
+        if isinstance(outcome, errors.DomainError):
+            raise outcome
+        return outcome
 
     async def _restore(self, writer: Writer, existing: Stored) -> Stored:
         """Put the right bytes back under a damaged object's storage id."""
@@ -311,11 +354,10 @@ class ContentStore:
         self, items: Sequence[tuple[Description, bytes]], correlation_id: str
     ) -> list[Stored | errors.DomainError]:
         results: list[Stored | errors.DomainError | None] = [None] * len(items)
-        digests = [hashlib.sha256(content).hexdigest() for _, content in items]
-        existing = {row.sha256: row for row in await self._rows_by_sha(list(set(digests)))}
-        states = await self._blob_states(list(existing.values()))
-        fresh: dict[str, list[int]] = {}
-        for index, ((description, content), digest) in enumerate(zip(items, digests, strict=True)):
+        checked: list[_Checked] = []
+        positions: list[int] = []
+        for index, (description, content) in enumerate(items):
+            digest = hashlib.sha256(content).hexdigest()
             try:
                 self._check_size(description, len(content), f"items[{index}].content")
                 self._verify(description, len(content), digest, f"items[{index}]")
@@ -324,12 +366,30 @@ class ContentStore:
             except errors.DomainError as error:
                 results[index] = error
                 continue
-            if digest in existing and states[existing[digest].storage_id] == INTACT:
-                results[index] = _stored(existing[digest], deduplicated=True)
+            checked.append(_Checked(description, content, digest, correlation_id))
+            positions.append(index)
+        for index, outcome in zip(positions, await self._store_checked(checked), strict=True):
+            results[index] = outcome
+        return [r for r in results if r is not None]
+
+    async def _store_checked(self, entries: list[_Checked]) -> list[Stored | errors.DomainError]:
+        """Store checked content: what is stored intact already is a duplicate; the rest is written
+        in one go (`write_small`: one durable flush) and its rows committed in one transaction.
+        Identical content among the entries is stored once."""
+        if not entries:
+            return []
+        existing = {row.sha256: row for row in await self._rows_by_sha(list({e.digest for e in entries}))}
+        states = await self._blob_states(list(existing.values()))
+        results: list[Stored | errors.DomainError | None] = [None] * len(entries)
+        fresh: dict[str, list[int]] = {}
+        for index, entry in enumerate(entries):
+            if entry.digest in existing and states[existing[entry.digest].storage_id] == INTACT:
+                results[index] = _stored(existing[entry.digest], deduplicated=True)
             else:
-                fresh.setdefault(digest, []).append(index)
+                fresh.setdefault(entry.digest, []).append(index)
         if fresh:
-            outcomes = await self._to_the_end(self._store_many(items, fresh, existing, correlation_id))
+            firsts = {digest: entries[indexes[0]] for digest, indexes in fresh.items()}
+            outcomes = await self._to_the_end(self._store_many(firsts, existing))
             for digest, indexes in fresh.items():
                 outcome = outcomes[digest]
                 results[indexes[0]] = outcome
@@ -342,17 +402,13 @@ class ContentStore:
         return [r for r in results if r is not None]
 
     async def _store_many(
-        self,
-        items: Sequence[tuple[Description, bytes]],
-        fresh: dict[str, list[int]],
-        existing: dict[str, Stored],
-        correlation_id: str,
+        self, fresh: dict[str, _Checked], existing: dict[str, Stored]
     ) -> dict[str, Stored | errors.DomainError]:
         """Write the blobs of `fresh` (new ones under new ids, damaged ones under their old ids),
         then commit the new rows and mark the repaired ones intact."""
         storage_ids = {d: existing[d].storage_id if d in existing else new_id() for d in fresh}
         try:
-            await self.blobs.write_small({storage_ids[d]: items[fresh[d][0]][1] for d in fresh})
+            await self.blobs.write_small({storage_ids[d]: entry.content for d, entry in fresh.items()})
         except OSError as error:
             await asyncio.gather(*(self.blobs.remove(storage_ids[d]) for d in fresh if d not in existing))
             failure = (
@@ -367,8 +423,8 @@ class ContentStore:
             await self._set_state([storage_ids[d] for d in repaired], INTACT)
             outcomes.update({d: replace(existing[d], state=INTACT, repaired=True) for d in repaired})
         rows = [
-            self._row(storage_ids[d], d, len(items[fresh[d][0]][1]), items[fresh[d][0]][0], correlation_id)
-            for d in fresh
+            self._row(storage_ids[d], d, len(entry.content), entry.description, entry.correlation_id)
+            for d, entry in fresh.items()
             if d not in existing
         ]
         outcomes.update({stored.sha256: stored for stored in await self._insert(rows)})

@@ -397,3 +397,27 @@ async def test_in_the_database_stale_unfinished_rows_go_at_start_and_others_uplo
         assert got.content == ESSAY_5K
     finally:
         await app.stop()
+
+
+async def test_concurrent_small_uploads_are_committed_together(content_app) -> None:
+    """Group commit: uploads that finish while a commit is under way share the next one (one
+    durable write of their blobs, one transaction for their rows), each still its own result."""
+    writes: list[int] = []
+    original = content_app.store.blobs.write_small
+
+    async def counted(contents: dict[str, bytes]) -> None:
+        writes.append(len(contents))
+        await original(contents)
+
+    content_app.store.blobs.write_small = counted
+    essays = [f"Essay {i}: ".encode() + ESSAY_5K for i in range(32)] + [ESSAY_5K]
+    async with channel(content_app.address) as ch:
+        stub = content_pb2_grpc.ContentServiceStub(ch)
+        stored = await asyncio.gather(*(upload(stub, essay) for essay in essays + [ESSAY_5K]))
+        assert len({s.storage_id for s in stored}) == 33  # the repeated essay once
+        assert sum(s.deduplicated for s in stored) == 1
+        for essay, result in zip(essays, stored, strict=False):
+            got = await stub.Get(content_pb2.GetRequest(storage_id=result.storage_id))
+            assert got.content == essay
+    assert sum(writes) == 33 and len(writes) <= 8, writes
+    assert await row_count(content_app) == 33
