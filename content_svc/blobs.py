@@ -253,7 +253,7 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 _SYNCFS = _load_syncfs()
 # Below this many blobs, one fsync each costs less than flushing the whole file system.
-SYNCFS_MIN_BLOBS = 32
+SYNCFS_MIN_BLOBS = 8
 
 
 def _syncfs(root: Path) -> None:

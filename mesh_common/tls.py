@@ -27,12 +27,12 @@ MESSAGE_SIZE_OPTIONS = (
 )
 
 
-# Calls that may be sent again when a replica is unavailable: reads, and SubmitBatch (a request id
-# makes a batch once). grpc retries them on another address of the channel; the channel spreads
-# calls over every address it has (round robin). Uploads are retried by the runner, which can send
-# a stream again from the file.
+# Calls that may be sent again when a replica is unavailable: reads, BatchUpload (content is stored
+# once by its sha256) and SubmitBatch (a request id makes a batch once). grpc retries them on another
+# address of the channel; the channel spreads calls over every address it has (round robin).
+# Streamed uploads are retried by the runner, which can send a stream again from the file.
 RETRIED = {
-    "huleedu.content.v1.ContentService": ("Get", "BatchGet", "Download", "Stat", "FindByChecksum"),
+    "huleedu.content.v1.ContentService": ("BatchUpload", "Get", "BatchGet", "Download", "Stat", "FindByChecksum"),
     "huleedu.cj.v1.AssessmentService": (
         "SubmitBatch", "GetBatch", "ListBatches", "WatchBatch", "GetBatchResults", "ListComparisons",
     ),

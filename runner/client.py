@@ -36,6 +36,11 @@ from runner.inventory import Item
 CHUNK_BYTES = 256 * 1024
 UPLOAD_ATTEMPTS = 5  # about 3 s of retries while the Content Service does not answer
 UPLOAD_TIMEOUT_SECONDS = 120.0  # a Content Service that hangs is given up on, like one that is gone
+# Files up to this size go up together in BatchUpload calls of at most BATCH_FILES files and
+# BATCH_BYTES; larger ones are streamed one by one.
+SMALL_FILE_BYTES = 256 * 1024
+BATCH_FILES = 200
+BATCH_BYTES = 8 * 1024 * 1024
 CONTENT_TYPES = {
     ".md": "text/markdown; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
@@ -691,6 +696,32 @@ class MeshClient:
                 await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
+    async def upload_small(self, items: list[tuple[Item, Kind]]) -> tuple[dict[str, str], dict[str, str]]:
+        """Small files in one BatchUpload (retried by the channel when a replica is unavailable:
+        content is stored once by its sha256); (sha256 -> storage id, file -> why it was refused)."""
+        request = content_pb2.BatchUploadRequest(
+            items=[
+                content_pb2.BatchUploadItem(
+                    kind=_KINDS[kind], content_type=CONTENT_TYPES.get(item.path.suffix.lower(), "text/plain; charset=utf-8"),
+                    filename=item.path.name[:255], content=item.content, sha256=item.sha256,
+                )
+                for item, kind in items
+            ]
+        )  # fmt: skip
+        answer = await _answer(
+            f"uploading {len(items)} files",
+            self._content.BatchUpload(request, metadata=self._metadata, timeout=UPLOAD_TIMEOUT_SECONDS),
+        )
+        stored: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        for result in answer.results:
+            item = items[result.index][0]
+            if result.HasField("error"):
+                refused[str(item.path)] = f"uploading {item.path.name} failed: {result.error.message}"
+            else:
+                stored[item.sha256] = result.storage_id
+        return stored, refused
+
     async def storage_ids_for(
         self,
         items: list[tuple[Item, Kind]],
@@ -718,6 +749,16 @@ class MeshClient:
         limit = asyncio.Semaphore(concurrency)
         failures: dict[str, str] = {}
         uploads = [wanted[sha] for sha in wanted if sha not in known]
+        small = [(item, kind) for item, kind in uploads if len(item.content) <= SMALL_FILE_BYTES]
+        groups: list[list[tuple[Item, Kind]]] = []
+        for item, kind in small:
+            if (
+                not groups
+                or len(groups[-1]) >= BATCH_FILES
+                or sum(len(i.content) for i, _ in groups[-1]) + len(item.content) > BATCH_BYTES
+            ):
+                groups.append([])
+            groups[-1].append((item, kind))
 
         async def one(item: Item, kind: Kind) -> None:
             async with limit:
@@ -730,8 +771,30 @@ class MeshClient:
                 if progress:
                     progress(item)
 
+        async def together(group: list[tuple[Item, Kind]]) -> None:
+            async with limit:
+                try:
+                    stored, refused = await self.upload_small(group)
+                except CallFailed as error:
+                    if error.status in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                        raise ServiceGone(
+                            f"the Content Service at {self.content_address} stopped answering during the upload "
+                            f"({error}); check that content-svc is running, then run the same command again "
+                            "(files already stored are not sent again)",
+                            3,
+                        ) from None
+                    stored, refused = {}, {str(item.path): str(error) for item, _ in group}
+                known.update(stored)
+                failures.update(refused)
+                for item, _ in group:
+                    if progress:
+                        progress(item)
+
         # One failed file is reported with the others at the end; a service that is gone stops them all now.
-        tasks = [asyncio.ensure_future(one(item, kind)) for item, kind in uploads]
+        tasks = [asyncio.ensure_future(together(group)) for group in groups]
+        tasks += [
+            asyncio.ensure_future(one(item, kind)) for item, kind in uploads if len(item.content) > SMALL_FILE_BYTES
+        ]
         try:
             await asyncio.gather(*tasks)
         except BaseException:

@@ -30,11 +30,11 @@ async def batch_count(mesh) -> int:
 
 @pytest.mark.parametrize("how", ["flipped byte", "deleted"])
 async def test_submit_refuses_damaged_essays_and_prompts_naming_them(mesh, how: str) -> None:
-    from tests.integration.test_content_integrity import damage
+    from tests.support.blobs import damage
 
     ids = await store_texts(mesh.content, ESSAYS)
     (prompt_id,) = await store_texts(mesh.content, ["Write about a river."], common_pb2.CONTENT_KIND_STUDENT_PROMPT)
-    damage(mesh.content_app.store.blobs.path(ids[1]), how)
+    await damage(mesh.content_app, ids[1], how)
     with pytest.raises(grpc.aio.AioRpcError) as essay:
         await mesh.assessment.SubmitBatch(submit_request(ids))
     assert essay.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -45,7 +45,7 @@ async def test_submit_refuses_damaged_essays_and_prompts_naming_them(mesh, how: 
 
     (fresh,) = await store_texts(mesh.content, [ESSAYS[1]])  # the repair: same bytes, same id
     assert fresh == ids[1]
-    damage(mesh.content_app.store.blobs.path(prompt_id), how)
+    await damage(mesh.content_app, prompt_id, how)
     with pytest.raises(grpc.aio.AioRpcError) as prompt:
         await mesh.assessment.SubmitBatch(submit_request(ids, student_prompt_ref=prompt_ref(prompt_id)))
     assert prompt.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -128,11 +128,11 @@ async def test_a_text_damaged_during_a_batch_fails_only_itself(mesh) -> None:
     from cj_svc.content_client import ContentClient
     from cj_svc.workflow import _Texts
     from mesh_server import errors
-    from tests.integration.test_content_integrity import damage
+    from tests.support.blobs import damage
 
     texts = [f"Essay {i} on bridges and the people who build them." for i in range(150)]
     ids = await store_texts(mesh.content, texts)
-    damage(mesh.content_app.store.blobs.path(ids[42]), "flipped byte")
+    await damage(mesh.content_app, ids[42], "flipped byte")
     client = ContentClient(mesh.content_app.address)
     fetching = _Texts(client, ids)
     try:

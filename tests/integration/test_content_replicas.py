@@ -23,7 +23,9 @@ def count_reads(app, counts: dict[str, int], name: str) -> None:
     app.store.read = counted
 
 
-async def test_replicas_share_the_store_and_one_channel_spreads_over_them_and_fails_over(database_url, tmp_path) -> None:
+async def test_replicas_share_the_store_and_one_channel_spreads_over_them_and_fails_over(
+    database_url, tmp_path
+) -> None:
     first = await start_content(database_url, tmp_path / "unused-a", blob_store="database")
     second = await start_content(database_url, tmp_path / "unused-b", blob_store="database")
     counts: dict[str, int] = {}

@@ -171,7 +171,7 @@ async def test_a_rerun_repairs_content_that_was_lost_or_damaged(mesh, tmp_path) 
     and FindByChecksum no longer vouch for them, so the rerun uploads them again and the run works."""
     from huleedu.content.v1 import content_pb2
 
-    from tests.integration.test_content_integrity import damage
+    from tests.support.blobs import damage
 
     folder = essays_folder(tmp_path, n=4)
     args = ["run", str(folder), "--budget", "8", "--runs-dir", str(tmp_path / "runs")]
@@ -180,13 +180,12 @@ async def test_a_rerun_repairs_content_that_was_lost_or_damaged(mesh, tmp_path) 
     files = sorted((folder / "students").iterdir())
     digests = [hashlib.sha256(path.read_bytes()).hexdigest() for path in files[:2]]
     found = await mesh.content.FindByChecksum(content_pb2.FindByChecksumRequest(sha256s=digests))
-    blobs = mesh.content_app.store.blobs
-    damage(blobs.path(found.matches[0].storage_id), "deleted")
-    damage(blobs.path(found.matches[1].storage_id), "flipped byte")
+    await damage(mesh.content_app, found.matches[0].storage_id, "deleted")
+    await damage(mesh.content_app, found.matches[1].storage_id, "flipped byte")
     for cache in ("cache", "fresh-cache"):  # with the runner's cache of storage ids, and without
         if cache == "fresh-cache":
-            damage(blobs.path(found.matches[0].storage_id), "truncated")
-            damage(blobs.path(found.matches[1].storage_id), "deleted")
+            await damage(mesh.content_app, found.matches[0].storage_id, "truncated")
+            await damage(mesh.content_app, found.matches[1].storage_id, "deleted")
         again = await runner(mesh, *args, "--cache-dir", str(tmp_path / cache))
         assert again.code == 0, again.output
         assert "uploaded 2 file(s)" in again.stderr
@@ -280,8 +279,8 @@ async def test_numbers_are_checked_before_anything_is_sent(mesh, tmp_path) -> No
 
 async def test_content_service_gone_mid_upload_stops_the_run_at_once_with_one_message(mesh, tmp_path) -> None:
     folder = essays_folder(tmp_path, n=3)
-    for i in range(1000):
-        (folder / "students" / f"Extra {i:04d}.txt").write_text(f"Another essay, number {i}. " * (200 + i // 2))
+    for i in range(3000):  # small files: they go up in BatchUpload calls of 200
+        (folder / "students" / f"Extra {i:04d}.txt").write_text(f"Another essay, number {i}. " * (200 + i // 6))
     process = await asyncio.create_subprocess_exec(
         tool("cj-runner"), "--content-address", mesh.content_app.address, "--cj-address", mesh.cj_app.address,
         "run", str(folder), "--cache-dir", str(tmp_path / "cache"),
@@ -289,7 +288,7 @@ async def test_content_service_gone_mid_upload_stops_the_run_at_once_with_one_me
     )  # fmt: skip
     blobs = mesh.content_app.store.blobs.root
     async with asyncio.timeout(30):  # stop the Content Service once the upload is under way
-        while sum(1 for p in blobs.rglob("*") if p.is_file()) < 20:  # noqa: ASYNC110 - polling a folder
+        while not any(p.is_file() and not p.name.startswith(".") for p in blobs.rglob("*")):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
     await mesh.content_app.stop()
     started = asyncio.get_running_loop().time()
@@ -365,3 +364,27 @@ async def test_a_cj_service_that_cannot_use_its_content_service_is_named_by_the_
     assert result.code == 3, result.output
     assert f"cj-svc at {lost.address} is not serving" in result.stderr
     assert "--content-address" in result.stderr and "--content-token" in result.stderr
+
+
+async def test_small_files_go_up_together_and_large_ones_stream(mesh, tmp_path) -> None:
+    from prometheus_client import REGISTRY
+
+    def calls(method: str) -> float:
+        return sum(
+            REGISTRY.get_sample_value(
+                "grpc_server_started_total",
+                {"grpc_type": kind, "grpc_service": "huleedu.content.v1.ContentService", "grpc_method": method},
+            )
+            or 0.0
+            for kind in ("unary", "client_stream")
+        )
+
+    folder = essays_folder(tmp_path, n=6)
+    (folder / "students" / "Long essay.txt").write_text("A long essay about one journey. " * 9000)  # 288 KB
+    before = {method: calls(method) for method in ("BatchUpload", "Upload")}
+    done = await runner(mesh, "run", str(folder), "--budget", "6", "--max-words", "60000", "--runs-dir", str(tmp_path / "runs"),
+                        "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
+    assert done.code == 0, done.output
+    assert "uploaded 8 file(s)" in done.stderr  # six essays, the long one, the prompt
+    assert calls("BatchUpload") - before["BatchUpload"] == 1
+    assert calls("Upload") - before["Upload"] == 1
