@@ -59,7 +59,18 @@ SERVICE_CONFIG = json.dumps(
         ],
     }
 )
-CHANNEL_OPTIONS = (*MESSAGE_SIZE_OPTIONS, ("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1))
+# A call can be retried only while its request is still buffered: grpc's default of 256 KiB would
+# leave a BatchUpload of a few hundred essays without its retry.
+RETRY_BUFFER_OPTIONS = (
+    ("grpc.per_rpc_retry_buffer_size", 16 * 1024 * 1024),
+    ("grpc.retry_buffer_size", 64 * 1024 * 1024),
+)
+CHANNEL_OPTIONS = (
+    *MESSAGE_SIZE_OPTIONS,
+    *RETRY_BUFFER_OPTIONS,
+    ("grpc.service_config", SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+)
 
 
 def channel_target(address: str) -> str:

@@ -86,6 +86,8 @@ class _Call:
         _, _, path = method.partition("/")
         self.service, _, self.method = path.partition("/")
         self.type = rpc_type
+        self.correlation_id = ""
+        self.answered = False
         self.started = time.perf_counter()
         metrics.STARTED.labels(rpc_type, self.service, self.method).inc()
         # The handler's task, known to the interceptor until the call ends (see ServerInterceptor.settle).
@@ -97,8 +99,16 @@ class _Call:
         metadata = context.invocation_metadata()
         cid = correlation.from_metadata(metadata)
         correlation.current.set(cid)
-        await context.send_initial_metadata(((correlation.METADATA_KEY, cid),))
+        self.correlation_id = cid
         principal.set(identify(authorizer, self.service, metadata, peer_subject(context)))
+
+    async def answer(self, context: grpc.aio.ServicerContext) -> None:
+        """Send the response headers (with the correlation id) now, with the first response: not
+        before. Until a client has headers, grpc may retry the call on another replica when this one
+        dies (see the retry policy in mesh_common.tls); once it has them, it may not."""
+        if not self.answered:
+            self.answered = True
+            await context.send_initial_metadata(((correlation.METADATA_KEY, self.correlation_id),))
 
     async def fail(self, context: grpc.aio.ServicerContext, error: BaseException) -> None:
         """Map an exception to a status and abort with it (raises AbortError)."""
@@ -169,7 +179,9 @@ def _unary_response(
                 request = _validated(request)
             else:
                 validate(request)
-            return await behaviour(request, context)
+            response = await behaviour(request, context)
+            await call.answer(context)
+            return response
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -205,6 +217,7 @@ def _stream_response(
             else:
                 validate(request)
             async for response in behaviour(request, context):
+                await call.answer(context)
                 yield response
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED

@@ -35,6 +35,7 @@ from runner.inventory import Item
 
 CHUNK_BYTES = 256 * 1024
 UPLOAD_ATTEMPTS = 5  # about 3 s of retries while the Content Service does not answer
+WATCH_ATTEMPTS = 6  # watches opened again in a row without an answer (about 12 s) before giving up
 UPLOAD_TIMEOUT_SECONDS = 120.0  # a Content Service that hangs is given up on, like one that is gone
 # Files up to this size go up together in BatchUpload calls of at most BATCH_FILES files and
 # BATCH_BYTES; larger ones are streamed one by one.
@@ -602,15 +603,25 @@ class MeshClient:
                 return
 
     async def watch_batch(self, batch_id: str) -> AsyncIterator[Batch]:
-        """The batch now, then at every change, until it ends."""
-        call = self._assessment.WatchBatch(assessment_pb2.WatchBatchRequest(batch_id=batch_id), metadata=self._metadata)
-        try:
-            async for update in call:
-                yield _batch(update.batch)
-        except grpc.aio.AioRpcError as error:
-            raise call_failed(error, f"watching batch {batch_id}", _BATCH_HINTS) from None
-        finally:
-            call.cancel()
+        """The batch now, then at every change, until it ends. A watch that ends UNAVAILABLE (its
+        replica stopped or died) is opened again, on another replica where there are several: grpc
+        retries only calls that have not answered yet, and a watch has."""
+        failures = 0
+        while True:
+            request = assessment_pb2.WatchBatchRequest(batch_id=batch_id)
+            call = self._assessment.WatchBatch(request, metadata=self._metadata)
+            try:
+                async for update in call:
+                    failures = 0
+                    yield _batch(update.batch)
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or failures >= WATCH_ATTEMPTS:
+                    raise call_failed(error, f"watching batch {batch_id}", _BATCH_HINTS) from None
+                failures += 1
+            finally:
+                call.cancel()
+            await asyncio.sleep(0.2 * 2**failures)
 
     async def get_results(self, batch_id: str) -> Results:
         request = assessment_pb2.GetBatchResultsRequest(batch_id=batch_id)
