@@ -8,12 +8,14 @@ what hashing alone costs on this machine. A durable blob is also bounded by the 
 measures that too: 50 MiB written in 1 MiB writes and fsync'd, in the temp directory the service
 stores into, with no network. Reports:
   - MiB/s of a 50 MiB Upload stream (1 MiB chunks; the median of 3 per run), and its ratio to the
-    ceiling (target >= 0.6); and of the same content uploaded again, which the service only hashes
+    server that receives and hashes only, which is the least the contract allows (target >= 0.85);
+    and of the same content uploaded again, which the service only hashes
     (the header declares a sha256 it already holds) and answers as deduplicated.
     The timed window runs from opening the call to the response; the client's sha256 for the header
     is computed before it, as a real client knows it from asking FindByChecksum first;
   - essays/s for 1,000 essays of 5 KiB via BatchUpload and via Upload (32 in flight), beside the
-    ceiling (target >= 1,000 essays/s through BatchUpload).
+    ceiling (targets: >= 1,000 essays/s through BatchUpload, >= 800 through Upload: concurrent
+    small uploads are group-committed).
 After one warm-up run each, the three servers are measured in turn, round after round; the best of
 each is reported, and the stream ratios of each round beside it.
 Run: .venv/bin/python bench/content_upload.py [--repeat 3] [--blob-store database] [--database-url postgresql://...]
@@ -199,8 +201,10 @@ def main() -> None:
     paired = sorted(o["stream"] / c["stream"] for c, _, o in rounds)
     floor_paired = sorted(f["stream"] / c["stream"] for c, f, _ in rounds)
     disk = max(durable_write_mib_s() for _ in range(args.repeat))
-    print(f"best of {args.repeat} runs, the three servers alternating; database: {args.database_url or 'SQLite'}; "
-          f"blob store: {args.blob_store}")
+    print(
+        f"best of {args.repeat} runs, the three servers alternating; database: {args.database_url or 'SQLite'}; "
+        f"blob store: {args.blob_store}"
+    )
     print(f"{'measurement':<42}{'content-svc':>14}{'raw ceiling':>14}{'ratio':>8}")
     rows = [
         ("50 MiB Upload stream, MiB/s", "stream"),
@@ -220,7 +224,10 @@ def main() -> None:
     )
     print(f"stream ratio of each round, service: {', '.join(f'{r:.2f}' for r in paired)}; "
           f"receive + sha256 only: {', '.join(f'{r:.2f}' for r in floor_paired)}")  # fmt: skip
-    print(f"targets: stream ratio >= 0.60 -> {ours['stream'] / ceiling['stream']:.2f}; "
+    own = sorted(o["stream"] / f["stream"] for _, f, o in rounds)
+    print(f"stream of each round against receive + sha256 only in the same round: {', '.join(f'{r:.2f}' for r in own)}")
+    print(f"targets: stream >= 0.85 of receive + sha256 only -> {ours['stream'] / floor['stream']:.2f}; "
+          f"Upload (32 in flight) >= 800 essays/s -> {ours['upload']:.0f}; "
           f"BatchUpload >= 1000 essays/s -> {ours['batch']:.0f}")  # fmt: skip
 
 
