@@ -20,10 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.grading import FAMILIES, LADDER, SCALE, Scenario, one_batch_setup, p_first_wins  # noqa: E402
-from cj_svc.engine.bradley_terry import Comparisons, fit  # noqa: E402
+from bench.grading import FAMILIES, LADDER, SCALE, Scenario, judge_wave, one_batch_setup  # noqa: E402
 from cj_svc.engine.grading import grade, probability_matrix  # noqa: E402
-from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
+from cj_svc.engine.pairing import PairingState  # noqa: E402
 from cj_svc.engine.prior import PriorChoice  # noqa: E402
 
 CHECKPOINTS = (12, 24, 36, 48, 60)  # comparisons per essay (each essay judged this often)
@@ -41,18 +40,10 @@ def decided_curve(s: Scenario, seed: int, informative: bool, per_essay: int) -> 
     shares: dict[int, tuple[float, float]] = {}
     checkpoints = [c for c in CHECKPOINTS if c <= per_essay]
     while checkpoints:
-        wave = next_wave(state, pick, informative=informative)
-        first, second = np.array([a for a, _ in wave]), np.array([b for _, b in wave])
-        won = rng.random(len(wave)) < p_first_wins(s, theta[first] - theta[second], rng)
-        for a, b in wave:
-            state.record(a, b)
-        prior.add_wave(Comparisons(first, second, won))
-        current = fit(total, prior.answers, prior.alpha, start=None if current is None else current.scores)
-        state.scores, state.standard_errors, state.covariance = (
-            current.scores,
-            current.standard_errors,
-            current.covariance,
-        )
+        judged = judge_wave(s, theta, state, prior, current, rng, pick, informative=informative)
+        if judged is None:
+            break
+        current = judged
         if 2 * len(prior.answers) / total >= checkpoints[0]:
             grades = grade(SCALE, ids, [None] * s.n + anchor_grades, current, prior.answers)
             top = probability_matrix(grades, LADDER, np.arange(s.n)).max(axis=1) if grades.projections else np.zeros(1)

@@ -36,7 +36,7 @@ from scipy.special import expit, ndtr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cj_svc.engine.bradley_terry import Comparisons, fit, scale_separation_reliability  # noqa: E402
+from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_reliability  # noqa: E402
 from cj_svc.engine.grading import grade, probability_matrix  # noqa: E402
 from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
 from cj_svc.engine.prior import PriorChoice  # noqa: E402
@@ -133,6 +133,32 @@ def one_batch_setup(s: Scenario, seed: int) -> tuple[np.random.Generator, np.nda
     return rng, np.concatenate([students, anchor_scores]), anchor_grades, bounds
 
 
+def judge_wave(
+    s: Scenario,
+    theta: np.ndarray,
+    state: PairingState,
+    prior: PriorChoice,
+    current: Fit | None,
+    rng: np.random.Generator,
+    pick: np.random.Generator,
+    max_pairs: int | None = None,
+    informative: bool = True,
+) -> Fit | None:
+    """One wave as the service runs it: pairs chosen, judged, recorded, the prior fed and the scores
+    refitted (warm); the new fit, or None when no pair is left."""
+    wave = next_wave(state, pick, max_pairs=max_pairs, informative=informative)
+    if not wave:
+        return None
+    first, second = np.array([a for a, _ in wave]), np.array([b for _, b in wave])
+    won = rng.random(len(wave)) < p_first_wins(s, theta[first] - theta[second], rng)
+    for a, b in wave:
+        state.record(a, b)
+    prior.add_wave(Comparisons(first, second, won))
+    result = fit(len(theta), prior.answers, prior.alpha, start=None if current is None else current.scores)
+    state.scores, state.standard_errors, state.covariance = result.scores, result.standard_errors, result.covariance
+    return result
+
+
 def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
     rng, theta, anchor_grades, bounds = one_batch_setup(s, seed)
     students = theta[: s.n]
@@ -143,20 +169,10 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
     current = None
     pick = np.random.default_rng(seed + 7)
     while len(prior.answers) < PER_ESSAY * total // 2:
-        wave = next_wave(state, pick, max_pairs=PER_ESSAY * total // 2 - len(prior.answers))
-        if not wave:
+        judged = judge_wave(s, theta, state, prior, current, rng, pick, PER_ESSAY * total // 2 - len(prior.answers))
+        if judged is None:
             break
-        first, second = np.array([a for a, _ in wave]), np.array([b for _, b in wave])
-        won = rng.random(len(wave)) < p_first_wins(s, theta[first] - theta[second], rng)
-        for a, b in wave:
-            state.record(a, b)
-        prior.add_wave(Comparisons(first, second, won))
-        current = fit(total, prior.answers, prior.alpha, start=None if current is None else current.scores)
-        state.scores, state.standard_errors, state.covariance = (
-            current.scores,
-            current.standard_errors,
-            current.covariance,
-        )
+        current = judged
     final = fit(total, prior.answers, prior.alpha)  # as the workflow's final numbers
     ids = [f"e{i}" for i in range(total)]
     grades = grade(SCALE, ids, [None] * s.n + anchor_grades, final, prior.answers)

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from content_svc.blobs import Damaged, Expected, Inspector
+from content_svc.blobs import Damaged, Expected, Inspector, check_digest
 from content_svc.models import BlobChunk
 from mesh_common.ids import new_id
 from mesh_server import database
@@ -164,11 +164,6 @@ class BlobTable:
             raise Damaged(expected.storage_id, "DAMAGED", f"its blob holds {size} bytes, not {expected.size}")
         return pieces
 
-    @staticmethod
-    def _digest_checked(expected: Expected, digest: str) -> None:
-        if digest != expected.sha256:
-            raise Damaged(expected.storage_id, "DAMAGED", f"its bytes hash to {digest}, not {expected.sha256}")
-
     async def read_verified(self, expected: Expected) -> bytes:
         """The blob's bytes, checked against size and sha256 (Damaged when they differ)."""
         await self._sizes(expected)
@@ -177,7 +172,7 @@ class BlobTable:
             content = b"".join((await session.execute(query)).scalars())
         if len(content) != expected.size:  # changed between the two reads
             raise Damaged(expected.storage_id, "DAMAGED", f"its blob holds {len(content)} bytes")
-        self._digest_checked(expected, hashlib.sha256(content).hexdigest())
+        check_digest(expected, hashlib.sha256(content).hexdigest())
         return content
 
     async def verify(self, expected: Expected) -> None:
@@ -203,7 +198,7 @@ class BlobTable:
             digest.update(data)
             for start in range(0, len(data), chunk_size):
                 yield data[start : start + chunk_size]
-        self._digest_checked(expected, digest.hexdigest())
+        check_digest(expected, digest.hexdigest())
 
     # -- what is there ------------------------------------------------------------------------
 

@@ -302,6 +302,12 @@ class Expected:
     sha256: str
 
 
+def check_digest(expected: Expected, digest: str) -> None:
+    """Damaged when a blob's bytes hash to other than its row's sha256."""
+    if digest != expected.sha256:
+        raise Damaged(expected.storage_id, "DAMAGED", f"its bytes hash to {digest}, not {expected.sha256}")
+
+
 class BlobDirectory:
     """Where blobs live: `<root>/<first two hex>/<storage id>`."""
 
@@ -383,11 +389,6 @@ class BlobDirectory:
             raise Damaged(expected.storage_id, "DAMAGED", f"its blob holds {size} bytes, not {expected.size}")
         return blob
 
-    @staticmethod
-    def _digest_checked(expected: Expected, digest: str) -> None:
-        if digest != expected.sha256:
-            raise Damaged(expected.storage_id, "DAMAGED", f"its bytes hash to {digest}, not {expected.sha256}")
-
     async def read_verified(self, expected: Expected) -> bytes:
         """The blob's bytes, checked against size and sha256 (Damaged when they differ)."""
         return await asyncio.to_thread(self._read_verified, expected)
@@ -395,7 +396,7 @@ class BlobDirectory:
     def _read_verified(self, expected: Expected) -> bytes:
         with self._open_checked(expected) as blob:
             content = blob.read()
-        self._digest_checked(expected, hashlib.sha256(content).hexdigest())
+        check_digest(expected, hashlib.sha256(content).hexdigest())
         if len(content) != expected.size:  # changed between fstat and read
             raise Damaged(expected.storage_id, "DAMAGED", f"its blob holds {len(content)} bytes")
         return content
@@ -407,7 +408,7 @@ class BlobDirectory:
     def _verify(self, expected: Expected) -> None:
         with self._open_checked(expected) as blob:
             digest = hashlib.file_digest(blob, "sha256").hexdigest()
-        self._digest_checked(expected, digest)
+        check_digest(expected, digest)
 
     async def check_size(self, expected: Expected) -> None:
         """Only that the blob exists with its size (Damaged when not)."""
@@ -424,7 +425,7 @@ class BlobDirectory:
                 yield chunk
         finally:
             blob.close()
-        self._digest_checked(expected, digest.hexdigest())
+        check_digest(expected, digest.hexdigest())
 
     # -- what is there ------------------------------------------------------------------------
 

@@ -6,20 +6,17 @@ import asyncio
 import errno
 import hashlib
 import os
-from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from huleedu.common.v1 import common_pb2
 from huleedu.content.v1 import content_pb2, content_pb2_grpc
-from sqlalchemy import insert
 
 from content_svc.blobs import BlobDirectory
-from content_svc.models import BlobChunk
 from content_svc.store import MiB
 from runner.client import write_all
 from tests.conftest import start_content
-from tests.support.blobs import blobs_of, unfinished
+from tests.support.blobs import add_unfinished, blobs_of, unfinished
 from tests.support.content import download, upload
 from tests.support.grpc_client import channel, error_reason, field_violations
 from tests.support.readonly import read_only
@@ -322,17 +319,17 @@ async def test_batch_get_in_order_with_missing_and_deferred(content_app) -> None
         assert "storage_ids[0]" in field_violations(bad.value)
 
 
-async def test_everything_still_there_after_restart(database_url, tmp_path) -> None:
-    app = await start_content(database_url, tmp_path / "blobs")
+async def test_everything_still_there_after_restart_and_what_a_crash_left_is_removed(
+    database_url, tmp_path, blob_store
+) -> None:
+    app = await start_content(database_url, tmp_path / "blobs", blob_store=blob_store)
     async with channel(app.address) as ch:
         stored = await upload(content_pb2_grpc.ContentServiceStub(ch), ESSAY_5K)
+    kept = await add_unfinished(app)
     await app.stop()
-    leftover = tmp_path / "blobs" / "ab" / ".abandoned.12345678.tmp"
-    leftover.parent.mkdir(parents=True, exist_ok=True)
-    leftover.write_bytes(b"half a blob")
-    app = await start_content(database_url, tmp_path / "blobs")
+    app = await start_content(database_url, tmp_path / "blobs", blob_store=blob_store)
     try:
-        assert not leftover.exists()
+        assert await unfinished(app) == kept
         async with channel(app.address) as ch:
             got = await content_pb2_grpc.ContentServiceStub(ch).Get(
                 content_pb2.GetRequest(storage_id=stored.storage_id)
@@ -368,33 +365,6 @@ async def test_health_not_serving_while_storage_unusable(sqlite_url, tmp_path) -
             await asyncio.sleep(2.5)
             status = (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
             assert status == health_pb2.HealthCheckResponse.SERVING
-    finally:
-        await app.stop()
-
-
-async def test_in_the_database_stale_unfinished_rows_go_at_start_and_others_uploads_stay(
-    database_url, tmp_path
-) -> None:
-    """Several replicas share the rows: an upload's temporary rows may be another replica's, in
-    flight; only those older than any upload can be are a crash's leftovers."""
-    content_app = await start_content(database_url, tmp_path / "unused", blob_store="database")
-    async with channel(content_app.address) as ch:
-        stored = await upload(content_pb2_grpc.ContentServiceStub(ch), ESSAY_5K)
-    now = datetime.now(UTC)
-    async with content_app.store.blobs.sessions.begin() as session:
-        await session.execute(insert(BlobChunk), [
-            {"blob_key": "~" + "1" * 32, "seq": 0, "data": b"half a blob", "written_at": now - timedelta(hours=2)},
-            {"blob_key": "~" + "2" * 32, "seq": 0, "data": b"in flight", "written_at": now},
-        ])  # fmt: skip
-    await content_app.stop()
-    app = await start_content(database_url, tmp_path / "unused", blob_store="database")
-    try:
-        assert await unfinished(app) == ["~" + "2" * 32]
-        async with channel(app.address) as ch:
-            got = await content_pb2_grpc.ContentServiceStub(ch).Get(
-                content_pb2.GetRequest(storage_id=stored.storage_id)
-            )
-        assert got.content == ESSAY_5K
     finally:
         await app.stop()
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
 
@@ -86,3 +86,22 @@ async def add_orphan(app, storage_id: str, content: bytes, written: datetime) ->
             insert(BlobChunk), [{"blob_key": storage_id, "seq": 0, "data": content, "written_at": written}]
         )
         await session.execute(update(BlobChunk).where(BlobChunk.blob_key == storage_id).values(written_at=written))
+
+
+async def add_unfinished(app) -> list[str]:
+    """Leave what a crash mid-upload leaves; returns what a restart must keep. Files: a temp file,
+    all removed at start (one machine, one service). Rows: a temporary key written two hours ago,
+    removed, and one written now, kept (it may be another replica's upload in flight)."""
+    if not _in_database(app):
+        leftover = app.store.blobs.root / "ab" / ".abandoned.12345678.tmp"
+        leftover.parent.mkdir(parents=True, exist_ok=True)
+        leftover.write_bytes(b"half a blob")
+        return []
+    now = datetime.now(UTC)
+    stale, in_flight = TEMP_PREFIX + "1" * 32, TEMP_PREFIX + "2" * 32
+    async with app.store.blobs.sessions.begin() as session:
+        await session.execute(insert(BlobChunk), [
+            {"blob_key": stale, "seq": 0, "data": b"half a blob", "written_at": now - timedelta(hours=2)},
+            {"blob_key": in_flight, "seq": 0, "data": b"in flight", "written_at": now},
+        ])  # fmt: skip
+    return [in_flight]
