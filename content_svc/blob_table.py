@@ -11,6 +11,8 @@ not to belong to an upload still under way on another replica.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,7 @@ from content_svc.blobs import Damaged, Expected, Inspector, check_digest
 from content_svc.models import BlobChunk
 from mesh_common.ids import new_id
 from mesh_server import database
+from mesh_server.tasks import run_to_end
 
 CHUNK_BYTES = 1024 * 1024
 TEMP_PREFIX = "~"
@@ -54,6 +57,7 @@ class TableWriter:
         self._hash = hashlib.sha256()
         self._pending = bytearray()
         self._rows_written = 0
+        self._writing: asyncio.Future[None] | None = None  # the row being written while more arrives
 
     async def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -66,10 +70,20 @@ class TableWriter:
         while len(self._pending) >= CHUNK_BYTES:
             piece, self._pending = bytes(self._pending[:CHUNK_BYTES]), self._pending[CHUNK_BYTES:]
             rows = _rows(self.temp_key, piece, self._rows_written)
-            await self.table.write(lambda session, rows=rows: session.execute(insert(BlobChunk), rows))
+            await self._settle()  # one row in flight at a time: memory stays bounded, rows in order
+            self._writing = asyncio.ensure_future(
+                self.table.write(lambda session, rows=rows: session.execute(insert(BlobChunk), rows))
+            )
             self._rows_written += 1
 
+    async def _settle(self) -> None:
+        """Wait for the row in flight (even when cancelled); raises what writing it raised."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await run_to_end(writing)
+
     async def finish(self) -> str:
+        await self._settle()
         if self.inspector is not None:
             self.inspector.end()
         return self._hash.hexdigest()
@@ -77,6 +91,7 @@ class TableWriter:
     async def commit(self, storage_id: str | None = None) -> None:
         """Make the blob whole under its storage id (or as `storage_id`'s blob, replacing what is
         there) in one transaction."""
+        await self._settle()
         target = storage_id or self.storage_id
         assert target is not None
         tail = bytes(self._pending)
@@ -93,6 +108,8 @@ class TableWriter:
 
     async def discard(self) -> None:
         """Remove the temporary rows, even when the calling task is being cancelled."""
+        with contextlib.suppress(Exception):  # the upload failed already; its error is reported
+            await self._settle()
         if self._rows_written:
             await self.table.remove(self.temp_key)
 
