@@ -28,6 +28,7 @@ test: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy cj_svc/engine runner/client.py mesh_server mesh_common
 	$(PY) scripts/generate.py --check
 	$(BUF) lint
 	$(BUF) format --diff --exit-code

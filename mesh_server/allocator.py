@@ -27,7 +27,7 @@ def retain_freed_memory(largest_buffer: int, retained: int) -> bool:
     except (AttributeError, OSError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    applied = mallopt(_M_MMAP_THRESHOLD, largest_buffer) == 1 and mallopt(_M_TRIM_THRESHOLD, retained) == 1
+    applied = bool(mallopt(_M_MMAP_THRESHOLD, largest_buffer) == 1 and mallopt(_M_TRIM_THRESHOLD, retained) == 1)
     if not applied:
         log.warning("the C library refused the allocator settings; large messages will cost page faults")
     return applied

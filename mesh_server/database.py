@@ -125,7 +125,9 @@ def run_migrations(metadata: MetaData) -> None:
             context.run_migrations()
 
     async def main() -> None:
-        engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+        url = context.config.get_main_option("sqlalchemy.url")
+        assert url is not None, "alembic's sqlalchemy.url is set by upgrade()"
+        engine = create_engine(url)
         async with engine.connect() as connection:
             await connection.run_sync(run)
             await connection.commit()
@@ -134,7 +136,7 @@ def run_migrations(metadata: MetaData) -> None:
     asyncio.run(main())
 
 
-async def write(sessions: async_sessionmaker, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+async def write(sessions: async_sessionmaker[AsyncSession], work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """`work` in one transaction that runs to its end even if the caller is cancelled meanwhile
     (the cancellation is raised after it): a cancelled RPC or task never leaves a transaction open
     (on SQLite, one left open holds the only write lock) nor a write half done."""
@@ -155,14 +157,14 @@ class HealthProbeRow(Protocol):
     def __init__(self, *, probe_id: int, probed_at: datetime) -> None: ...
 
 
-async def probe_write(sessions: async_sessionmaker, table: type[HealthProbeRow]) -> str | None:
+async def probe_write(sessions: async_sessionmaker[AsyncSession], table: type[HealthProbeRow]) -> str | None:
     """None when the database takes a write (a row updated and committed), else why not: a
     database that answers reads but refuses writes (read-only, disk full) is not healthy."""
 
     async def touch(session: AsyncSession) -> None:
         now = datetime.now(UTC)
         updated = await session.execute(update(table).where(table.probe_id == 1).values(probed_at=now))
-        if updated.rowcount == 0:
+        if getattr(updated, "rowcount", 0) == 0:  # an UPDATE's result is a CursorResult
             session.add(table(probe_id=1, probed_at=now))
 
     try:

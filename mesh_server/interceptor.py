@@ -123,7 +123,8 @@ class _Call:
         await context.abort_with_status(status.internal_status(correlation.current.get()))
 
     def end(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode | None) -> None:
-        self.running.discard(self.task)  # type: ignore[arg-type]
+        if self.task is not None:
+            self.running.discard(self.task)
         if code is None:  # the call was aborted: the context holds the status it was given
             code = context.code() or grpc.StatusCode.UNKNOWN
         elapsed = time.perf_counter() - self.started
@@ -168,7 +169,7 @@ def _unary_response(
     rpc_type: str,
     behaviour: Callable[..., Awaitable[Any]],
     streamed_in: bool,
-):
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, rpc_type, running)
         code: grpc.StatusCode | None = grpc.StatusCode.OK
@@ -206,7 +207,7 @@ def _stream_response(
     rpc_type: str,
     behaviour: Callable[..., AsyncIterator[Any]],
     streamed_in: bool,
-):
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _Call(method, rpc_type, running)
         code: grpc.StatusCode | None = grpc.StatusCode.OK

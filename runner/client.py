@@ -48,7 +48,7 @@ CONTENT_TYPES = {
     ".docx": "text/plain; charset=utf-8",
 }
 Kind = Literal["student", "prompt", "anchor", "rubric"]
-_KINDS: dict[str, int] = {
+_KINDS: dict[str, common_pb2.ContentKind.ValueType] = {
     "student": common_pb2.CONTENT_KIND_ESSAY_TEXT,
     "prompt": common_pb2.CONTENT_KIND_STUDENT_PROMPT,
     "anchor": common_pb2.CONTENT_KIND_ANCHOR_ESSAY,
@@ -101,7 +101,7 @@ def exit_code_of(code: grpc.StatusCode) -> int:
     return 2 if code in REFUSED else 3 if code in UNREACHABLE else 1
 
 
-def call_failed(error: grpc.aio.AioRpcError, doing: str, hints: dict | None = None) -> CallFailed:
+def call_failed(error: grpc.aio.AioRpcError, doing: str, hints: dict[grpc.StatusCode, str] | None = None) -> CallFailed:
     """What a failed call means for the user: what the runner was doing, what the service said, and
     which cj-runner command or option helps."""
     message = f"{doing} failed: {error.code().name.lower().replace('_', ' ')}: {error.details()}"
@@ -112,14 +112,14 @@ def call_failed(error: grpc.aio.AioRpcError, doing: str, hints: dict | None = No
 T = TypeVar("T")
 
 
-async def _answer(doing: str, call: Awaitable[T], hints: dict | None = None) -> T:
+async def _answer(doing: str, call: Awaitable[T], hints: dict[grpc.StatusCode, str] | None = None) -> T:
     try:
         return await call
     except grpc.aio.AioRpcError as error:
         raise call_failed(error, doing, hints) from None
 
 
-def document_of(message: Any) -> dict:
+def document_of(message: Any) -> dict[str, Any]:
     """A message as the contract's JSON (proto field names, every field): what run folders keep."""
     return json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -142,7 +142,7 @@ class Assignment:
     instructions: str
     student_prompt_storage_id: str
     judge_rubric_storage_id: str
-    document: dict = field(repr=False, compare=False)
+    document: dict[str, Any] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class Batch:
     current_ssr: float
     created: datetime | None
     updated: datetime | None
-    document: dict = field(repr=False, compare=False)
+    document: dict[str, Any] = field(repr=False, compare=False)
 
     @property
     def ended(self) -> bool:
@@ -211,7 +211,7 @@ class Results:
     grades_reliable: bool  # False: the anchors do not fit, and the grades' confidence is capped
     projection_note: str
     warnings: tuple[str, ...]  # what to know before trusting the results, worst first
-    document: dict = field(repr=False, compare=False)  # results.json
+    document: dict[str, Any] = field(repr=False, compare=False)  # results.json
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ class BatchSpec:
 class Submitted:
     batch: Batch
     created: bool  # False: the same run was submitted before, and this is its batch
-    request: dict  # request.json
+    request: dict[str, Any]  # request.json
 
 
 def _batch(message: assessment_pb2.Batch) -> Batch:
@@ -347,7 +347,7 @@ def same_run_request_id(request: assessment_pb2.SubmitBatchRequest) -> str:
     return str(uuid.uuid5(RUN_NAMESPACE, body.SerializeToString(deterministic=True).hex()))
 
 
-def request_document(spec: BatchSpec, new: bool = False) -> dict:
+def request_document(spec: BatchSpec, new: bool = False) -> dict[str, Any]:
     """The exact SubmitBatch request of `spec`, checked against the contract, as JSON."""
     return document_of(_submit_request(spec, new))
 
@@ -360,7 +360,7 @@ def request_document(spec: BatchSpec, new: bool = False) -> dict:
 STREAM_ENDED = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
 
 
-async def write_all(call, messages: Iterable) -> None:  # type: ignore[no-untyped-def]
+async def write_all(call: Any, messages: Iterable[Any]) -> None:
     """Write a client stream and half-close it, stopping as soon as the server has ended the call.
 
     The call's own status (await it) then says what happened: a grpc.aio client whose write fails
@@ -552,7 +552,7 @@ class MeshClient:
         answer = await _answer(
             f"registering anchor {label!r}", self._admin.RegisterAnchor(request, metadata=self._metadata)
         )
-        return answer.created
+        return bool(answer.created)
 
     async def list_anchors(self, assignment_id: str) -> list[Anchor]:
         answer = await _answer(
@@ -586,7 +586,7 @@ class MeshClient:
 
     async def list_batches(self, state: str = "") -> AsyncIterator[Batch]:
         """The caller's batches (all of them for an admin or auditor), optionally in one state."""
-        wanted = assessment_pb2.BatchState.Value(f"BATCH_STATE_{state.upper()}") if state else 0
+        wanted = assessment_pb2.BatchState.Value(f"BATCH_STATE_{state.upper()}" if state else "BATCH_STATE_UNSPECIFIED")
         token = ""
         while True:
             page = await _answer(
@@ -693,7 +693,7 @@ class MeshClient:
             call = self._content.Upload(metadata=self._metadata, timeout=UPLOAD_TIMEOUT_SECONDS)
             await write_all(call, upload_messages(item, kind))
             try:
-                return (await call).storage_id
+                return str((await call).storage_id)
             except grpc.aio.AioRpcError as error:
                 if error.code() not in UNREACHABLE:
                     raise call_failed(error, f"uploading {item.path.name}") from None

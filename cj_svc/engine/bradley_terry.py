@@ -112,7 +112,7 @@ def _inverse(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
         inverse.T[below] = inverse[below]
     else:
         inverse[below] = inverse.T[below]
-    return inverse
+    return np.asarray(inverse, np.float64)
 
 
 def _objective(x: NDArray[np.float64], data: Comparisons, y: NDArray[np.float64], alpha: float, n: int) -> float:
@@ -193,8 +193,9 @@ def fit(
         # Sum-to-zero constraint: the covariance of the centred scores is P C P with P = I - 11'/n.
         theta_cov = covariance[:n, :n]
         row_means = theta_cov.mean(axis=1)
-        centred: NDArray[np.float64] | None = theta_cov - row_means[:, None] - row_means[None, :] + theta_cov.mean()
-        variances, bias_variance = np.diag(centred), covariance[n, n]
+        centred_dense = theta_cov - row_means[:, None] - row_means[None, :] + theta_cov.mean()
+        centred: NDArray[np.float64] | None = centred_dense
+        variances, bias_variance = np.diag(centred_dense), covariance[n, n]
     else:
         centred = None
         variances, bias_variance = sparse.centred_variances(info, scores, alpha, probe=precise)

@@ -77,7 +77,7 @@ class PairingState:
 def _pairable(state: PairingState, i: int, j: int, skew: NDArray[np.int64]) -> bool:
     if i == j or (state.is_anchor[i] and state.is_anchor[j]):
         return False
-    return skew[i] * skew[j] <= 0  # never two essays that lean the same way
+    return bool(skew[i] * skew[j] <= 0)  # never two essays that lean the same way
 
 
 def _orient(i: int, j: int, skew: NDArray[np.int64], rng: np.random.Generator) -> tuple[int, int]:

@@ -81,7 +81,9 @@ class PriorChoice:
         self._fitted_on = len(self.answers)
         # Every candidate is refitted: refitting only those near the choice left the others' stale
         # fits to lose unfairly, and SSR overstated by 0.02-0.03 more in bench/grading.py.
-        starts = [previous.scores for previous in self._fits] or [None] * len(self.alphas)
+        starts: list[NDArray[np.float64] | None] = [previous.scores for previous in self._fits] or [None] * len(
+            self.alphas
+        )
         self._fits = [
             fit(self.n, self.answers, alpha, start=start, precise=False)
             for alpha, start in zip(self.alphas, starts, strict=True)

@@ -73,7 +73,7 @@ def isotonic(values: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArr
             v2, w2, c2 = blocks.pop()
             v1, w1, c1 = blocks.pop()
             blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
-    return np.array([value for value, _, count in blocks for _ in range(count)])
+    return np.array([value for value, _, count in blocks for _ in range(int(count))])
 
 
 def calibrate(scale: GradeScale, anchors: list[Anchor]) -> Calibration:
@@ -132,7 +132,7 @@ def probabilities(calibration: Calibration, score: float, standard_error: float)
     spread = np.sqrt(max(standard_error, 1e-6) ** 2 + calibration.boundary_variances)
     below = np.maximum.accumulate(ndtr((calibration.boundaries - score) / spread))
     mass = np.diff(np.concatenate([[0.0], below, [1.0]]))
-    return mass / mass.sum()
+    return np.asarray(mass / mass.sum(), np.float64)
 
 
 def _swedish_suffix(grade: str, calibration: Calibration, score: float) -> str:

@@ -96,7 +96,7 @@ def _conjugate_gradients(
     inverse_diagonal = (1.0 / matrix.diagonal())[:, None]
 
     def precondition(residual: NDArray[np.float64]) -> NDArray[np.float64]:
-        z = inverse_diagonal * residual
+        z: NDArray[np.float64] = inverse_diagonal * residual
         z[:n] -= z[:n].mean(axis=0)  # stay where the scores sum to zero
         return z
 
@@ -130,7 +130,7 @@ def local_variances(matrix: sp.csr_matrix, n: int) -> NDArray[np.float64]:
     degree = theta.diagonal()
     off = theta - sp.diags(degree)
     squared = off.multiply(off).tocsr()
-    variances = 1.0 / degree
+    variances: NDArray[np.float64] = 1.0 / degree
     for _ in range(500):
         updated = 1.0 / degree + (squared @ variances) / degree**2
         done = np.max(np.abs(updated - variances) / updated) < 1e-9
