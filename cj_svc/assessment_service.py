@@ -200,7 +200,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
         self.batches = workflow.batches
 
     async def SubmitBatch(self, request: assessment_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext):
-        judge = request.judge
+        judge, stop = request.judge, request.grade_stop
         principal = interceptor.principal.get()
         problem = self.workflow.judges.unusable(judge.provider or self.workflow.settings.judge_provider)
         if problem:
@@ -228,6 +228,9 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 judge_system_prompt=judge.system_prompt,
                 comparison_budget=request.comparison_budget if request.HasField("comparison_budget") else None,
                 seed=request.seed if request.HasField("seed") else None,
+                grade_stop_share=stop.share if stop.HasField("share") else None,
+                grade_stop_probability=stop.probability if stop.HasField("probability") else None,
+                grade_stop_off=stop.off,
                 correlation_id=correlation.current.get(),
                 submitted_by=principal,
             )

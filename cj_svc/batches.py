@@ -87,6 +87,9 @@ class BatchRequest:
     judge_system_prompt: str = ""
     comparison_budget: int | None = None
     seed: int | None = None
+    grade_stop_share: float | None = None
+    grade_stop_probability: float | None = None
+    grade_stop_off: bool = False
     correlation_id: str = ""
     # Who submits: the essays and the prompt it sends must be content it may read.
     submitted_by: Principal | None = None
@@ -213,6 +216,9 @@ class Batches:
             instructions=instructions,
             comparison_budget=request.comparison_budget or max(1, self.budget_per_essay * total // 2),
             seed=request.seed,
+            grade_stop_share=request.grade_stop_share,
+            grade_stop_probability=request.grade_stop_probability,
+            grade_stop_off=request.grade_stop_off,
             wave=0,
             comparisons_done=0,
             comparisons_failed=0,

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -98,6 +99,10 @@ class Batch(Base):
     comparison_budget: Mapped[int] = mapped_column(Integer)
     # The request's seed, when it asked for a reproducible batch.
     seed: Mapped[int | None] = mapped_column(BigInteger)
+    # When it stops for decided grades (the request's GradeStop); None: the service's default.
+    grade_stop_share: Mapped[float | None] = mapped_column(Float)
+    grade_stop_probability: Mapped[float | None] = mapped_column(Float)
+    grade_stop_off: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     wave: Mapped[int] = mapped_column(Integer, default=0)
     comparisons_done: Mapped[int] = mapped_column(Integer, default=0)
     comparisons_failed: Mapped[int] = mapped_column(Integer, default=0)

@@ -41,11 +41,11 @@ from cj_svc.engine.bradley_terry import (
     self_consistency,
 )
 from cj_svc.engine.diagnostics import Diagnostics
-from cj_svc.engine.grading import grade
+from cj_svc.engine.grading import Grades, decided_share, grade
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
 from cj_svc.engine.scales import get_scale
-from cj_svc.engine.stopping import BatchProgress, StopReason, decide
+from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, decide
 from cj_svc.judges.base import JudgeError, JudgeRequest
 from cj_svc.judges.factory import Judges
 from cj_svc.leases import LeaseLost, Leases
@@ -60,6 +60,8 @@ T = TypeVar("T")
 
 # How long CancelBatch waits for the batch's task to settle (its PENDING rows marked, its lease let go).
 CANCEL_WAIT_SECONDS = 3.0
+# A student's grade counts as decided at this probability unless the batch's GradeStop says otherwise.
+DECIDED_PROBABILITY = 0.8
 # How long a stopping service lets its batches reach a safe point before cutting them off.
 STOP_GRACE_SECONDS = 2.0
 
@@ -248,6 +250,17 @@ class _Texts:
             if fetch.done() and not fetch.cancelled():
                 fetch.exception()  # retrieved: no "never retrieved" warning for texts nobody awaited
             fetch.cancel()
+
+
+def _grade(batch: Batch, essays: list[BatchEssay], result: Fit, data: Comparisons) -> Grades:
+    """What `grading.grade` finds for a batch with a grade scale, from a fit of its essays."""
+    return grade(
+        get_scale(batch.grade_scale or ""),
+        [e.essay_id for e in essays],
+        [(e.known_grade or "") if e.is_anchor else None for e in essays],
+        result,
+        data,
+    )
 
 
 class Workflow:
@@ -463,6 +476,10 @@ class Workflow:
         # The prior's width is re-chosen each time a wave is fully answered (after a restart, the
         # waves answered before are replayed first).
         prior, fed = PriorChoice(len(essays)), 0
+        # Stopping for decided grades: for batches with anchors, unless the request turned it off.
+        rules = StoppingRules(decided_share=batch.grade_stop_share or StoppingRules.decided_share)
+        decided_at = batch.grade_stop_probability or DECIDED_PROBABILITY
+        by_grades = bool(batch.grade_scale) and bool(is_anchor.any()) and not batch.grade_stop_off
         stop = self._stops.setdefault(batch_id, asyncio.Event())
         stopping = asyncio.ensure_future(stop.wait())
         try:
@@ -483,6 +500,9 @@ class Workflow:
                         change = float(np.max(np.abs(result.scores - previous)))
                     previous = result.scores
                     await self._record_fit(batch_id, essays, result, change)
+                decided = None
+                if by_grades and result is not None:
+                    decided = await off_loop(self._decided, batch, essays, result, rows, position, decided_at)
                 attempted = sum(r.status in ("DONE", "FAILED") for r in rows)
                 succeeded = sum(r.status == "DONE" for r in rows)
                 reason = decide(
@@ -490,7 +510,9 @@ class Workflow:
                         essays=len(essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
                         max_score_change=change,
                         ssr=None if result is None else scale_separation_reliability(result.scores, result.standard_errors),
-                    )
+                        decided=decided,
+                    ),
+                    rules,
                 )  # fmt: skip
                 if reason == StopReason.CONTINUE and len(inflight) <= (0 if reproducible else refill_at):
                     busy = {position[r.essay_a_id] for r in rows if r.comparison_id in inflight}
@@ -771,18 +793,25 @@ class Workflow:
             position_bias_se=position_bias_se,
         )
 
+    @classmethod
+    def _decided(
+        cls,
+        batch: Batch,
+        essays: list[BatchEssay],
+        result: Fit,
+        rows: list[Comparison],
+        position: dict[str, int],
+        probability: float,
+    ) -> float | None:
+        """Share of the students whose grade is decided at `probability` now (see stopping.py)."""
+        return decided_share(_grade(batch, essays, result, cls._comparisons(rows, position)), probability)
+
     @staticmethod
     def _projections(batch: Batch, essays: list[BatchEssay], result: Fit, data: Comparisons) -> _Grades:
         """Students' grades as rows to store, with what `grading.grade` found (bands, diagnostics)."""
         if not batch.grade_scale:
             return _Grades([], "guest run: no assignment, so no grades are projected", [], None)
-        found = grade(
-            get_scale(batch.grade_scale),
-            [e.essay_id for e in essays],
-            [(e.known_grade or "") if e.is_anchor else None for e in essays],
-            result,
-            data,
-        )
+        found = _grade(batch, essays, result, data)
         rows = [
             GradeProjection(
                 batch_id=batch.batch_id, essay_id=essays[position].essay_id, grade=projection.grade,

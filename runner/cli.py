@@ -260,6 +260,17 @@ async def run(
         int | None,
         typer.Option(help="reproducible batch: same folder, settings and seed give the same results (slower waves)"),
     ] = None,
+    decided_share: Annotated[
+        float | None,
+        typer.Option(help="with an assignment: stop once this share of students hold a grade (default 0.9)"),
+    ] = None,
+    decided_probability: Annotated[
+        float | None,
+        typer.Option(help="...with at least this probability (default 0.8)"),
+    ] = None,
+    grade_stop: Annotated[
+        bool, typer.Option("--grade-stop/--no-grade-stop", help="stop once grades are decided (see above)")
+    ] = True,
     timeout: Annotated[float, typer.Option(help="seconds to watch before giving up (exit 4)")] = 3600,
     runs_dir: RunsDir = Path("runs"),
     cache_dir: CacheDir = DEFAULT_CACHE,
@@ -284,6 +295,10 @@ async def run(
         raise RunnerError(f"--seed must be between 0 and {2**63 - 1}, not {seed}", 2)
     if temperature is not None and not 0 <= temperature <= 2:
         raise RunnerError(f"--temperature must be between 0 and 2, not {temperature:g}", 2)
+    if decided_share is not None and not 0 < decided_share <= 1:
+        raise RunnerError(f"--decided-share must be more than 0 and at most 1, not {decided_share:g}", 2)
+    if decided_probability is not None and not 0.5 <= decided_probability < 1:
+        raise RunnerError(f"--decided-probability must be at least 0.5 and less than 1, not {decided_probability:g}", 2)
     found = take_inventory(folder, max_words, allow_duplicates)
     async with connect() as mesh:
         await mesh.preflight(assignment_id, expected_grade_scale)
@@ -303,7 +318,8 @@ async def run(
             raise RunnerError(f"{len(failures)} file(s) could not be uploaded; fix them and run again")
         console.print(f"uploaded {uploaded} file(s); {len(items) - uploaded} already stored")
         spec = batch_spec(found, ids, label or folder.name, assignment_id, budget=budget, provider=provider,
-                          model=model, temperature=temperature, seed=seed)  # fmt: skip
+                          model=model, temperature=temperature, seed=seed, decided_share=decided_share,
+                          decided_probability=decided_probability, grade_stop=grade_stop)  # fmt: skip
         Interrupted.hint = "interrupted before the batch was submitted; run the same command again"
         submitted = await mesh.submit_batch(spec, new)
         batch = submitted.batch

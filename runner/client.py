@@ -247,6 +247,10 @@ class BatchSpec:
     model: str = ""
     temperature: float | None = None
     seed: int | None = None
+    # Stopping once grades are decided (batches with an assignment): None, the service's defaults.
+    decided_share: float | None = None
+    decided_probability: float | None = None
+    grade_stop: bool = True
 
 
 @dataclass(frozen=True)
@@ -323,6 +327,12 @@ def _submit_request(spec: BatchSpec, new: bool) -> assessment_pb2.SubmitBatchReq
         request.judge.temperature = spec.temperature
     if spec.seed is not None:
         request.seed = spec.seed
+    if spec.decided_share is not None:
+        request.grade_stop.share = spec.decided_share
+    if spec.decided_probability is not None:
+        request.grade_stop.probability = spec.decided_probability
+    if not spec.grade_stop:
+        request.grade_stop.off = True
     request.request_id = str(uuid.uuid4()) if new else same_run_request_id(request)
     _validate(request)
     return request

@@ -63,6 +63,14 @@ def grade(
     return Grades(projections, "", bands(calibration), found)
 
 
+def decided_share(grades: Grades, probability: float) -> float | None:
+    """Share of the students whose most probable grade has at least this probability (its
+    confidence as served, capped when the anchors do not fit); None when no grades were projected."""
+    if not grades.projections:
+        return None
+    return float(np.mean([p.confidence >= probability for p in grades.projections.values()]))
+
+
 def probability_matrix(grades: Grades, ladder: tuple[str, ...], students: NDArray[np.int64]) -> NDArray[np.float64]:
     """Rows of P(grade) over the ladder for the given students, exactly as projected."""
     return np.array([[grades.projections[int(i)].probabilities[g] for g in ladder] for i in students])

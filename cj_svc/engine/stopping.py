@@ -10,6 +10,7 @@ class StopReason(enum.Enum):
     CONTINUE = "continue"
     STABLE = "stable"  # largest score change in the last wave under the threshold
     TARGET_RELIABILITY = "target_reliability"  # SSR reached the target
+    GRADES_DECIDED = "grades_decided"  # enough students hold a grade with enough probability
     BUDGET = "budget"  # the comparison budget is used
     TOO_MANY_FAILURES = "too_many_failures"  # too few comparisons succeeded
     EXHAUSTED = "exhausted"  # no pair can be asked any more
@@ -22,6 +23,8 @@ class StoppingRules:
     target_ssr: float = 0.90
     min_success_rate: float = 0.8
     min_attempts_for_failure_check: int = 10
+    # Share of students that must hold a grade at the batch's probability (see `grading.decided_share`).
+    decided_share: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class BatchProgress:
     budget: int
     max_score_change: float | None  # None before there are two fits to compare
     ssr: float | None
+    # Share of students holding a grade at the batch's probability; None without grades or when the
+    # batch does not stop for decided grades.
+    decided: float | None = None
 
 
 def decide(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> StopReason:
@@ -44,6 +50,8 @@ def decide(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> S
     per_essay = 2 * progress.succeeded / max(progress.essays, 1)
     if per_essay < rules.min_comparisons_per_essay:
         return StopReason.CONTINUE
+    if progress.decided is not None and progress.decided >= rules.decided_share:
+        return StopReason.GRADES_DECIDED
     if progress.ssr is not None and progress.ssr >= rules.target_ssr:
         return StopReason.TARGET_RELIABILITY
     if progress.max_score_change is not None and progress.max_score_change < rules.stability_threshold:

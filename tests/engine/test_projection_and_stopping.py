@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cj_svc.engine.projection import Anchor, NoProjection, calibrate, isotonic, probabilities, project
+from cj_svc.engine.grading import Grades, decided_share
+from cj_svc.engine.projection import Anchor, NoProjection, bands, calibrate, isotonic, probabilities, project
 from cj_svc.engine.scales import SCALES, get_scale
-from cj_svc.engine.stopping import BatchProgress, StopReason, decide
+from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, decide
 
 LEGACY = get_scale("eng5_np_legacy_9_step")
 SWEDISH = get_scale("swedish_8_anchor")
@@ -109,7 +110,30 @@ def test_isotonic_pools_violators() -> None:
         (BatchProgress(10, 40, 40, 100, 0.01, 0.5), StopReason.STABLE),
         (BatchProgress(10, 40, 40, 100, None, None), StopReason.CONTINUE),
         (BatchProgress(10, 40, 40, 100, 0.2, 0.5), StopReason.CONTINUE),
+        (BatchProgress(10, 40, 40, 100, 0.2, 0.5, decided=0.9), StopReason.GRADES_DECIDED),
+        (BatchProgress(10, 40, 40, 100, 0.2, 0.95, decided=0.95), StopReason.GRADES_DECIDED),  # said first
+        (BatchProgress(10, 40, 40, 100, 0.2, 0.5, decided=0.89), StopReason.CONTINUE),
+        (BatchProgress(10, 20, 20, 100, 0.2, 0.5, decided=1.0), StopReason.CONTINUE),  # too few per essay yet
+        (BatchProgress(10, 100, 100, 100, 0.2, 0.5, decided=1.0), StopReason.BUDGET),
     ],
 )
 def test_stopping_says_why(progress: BatchProgress, reason: StopReason) -> None:
     assert decide(progress) == reason
+
+
+def test_a_batch_may_ask_for_another_share_of_decided_grades() -> None:
+    progress = BatchProgress(10, 40, 40, 100, 0.2, 0.5, decided=0.6)
+    assert decide(progress) == StopReason.CONTINUE
+    assert decide(progress, StoppingRules(decided_share=0.5)) == StopReason.GRADES_DECIDED
+
+
+def test_decided_share_counts_students_whose_grade_reaches_the_probability() -> None:
+    scale = get_scale("eng5_np_legacy_9_step")
+    anchors = [Anchor(-4.0 + i, grade, 0.1) for i, grade in enumerate(scale.grades)]
+    calibration = calibrate(scale, anchors)
+    # Two students in the middle of a band with small SEs (decided), two on boundaries (not).
+    students = {0: (0.0, 0.05), 1: (2.0, 0.05), 2: (0.5, 0.3), 3: (-1.5, 0.3)}
+    projections = {i: project(scale, calibration, score, se) for i, (score, se) in students.items()}
+    grades = Grades(projections, "", bands(calibration), None)  # type: ignore[arg-type]
+    assert decided_share(grades, 0.8) == 0.5
+    assert decided_share(Grades({}, "no anchors", [], None), 0.8) is None  # type: ignore[arg-type]

@@ -211,3 +211,23 @@ async def test_page_tokens_are_checked_not_trusted(mesh) -> None:
                 await call
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what
             assert "page_token" in refused.value.details(), what
+
+
+@pytest.mark.parametrize("off", [False, True], ids=["grade stop on", "grade stop off"])
+async def test_a_batch_stops_once_its_grades_are_decided_unless_asked_not_to(mesh, tmp_path, off: bool) -> None:
+    _, storage_ids = await scored_mesh(mesh, tmp_path)
+    stop = assessment_pb2.GradeStop(share=0.2, probability=0.5, off=off)
+    submitted = await mesh.assessment.SubmitBatch(
+        submit_request(storage_ids, assignment_id="eng5-w", comparison_budget=2000, grade_stop=stop)
+    )
+    final = await watch_to_end(mesh, submitted.batch.batch_id)
+    assert final.state == assessment_pb2.BATCH_STATE_COMPLETED, final.state_reason
+    if off:
+        assert "grades_decided" not in final.state_reason
+    else:
+        assert final.state_reason == "stopped: grades_decided"
+        results = (
+            await mesh.assessment.GetBatchResults(assessment_pb2.GetBatchResultsRequest(batch_id=final.batch_id))
+        ).results
+        decided = [e for e in results.essays if not e.is_anchor and e.projection.confidence_score >= 0.5]
+        assert len(decided) >= 0.2 * 24  # what the rule saw at its last wave, as served

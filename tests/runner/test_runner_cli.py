@@ -388,3 +388,24 @@ async def test_small_files_go_up_together_and_large_ones_stream(mesh, tmp_path) 
     assert "uploaded 8 file(s)" in done.stderr  # six essays, the long one, the prompt
     assert calls("BatchUpload") - before["BatchUpload"] == 1
     assert calls("Upload") - before["Upload"] == 1
+
+
+async def test_the_grade_stop_options_travel_in_the_request_and_bad_ones_are_refused_first(mesh, tmp_path) -> None:
+    await create_assignment(mesh, "eng5-g")
+    for i, grade in enumerate(["E-", "C-", "A"]):
+        await register_anchor(mesh, "eng5-g", f"anchor_{i}", grade, f"Anchor text {grade} " * (5 + 10 * i))
+    folder = essays_folder(tmp_path)
+    common = ["--assignment-id", "eng5-g", "--budget", "30", "--runs-dir", str(tmp_path / "runs"),
+              "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    for option, value, says in (
+        ("--decided-share", "1.5", "--decided-share must be more than 0 and at most 1, not 1.5"),
+        ("--decided-probability", "0.3", "--decided-probability must be at least 0.5 and less than 1, not 0.3"),
+    ):
+        refused = await runner(mesh, "run", str(folder), *common, option, value)
+        assert refused.code == 2 and says in refused.stderr, refused.output
+        assert "uploaded" not in refused.output  # refused before anything was sent
+    done = await runner(mesh, "run", str(folder), *common, "--decided-share", "0.5", "--decided-probability", "0.6")
+    assert done.code == 0, done.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    request = json.loads((run_dir / "request.json").read_text())
+    assert request["grade_stop"] == {"share": 0.5, "probability": 0.6, "off": False}

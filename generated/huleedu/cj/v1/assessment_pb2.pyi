@@ -177,6 +177,7 @@ class SubmitBatchRequest(_message.Message):
     JUDGE_FIELD_NUMBER: _builtins.int
     COMPARISON_BUDGET_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    GRADE_STOP_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     batch_label: _builtins.str
     """Trimmed: no whitespace (Unicode's included) and no invisible character at either end."""
@@ -208,6 +209,10 @@ class SubmitBatchRequest(_message.Message):
 
     @_builtins.property
     def judge(self) -> Global___JudgeConfig: ...
+    @_builtins.property
+    def grade_stop(self) -> Global___GradeStop:
+        """When a batch with an assignment stops for decided grades; unset: the service's defaults."""
+
     def __init__(
         self,
         *,
@@ -223,10 +228,11 @@ class SubmitBatchRequest(_message.Message):
         judge: Global___JudgeConfig | None = ...,
         comparison_budget: _builtins.int | None = ...,
         seed: _builtins.int | None = ...,
+        grade_stop: Global___GradeStop | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_seed", b"_seed", "comparison_budget", b"comparison_budget", "judge", b"judge", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_seed", b"_seed", "comparison_budget", b"comparison_budget", "grade_stop", b"grade_stop", "judge", b"judge", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_seed", b"_seed", "assignment_id", b"assignment_id", "batch_label", b"batch_label", "comparison_budget", b"comparison_budget", "course_code", b"course_code", "essays", b"essays", "judge", b"judge", "language", b"language", "org_id", b"org_id", "request_id", b"request_id", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_seed", b"_seed", "assignment_id", b"assignment_id", "batch_label", b"batch_label", "comparison_budget", b"comparison_budget", "course_code", b"course_code", "essays", b"essays", "grade_stop", b"grade_stop", "judge", b"judge", "language", b"language", "org_id", b"org_id", "request_id", b"request_id", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__comparison_budget: _TypeAlias = _typing.Literal["comparison_budget"]  # noqa: Y015
     _WhichOneofArgType__comparison_budget: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget"]  # noqa: Y015
@@ -238,6 +244,47 @@ class SubmitBatchRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
 
 Global___SubmitBatchRequest: _TypeAlias = SubmitBatchRequest  # noqa: Y015
+
+@_typing.final
+class GradeStop(_message.Message):
+    """Stop asking for comparisons once enough students hold a grade with enough probability, beside
+    the budget and reliability rules (whichever comes first, once every essay has been compared a
+    few times). The reason is "grades_decided" in the batch's state_reason. Only for batches with an
+    assignment: without anchors there are no grades.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARE_FIELD_NUMBER: _builtins.int
+    PROBABILITY_FIELD_NUMBER: _builtins.int
+    OFF_FIELD_NUMBER: _builtins.int
+    share: _builtins.float
+    """Share of the students that must hold a grade, 0.9 when unset."""
+    probability: _builtins.float
+    """Probability of its most probable grade that counts a student's grade as decided, 0.8 when unset."""
+    off: _builtins.bool
+    """True: never stop for decided grades."""
+    def __init__(
+        self,
+        *,
+        share: _builtins.float | None = ...,
+        probability: _builtins.float | None = ...,
+        off: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_probability", b"_probability", "_share", b"_share", "probability", b"probability", "share", b"share"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_probability", b"_probability", "_share", b"_share", "off", b"off", "probability", b"probability", "share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__probability: _TypeAlias = _typing.Literal["probability"]  # noqa: Y015
+    _WhichOneofArgType__probability: _TypeAlias = _typing.Literal["_probability", b"_probability"]  # noqa: Y015
+    _WhichOneofReturnType__share: _TypeAlias = _typing.Literal["share"]  # noqa: Y015
+    _WhichOneofArgType__share: _TypeAlias = _typing.Literal["_share", b"_share"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__probability) -> _WhichOneofReturnType__probability | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__share) -> _WhichOneofReturnType__share | None: ...
+
+Global___GradeStop: _TypeAlias = GradeStop  # noqa: Y015
 
 @_typing.final
 class BatchProgress(_message.Message):
