@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from cj_svc.admin import AdminStore
 from cj_svc.admin_service import AdminService
 from cj_svc.assessment_service import AssessmentService
+from cj_svc.batches import Batches
 from cj_svc.content_client import ContentClient
 from cj_svc.models import HealthProbe
 from cj_svc.settings import CJSettings
@@ -52,7 +53,8 @@ async def start(settings: CJSettings) -> CJApp:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     content = ContentClient(settings.content_address, settings.content_tls, settings.content_token)
     authorizer = Authorizer.parse(settings.tokens, {ADMIN_SERVICE: "admin"})
-    workflow = Workflow(settings, sessions, content)
+    batches = Batches(sessions, content, settings.judge_provider, settings.default_budget_per_essay)
+    workflow = Workflow(settings, sessions, content, batches)
 
     async def readiness() -> str | None:
         return await database.probe_write(sessions, HealthProbe) or await content.ready()
@@ -66,7 +68,7 @@ async def start(settings: CJSettings) -> CJApp:
             ),
             Registration(
                 assessment_pb2_grpc.add_AssessmentServiceServicer_to_server,
-                AssessmentService(workflow),
+                AssessmentService(workflow, batches),
                 ASSESSMENT_SERVICE,
             ),
         ],

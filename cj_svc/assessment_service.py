@@ -11,7 +11,8 @@ import grpc
 from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc
 from huleedu.common.v1 import common_pb2
 
-from cj_svc.batches import EVERYONE, FINAL_STATES, BatchRequest, BatchView, Caller, EssayInput, Results
+from cj_svc.batches import EVERYONE, FINAL_STATES, Batches, BatchRequest, BatchView, Caller, EssayInput, Results
+from cj_svc.engine.diagnostics import anchor_ranks
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Comparison
 from cj_svc.workflow import Workflow
@@ -114,12 +115,7 @@ def results_message(results: Results) -> assessment_pb2.BatchResults:
     actual: dict[str, int] = {}
     if anchors and batch.grade_scale:
         scale = get_scale(batch.grade_scale)
-        # An anchor's expected rank: 1 + how many anchors have a higher grade (ties share a rank).
-        expected = {
-            e.essay_id: 1 + sum(scale.index(o.known_grade) > scale.index(e.known_grade) for o in anchors)
-            for e in anchors
-        }
-        actual = {e.essay_id: i + 1 for i, e in enumerate(sorted(anchors, key=lambda e: -(e.score or 0.0)))}
+        expected, actual = anchor_ranks([(e.essay_id, scale.index(e.known_grade), e.score or 0.0) for e in anchors])
     for essay in sorted(results.essays, key=lambda e: (e.rank or 10**9, -(e.score or 0.0))):
         item = message.essays.add(
             essay_id=essay.essay_id,
@@ -195,9 +191,9 @@ def caller() -> Caller:
 
 
 class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
-    def __init__(self, workflow: Workflow) -> None:
+    def __init__(self, workflow: Workflow, batches: Batches) -> None:
         self.workflow = workflow
-        self.batches = workflow.batches
+        self.batches = batches
 
     async def SubmitBatch(self, request: assessment_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext):
         judge, stop = request.judge, request.grade_stop

@@ -138,6 +138,16 @@ def unique_essay_ids(essays: list[EssayInput]) -> None:
             )
 
 
+async def failure_counts(session: AsyncSession, batch_id: str) -> Counter[str]:
+    """How many of a batch's comparisons failed, by error code."""
+    query = (
+        select(Comparison.error_code, func.count())
+        .where(Comparison.batch_id == batch_id, Comparison.status == "FAILED")
+        .group_by(Comparison.error_code)
+    )
+    return Counter(dict((await session.execute(query)).all()))
+
+
 class Batches:
     def __init__(
         self, sessions: async_sessionmaker, content: ContentClient, default_provider: str, budget_per_essay: int
@@ -397,17 +407,7 @@ class Batches:
                     await session.execute(select(GradeProjection).where(GradeProjection.batch_id == batch_id))
                 ).scalars()
             }
-            failures = Counter(
-                dict(
-                    (
-                        await session.execute(
-                            select(Comparison.error_code, func.count())
-                            .where(Comparison.batch_id == batch_id, Comparison.status == "FAILED")
-                            .group_by(Comparison.error_code)
-                        )
-                    ).all()
-                )
-            )
+            failures = await failure_counts(session, batch_id)
             usage = (
                 await session.execute(
                     select(

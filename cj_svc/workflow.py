@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cj_svc.batches import EVERYONE, Batches, Caller, transition
+from cj_svc.batches import EVERYONE, Batches, Caller, failure_counts, transition
 from cj_svc.content_client import ContentClient
 from cj_svc.engine.bradley_terry import (
     Comparisons,
@@ -264,11 +264,13 @@ def _grade(batch: Batch, essays: list[BatchEssay], result: Fit, data: Comparison
 
 
 class Workflow:
-    def __init__(self, settings: CJSettings, sessions: async_sessionmaker, content: ContentClient) -> None:
+    def __init__(
+        self, settings: CJSettings, sessions: async_sessionmaker, content: ContentClient, batches: Batches
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.content = content
-        self.batches = Batches(sessions, content, settings.judge_provider, settings.default_budget_per_essay)
+        self.batches = batches
         self.judges = Judges(settings)
         self.service_limit = asyncio.Semaphore(settings.service_concurrency)
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -707,8 +709,9 @@ class Workflow:
             }  # fmt: skip
 
     async def _failure_reason(self, batch_id: str, attempted: int, succeeded: int) -> str:
-        results = await self.batches.results(batch_id)
-        codes = ", ".join(f"{code} x{count}" for code, count in results.failures.most_common())
+        async with self.sessions() as session:
+            failures = await failure_counts(session, batch_id)
+        codes = ", ".join(f"{code} x{count}" for code, count in failures.most_common())
         return (
             f"too few comparisons succeeded: {succeeded} of {attempted} (errors: {codes}); check the judge's "
             "configuration (provider, model, API key) and retry with a new request"

@@ -13,6 +13,7 @@ students; the projection then caps its confidence (projection.cap_confidence).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -123,3 +124,12 @@ def diagnose(
         warnings.append(("LOW_RELIABILITY", f"scale separation reliability is {ssr:.2f} (below {LOW_SSR}): the "
                                             "order of essays is not reliable; more comparisons would help"))  # fmt: skip
     return Diagnostics(tau, wrong, no_wins, no_losses, above, below, share, warnings)
+
+
+def anchor_ranks(anchors: Sequence[tuple[str, int, float]]) -> tuple[dict[str, int], dict[str, int]]:
+    """(expected, actual) rank of each anchor among the anchors, 1 the best, from (essay id, rung of
+    its grade on the ladder, score): expected is 1 + how many anchors have a higher grade (ties share
+    a rank), actual is the order of the scores."""
+    expected = {essay_id: 1 + sum(other > rung for _, other, _ in anchors) for essay_id, rung, _ in anchors}
+    by_score = sorted(anchors, key=lambda anchor: -anchor[2])
+    return expected, {essay_id: place for place, (essay_id, _, _) in enumerate(by_score, start=1)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cj_svc.engine.diagnostics import AnchorScore, diagnose, kendall_tau_b, out_of_order
+from cj_svc.engine.diagnostics import AnchorScore, anchor_ranks, diagnose, kendall_tau_b, out_of_order
 from cj_svc.engine.scales import get_scale
 
 LADDER = get_scale("eng5_np_national_9_step").ladder  # 0, 1, ..., 9
@@ -45,3 +45,9 @@ def test_every_pair_out_of_order_is_listed_and_grades_without_anchors_are_named(
 def test_kendall_tau_b_does_not_reward_tied_grades() -> None:
     assert kendall_tau_b([1, 2, 2, 3], [0.1, 0.2, 0.3, 0.4]) == pytest.approx((5 / 6) ** 0.5)
     assert kendall_tau_b([1, 1], [0.0, 1.0]) is None
+
+
+def test_anchor_ranks_expected_from_grades_with_ties_and_actual_from_scores() -> None:
+    expected, actual = anchor_ranks([("a", 2, 0.5), ("b", 1, 1.5), ("c", 2, -0.5), ("d", 0, -2.0)])
+    assert expected == {"a": 1, "c": 1, "b": 3, "d": 4}  # two anchors of the top grade share rank 1
+    assert actual == {"b": 1, "a": 2, "c": 3, "d": 4}
