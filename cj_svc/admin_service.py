@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.message import Message
 from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc
 from huleedu.common.v1 import common_pb2
 
@@ -47,7 +48,7 @@ def anchor_message(row: models.Anchor) -> admin_pb2.Anchor:
     )
 
 
-def _optional(request, field: str) -> str | None:  # type: ignore[no-untyped-def]
+def _optional(request: Message, field: str) -> str | None:
     return getattr(request, field) if request.HasField(field) else None
 
 

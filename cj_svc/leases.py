@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cj_svc.models import Batch
@@ -32,7 +32,7 @@ class Leases:
         self.owner = owner
         self.seconds = seconds
 
-    def _claimable(self, now: datetime):  # type: ignore[no-untyped-def]
+    def _claimable(self, now: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
         return Batch.state.in_(UNFINISHED), or_(
             Batch.lease_owner.is_(None), Batch.lease_owner == self.owner, Batch.lease_expires_at < now
         )

@@ -19,18 +19,18 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import numpy as np
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import ScalarSelect, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cj_svc.batches import EVERYONE, Batches, Caller, failure_counts, transition
+from cj_svc.batches import EVERYONE, Batches, BatchView, Caller, failure_counts, transition
 from cj_svc.content_client import ContentClient
 from cj_svc.engine.bradley_terry import (
     Comparisons,
@@ -177,7 +177,7 @@ class _Recorder:
                 rows,
             )
 
-            def counted(status: str):  # type: ignore[no-untyped-def]
+            def counted(status: str) -> ScalarSelect[int]:
                 return (
                     select(func.count())
                     .select_from(Comparison)
@@ -339,7 +339,7 @@ class Workflow:
             await asyncio.gather(*running, return_exceptions=True)
         await self.judges.close()
 
-    async def cancel(self, batch_id: str, reason: str, caller: Caller = EVERYONE):  # type: ignore[no-untyped-def]
+    async def cancel(self, batch_id: str, reason: str, caller: Caller = EVERYONE) -> BatchView:
         """Cancel the batch (one short transaction) and ask its task to stop; wait a little for it
         to settle, without ever cutting it off (a cancelled RPC leaves the task to finish)."""
         view = await self.batches.cancel(batch_id, reason, caller)
@@ -444,7 +444,7 @@ class Workflow:
 
         await database.write(self.sessions, transaction)
 
-    async def _observe_duration(self, session, batch_id: str, state: str) -> None:  # type: ignore[no-untyped-def]
+    async def _observe_duration(self, session: AsyncSession, batch_id: str, state: str) -> None:
         batch = await session.get(Batch, batch_id)
         created = batch.created_at if batch.created_at.tzinfo else batch.created_at.replace(tzinfo=UTC)
         BATCH_SECONDS.labels(state).observe((datetime.now(UTC) - created).total_seconds())
@@ -553,7 +553,16 @@ class Workflow:
             await asyncio.gather(*inflight.values(), return_exceptions=True)
             texts.close()
 
-    def _start(self, batch, rows, texts, essays, limit, recorder, inflight) -> None:  # type: ignore[no-untyped-def]
+    def _start(
+        self,
+        batch: Batch,
+        rows: Sequence[Comparison | _NewComparison],
+        texts: _Texts,
+        essays: list[BatchEssay],
+        limit: asyncio.Semaphore,
+        recorder: _Recorder,
+        inflight: dict[str, asyncio.Task[None]],
+    ) -> None:
         """Judge rows in background tasks; their answers go to the recorder."""
         storage = {e.essay_id: e.text_storage_id for e in essays}
 
@@ -620,7 +629,17 @@ class Workflow:
             fed = wave
         return fed
 
-    def _next_wave(self, n, is_anchor, rows, position, result, rng, remaining, busy):  # type: ignore[no-untyped-def]
+    def _next_wave(
+        self,
+        n: int,
+        is_anchor: np.ndarray,
+        rows: list[Comparison],
+        position: dict[str, int],
+        result: Fit | None,
+        rng: np.random.Generator,
+        remaining: int,
+        busy: set[int],
+    ) -> list[tuple[int, int]]:
         if remaining <= 0:
             return []
         state = PairingState.new(n, is_anchor)
