@@ -495,7 +495,9 @@ class Workflow:
                 if orphans:  # sent before a restart, never answered: ask again
                     self._start(batch, orphans, texts, essays, limit, recorder, inflight)
                 fed = await off_loop(self._feed_prior, prior, rows, position, fed)
-                result = await off_loop(self._fit, len(essays), rows, position, previous, prior.alpha)
+                # The answers once per wave, for the fit and the grades alike.
+                data = await off_loop(self._comparisons, rows, position)
+                result = await off_loop(self._fit, len(essays), data, previous, prior.alpha)
                 change = None
                 if result is not None:
                     if previous is not None:
@@ -504,7 +506,7 @@ class Workflow:
                     await self._record_fit(batch_id, essays, result, change)
                 decided = None
                 if by_grades and result is not None:
-                    decided = await off_loop(self._decided, batch, essays, result, rows, position, decided_at)
+                    decided = await off_loop(self._decided, batch, essays, result, data, decided_at)
                 attempted = sum(r.status in ("DONE", "FAILED") for r in rows)
                 succeeded = sum(r.status == "DONE" for r in rows)
                 reason = decide(
@@ -611,10 +613,8 @@ class Workflow:
             [r.winner == "essay_a" for r in done],
         )
 
-    def _fit(
-        self, n: int, rows: list[Comparison], position: dict[str, int], start: np.ndarray | None, alpha: float
-    ) -> Fit | None:
-        data = self._comparisons(rows, position)
+    @staticmethod
+    def _fit(n: int, data: Comparisons, start: np.ndarray | None, alpha: float) -> Fit | None:
         return fit(n, data, alpha, start=start) if len(data) else None
 
     @classmethod
@@ -815,18 +815,12 @@ class Workflow:
             position_bias_se=position_bias_se,
         )
 
-    @classmethod
+    @staticmethod
     def _decided(
-        cls,
-        batch: Batch,
-        essays: list[BatchEssay],
-        result: Fit,
-        rows: list[Comparison],
-        position: dict[str, int],
-        probability: float,
+        batch: Batch, essays: list[BatchEssay], result: Fit, data: Comparisons, probability: float
     ) -> float | None:
         """Share of the students whose grade is decided at `probability` now (see stopping.py)."""
-        return decided_share(_grade(batch, essays, result, cls._comparisons(rows, position)), probability)
+        return decided_share(_grade(batch, essays, result, data), probability)
 
     @staticmethod
     def _projections(batch: Batch, essays: list[BatchEssay], result: Fit, data: Comparisons) -> _Grades:

@@ -772,14 +772,13 @@ class MeshClient:
         uploads = [wanted[sha] for sha in wanted if sha not in known]
         small = [(item, kind) for item, kind in uploads if len(item.content) <= SMALL_FILE_BYTES]
         groups: list[list[tuple[Item, Kind]]] = []
+        group_bytes = 0  # in the last group
         for item, kind in small:
-            if (
-                not groups
-                or len(groups[-1]) >= BATCH_FILES
-                or sum(len(i.content) for i, _ in groups[-1]) + len(item.content) > BATCH_BYTES
-            ):
+            if not groups or len(groups[-1]) >= BATCH_FILES or group_bytes + len(item.content) > BATCH_BYTES:
                 groups.append([])
+                group_bytes = 0
             groups[-1].append((item, kind))
+            group_bytes += len(item.content)
 
         async def one(item: Item, kind: Kind) -> None:
             async with limit:

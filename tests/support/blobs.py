@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -77,8 +78,6 @@ async def add_orphan(app, storage_id: str, content: bytes, written: datetime) ->
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(content)
         stamp = written.timestamp()
-        import os
-
         os.utime(path, (stamp, stamp))
         return
     async with app.store.blobs.sessions.begin() as session:
