@@ -77,6 +77,10 @@ SUBMIT_CASES = [
     ("unknown judge provider", lambda r: setattr(r.judge, "provider", "gpt"), "judge.provider"),
     ("budget 0", lambda r: setattr(r, "comparison_budget", 0), "comparison_budget"),
     ("language that is no tag", lambda r: setattr(r, "language", "English"), "language"),
+    ("grade stop for no students", lambda r: setattr(r.grade_stop, "share", 0.0), "grade_stop.share"),
+    ("grade stop share above 1", lambda r: setattr(r.grade_stop, "share", 1.5), "grade_stop.share"),
+    ("grade stop probability below 0.5", lambda r: setattr(r.grade_stop, "probability", 0.3), "grade_stop.probability"),
+    ("grade stop probability of 1", lambda r: setattr(r.grade_stop, "probability", 1.0), "grade_stop.probability"),
 ]
 
 
