@@ -698,28 +698,38 @@ class MeshClient:
         return {m.sha256: m.storage_id for m in answer.matches}
 
     async def upload(self, item: Item, kind: Kind) -> str:
-        """Stream one file up, retrying with backoff while the Content Service is unavailable; its storage id."""
-        for attempt in range(UPLOAD_ATTEMPTS):
+        """Stream one file up; its storage id."""
+
+        async def send() -> str:
             call = self._content.Upload(metadata=self._metadata, timeout=UPLOAD_TIMEOUT_SECONDS)
             await write_all(call, upload_messages(item, kind))
+            return str((await call).storage_id)
+
+        return await self._sent_until_answered(f"uploading {item.path.name}", send)
+
+    async def _sent_until_answered(self, doing: str, send: Callable[[], Awaitable[T]]) -> T:
+        """The answer of an upload call, sent again with backoff while the Content Service does not
+        answer. Safe because content is stored once by its sha256. The channel's retry policy covers
+        a replica that fails before it answers; one that dies while answering has committed the call,
+        and only the caller can send it again."""
+        for attempt in range(UPLOAD_ATTEMPTS):
             try:
-                return str((await call).storage_id)
+                return await send()
             except grpc.aio.AioRpcError as error:
                 if error.code() not in UNREACHABLE:
-                    raise call_failed(error, f"uploading {item.path.name}") from None
+                    raise call_failed(error, doing) from None
                 if attempt == UPLOAD_ATTEMPTS - 1:
                     raise ServiceGone(
                         f"the Content Service at {self.content_address} stopped answering during the upload "
-                        f"({error.code().name}: {error.details()}); check that content-svc is running, then run "
-                        "the same command again (files already stored are not sent again)",
+                        f"({doing}: {error.code().name}: {error.details()}); check that content-svc is running, "
+                        "then run the same command again (files already stored are not sent again)",
                         3,
                     ) from None
                 await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
     async def upload_small(self, items: list[tuple[Item, Kind]]) -> tuple[dict[str, str], dict[str, str]]:
-        """Small files in one BatchUpload (retried by the channel when a replica is unavailable:
-        content is stored once by its sha256); (sha256 -> storage id, file -> why it was refused)."""
+        """Small files in one BatchUpload; (sha256 -> storage id, file -> why it was refused)."""
         request = content_pb2.BatchUploadRequest(
             items=[
                 content_pb2.BatchUploadItem(
@@ -729,9 +739,9 @@ class MeshClient:
                 for item, kind in items
             ]
         )  # fmt: skip
-        answer = await _answer(
+        answer = await self._sent_until_answered(
             f"uploading {len(items)} files",
-            self._content.BatchUpload(request, metadata=self._metadata, timeout=UPLOAD_TIMEOUT_SECONDS),
+            lambda: self._content.BatchUpload(request, metadata=self._metadata, timeout=UPLOAD_TIMEOUT_SECONDS),
         )
         stored: dict[str, str] = {}
         refused: dict[str, str] = {}
@@ -796,13 +806,6 @@ class MeshClient:
                 try:
                     stored, refused = await self.upload_small(group)
                 except CallFailed as error:
-                    if error.status in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                        raise ServiceGone(
-                            f"the Content Service at {self.content_address} stopped answering during the upload "
-                            f"({error}); check that content-svc is running, then run the same command again "
-                            "(files already stored are not sent again)",
-                            3,
-                        ) from None
                     stored, refused = {}, {str(item.path): str(error) for item, _ in group}
                 known.update(stored)
                 failures.update(refused)
