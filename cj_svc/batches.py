@@ -112,13 +112,19 @@ class Results:
     usage: dict[str, float] = field(default_factory=dict)
 
 
-async def transition(session: AsyncSession, batch_id: str, to_state: str, reason: str | None = None) -> bool:
-    """Move a batch to `to_state` if its current state allows it; False if it did not."""
+async def transition(
+    session: AsyncSession, batch_id: str, to_state: str, reason: str | None = None, *, release: bool = False
+) -> bool:
+    """Move a batch to `to_state` if its current state allows it; False if it did not. `release`:
+    let go of the batch's lease in the same write (its worker's own last transition), so that no
+    one sees the batch ended and still held."""
     values: dict = {"state": to_state, "updated_at": datetime.now(UTC)}
     if reason is not None:
         values["state_reason"] = reason
     if to_state in FINAL_STATES:
         values["completed_at"] = values["updated_at"]
+    if release:
+        values |= {"lease_owner": None, "lease_expires_at": None}
     result = await session.execute(
         update(Batch).where(Batch.batch_id == batch_id, Batch.state.in_(ALLOWED[to_state])).values(**values)
     )

@@ -424,7 +424,7 @@ class Workflow:
 
     async def _fail(self, batch_id: str, reason: str) -> None:
         async def transaction(session: AsyncSession) -> Any:
-            if await transition(session, batch_id, "FAILED", reason):
+            if await transition(session, batch_id, "FAILED", reason, release=True):
                 await self._observe_duration(session, batch_id, "FAILED")
 
         await database.write(self.sessions, transaction)
@@ -790,7 +790,7 @@ class Workflow:
                     current_ssr=scale_separation_reliability(result.scores, result.standard_errors)
                 )
             )  # fmt: skip
-            if not await transition(session, batch_id, "COMPLETED"):
+            if not await transition(session, batch_id, "COMPLETED", release=True):
                 raise RuntimeError("batch left FINALIZING while its results were computed")  # rolls back
             await self._observe_duration(session, batch_id, "COMPLETED")
 

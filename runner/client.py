@@ -707,18 +707,18 @@ class MeshClient:
 
         return await self._sent_until_answered(f"uploading {item.path.name}", send)
 
-    async def _sent_until_answered(self, doing: str, send: Callable[[], Awaitable[T]]) -> T:
+    async def _sent_until_answered(
+        self, doing: str, send: Callable[[], Awaitable[T]], attempts: int = UPLOAD_ATTEMPTS
+    ) -> T:
         """The answer of an upload call, sent again with backoff while the Content Service does not
-        answer. Safe because content is stored once by its sha256. The channel's retry policy covers
-        a replica that fails before it answers; one that dies while answering has committed the call,
-        and only the caller can send it again."""
-        for attempt in range(UPLOAD_ATTEMPTS):
+        answer. Safe because content is stored once by its sha256."""
+        for attempt in range(attempts):
             try:
                 return await send()
             except grpc.aio.AioRpcError as error:
                 if error.code() not in UNREACHABLE:
                     raise call_failed(error, doing) from None
-                if attempt == UPLOAD_ATTEMPTS - 1:
+                if attempt == attempts - 1:
                     raise ServiceGone(
                         f"the Content Service at {self.content_address} stopped answering during the upload "
                         f"({doing}: {error.code().name}: {error.details()}); check that content-svc is running, "
@@ -739,9 +739,12 @@ class MeshClient:
                 for item, kind in items
             ]
         )  # fmt: skip
+        # The channel's retry policy resends a BatchUpload that failed before any answer. A replica
+        # that dies while answering has committed the call: that one is sent again here, once.
         answer = await self._sent_until_answered(
             f"uploading {len(items)} files",
             lambda: self._content.BatchUpload(request, metadata=self._metadata, timeout=UPLOAD_TIMEOUT_SECONDS),
+            attempts=2,
         )
         stored: dict[str, str] = {}
         refused: dict[str, str] = {}
