@@ -11,10 +11,11 @@ import grpc
 from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc
 from huleedu.common.v1 import common_pb2
 
-from cj_svc.batches import EVERYONE, FINAL_STATES, Batches, BatchRequest, BatchView, Caller, EssayInput, Results
+from cj_svc.batches import EVERYONE, Batches, BatchRequest, BatchView, Caller, EssayInput, Results
 from cj_svc.engine.diagnostics import anchor_ranks
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Comparison
+from cj_svc.vocabulary import FINAL_STATES, BatchState, Winner
 from cj_svc.workflow import Workflow
 from mesh_common import correlation
 from mesh_server import errors, interceptor
@@ -52,8 +53,23 @@ def add_diagnostics(
     message.grades_reliable = found["reliable"]
 
 
+# The contract's enums for the service's values: one table each, so that a value missing from a
+# table fails loudly (KeyError) instead of going out as UNSPECIFIED.
+BATCH_STATES = {
+    BatchState.PENDING: assessment_pb2.BATCH_STATE_PENDING,
+    BatchState.RUNNING: assessment_pb2.BATCH_STATE_RUNNING,
+    BatchState.FINALIZING: assessment_pb2.BATCH_STATE_FINALIZING,
+    BatchState.COMPLETED: assessment_pb2.BATCH_STATE_COMPLETED,
+    BatchState.FAILED: assessment_pb2.BATCH_STATE_FAILED,
+    BatchState.CANCELLED: assessment_pb2.BATCH_STATE_CANCELLED,
+}
+STATES_BY_VALUE = {value: state for state, value in BATCH_STATES.items()}
+WINNERS = {Winner.ESSAY_A: assessment_pb2.WINNER_ESSAY_A, Winner.ESSAY_B: assessment_pb2.WINNER_ESSAY_B}
+FINAL_STATE_VALUES = frozenset(BATCH_STATES[state] for state in FINAL_STATES)
+
+
 def state_value(state: str) -> int:
-    return assessment_pb2.BatchState.Value(f"BATCH_STATE_{state}")
+    return BATCH_STATES[BatchState(state)]
 
 
 def error_code_value(code: str | None) -> int:
@@ -87,9 +103,7 @@ def batch_message(view: BatchView) -> assessment_pb2.Batch:
 
 
 def comparison_message(row: Comparison) -> assessment_pb2.Comparison:
-    winner = {"essay_a": assessment_pb2.WINNER_ESSAY_A, "essay_b": assessment_pb2.WINNER_ESSAY_B}.get(
-        row.winner or "", 0
-    )
+    winner = WINNERS[Winner(row.winner)] if row.winner else assessment_pb2.WINNER_UNSPECIFIED
     return assessment_pb2.Comparison(
         comparison_id=row.comparison_id,
         essay_a_id=row.essay_a_id,
@@ -238,7 +252,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
         return assessment_pb2.GetBatchResponse(batch=batch_message(await self.batches.get(request.batch_id, caller())))
 
     async def ListBatches(self, request: assessment_pb2.ListBatchesRequest, context: grpc.aio.ServicerContext):
-        state = assessment_pb2.BatchState.Name(request.state).removeprefix("BATCH_STATE_") if request.state else None
+        state = STATES_BY_VALUE[request.state] if request.state else None
         views, token = await self.batches.list(request.page_size, request.page_token, state, caller())
         return assessment_pb2.ListBatchesResponse(batches=[batch_message(v) for v in views], next_page_token=token)
 
@@ -253,7 +267,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
             if snapshot != last:
                 yield assessment_pb2.WatchBatchResponse(batch=message)
                 last = snapshot
-            if message.state in {state_value(s) for s in FINAL_STATES}:
+            if message.state in FINAL_STATE_VALUES:
                 return
             await self.workflow.wait_for_change(request.batch_id, WATCH_POLL_SECONDS)
             if self.workflow.closing:

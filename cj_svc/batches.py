@@ -22,18 +22,10 @@ from cj_svc.admin import not_found
 from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
+from cj_svc.vocabulary import ALLOWED_FROM, FINAL_STATES, BatchState, ComparisonStatus
 from mesh_common.ids import new_id
 from mesh_server import database, errors, pages
 from mesh_server.auth import Principal
-
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
-ALLOWED = {
-    "RUNNING": {"PENDING"},
-    "FINALIZING": {"RUNNING"},
-    "COMPLETED": {"FINALIZING"},
-    "FAILED": {"PENDING", "RUNNING", "FINALIZING"},
-    "CANCELLED": {"PENDING", "RUNNING"},
-}
 
 PROMPT_FETCH_FAILURES = MetricCounter(
     "huleedu_cj_prompt_fetch_failures_total", "Prompts (or rubrics) that could not be fetched.", ["reason"]
@@ -113,7 +105,7 @@ class Results:
 
 
 async def transition(
-    session: AsyncSession, batch_id: str, to_state: str, reason: str | None = None, *, release: bool = False
+    session: AsyncSession, batch_id: str, to_state: BatchState, reason: str | None = None, *, release: bool = False
 ) -> bool:
     """Move a batch to `to_state` if its current state allows it; False if it did not. `release`:
     let go of the batch's lease in the same write (its worker's own last transition), so that no
@@ -126,7 +118,7 @@ async def transition(
     if release:
         values |= {"lease_owner": None, "lease_expires_at": None}
     result = await session.execute(
-        update(Batch).where(Batch.batch_id == batch_id, Batch.state.in_(ALLOWED[to_state])).values(**values)
+        update(Batch).where(Batch.batch_id == batch_id, Batch.state.in_(ALLOWED_FROM[to_state])).values(**values)
     )
     return result.rowcount == 1
 
@@ -148,7 +140,7 @@ async def failure_counts(session: AsyncSession, batch_id: str) -> Counter[str]:
     """How many of a batch's comparisons failed, by error code."""
     query = (
         select(Comparison.error_code, func.count())
-        .where(Comparison.batch_id == batch_id, Comparison.status == "FAILED")
+        .where(Comparison.batch_id == batch_id, Comparison.status == ComparisonStatus.FAILED)
         .group_by(Comparison.error_code)
     )
     return Counter(dict((await session.execute(query)).all()))
@@ -214,7 +206,7 @@ class Batches:
             request_id=request.request_id,
             request_fingerprint=request.fingerprint,
             batch_label=request.batch_label,
-            state="PENDING",
+            state=BatchState.PENDING,
             state_reason="",
             assignment_id=request.assignment_id or None,
             grade_scale=assignment.grade_scale if assignment else None,
@@ -373,11 +365,11 @@ class Batches:
             )
 
         async def transaction(session: AsyncSession) -> bool:
-            return await transition(session, batch_id, "CANCELLED", reason or "cancelled by request")
+            return await transition(session, batch_id, BatchState.CANCELLED, reason or "cancelled by request")
 
         moved = await database.write(self.sessions, transaction)
         view = await self.get(batch_id)
-        if not moved and view.batch.state != "CANCELLED":
+        if not moved and view.batch.state != BatchState.CANCELLED:
             raise errors.FailedPrecondition(
                 f"batch {batch_id} is {view.batch.state} and can no longer be cancelled", field="batch_id"
             )

@@ -17,9 +17,8 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cj_svc.models import Batch
+from cj_svc.vocabulary import UNFINISHED_STATES
 from mesh_server import database
-
-UNFINISHED = ("PENDING", "RUNNING", "FINALIZING")
 
 
 class LeaseLost(Exception):
@@ -33,7 +32,7 @@ class Leases:
         self.seconds = seconds
 
     def _claimable(self, now: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
-        return Batch.state.in_(UNFINISHED), or_(
+        return Batch.state.in_(UNFINISHED_STATES), or_(
             Batch.lease_owner.is_(None), Batch.lease_owner == self.owner, Batch.lease_expires_at < now
         )
 

@@ -51,6 +51,7 @@ from cj_svc.judges.factory import Judges
 from cj_svc.leases import LeaseLost, Leases
 from cj_svc.models import Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.settings import CJSettings
+from cj_svc.vocabulary import ANSWERED, BatchState, ComparisonStatus, Winner
 from mesh_common import correlation
 from mesh_common.ids import new_id
 from mesh_server import database, errors
@@ -172,7 +173,7 @@ class _Recorder:
         async def transaction(session: AsyncSession) -> Any:
             await session.execute(  # one executemany for the whole group
                 update(table)
-                .where(table.c.comparison_id == bindparam("cid"), table.c.status == "PENDING")
+                .where(table.c.comparison_id == bindparam("cid"), table.c.status == ComparisonStatus.PENDING)
                 .values({c: bindparam(f"new_{c}") for c in ANSWER_COLUMNS}),
                 rows,
             )
@@ -189,8 +190,8 @@ class _Recorder:
                 update(Batch)
                 .where(Batch.batch_id == self.batch_id)
                 .values(
-                    comparisons_done=counted("DONE"),
-                    comparisons_failed=counted("FAILED"),
+                    comparisons_done=counted(ComparisonStatus.DONE),
+                    comparisons_failed=counted(ComparisonStatus.FAILED),
                     updated_at=datetime.now(UTC),
                 )
             )
@@ -424,8 +425,8 @@ class Workflow:
 
     async def _fail(self, batch_id: str, reason: str) -> None:
         async def transaction(session: AsyncSession) -> Any:
-            if await transition(session, batch_id, "FAILED", reason, release=True):
-                await self._observe_duration(session, batch_id, "FAILED")
+            if await transition(session, batch_id, BatchState.FAILED, reason, release=True):
+                await self._observe_duration(session, batch_id, BatchState.FAILED)
 
         await database.write(self.sessions, transaction)
 
@@ -434,31 +435,31 @@ class Workflow:
 
         async def transaction(session: AsyncSession) -> Any:
             batch = await session.get(Batch, batch_id)
-            if batch is not None and batch.state == "CANCELLED":
+            if batch is not None and batch.state == BatchState.CANCELLED:
                 await session.execute(
                     update(Comparison)
-                    .where(Comparison.batch_id == batch_id, Comparison.status == "PENDING")
-                    .values(status="CANCELLED", completed_at=datetime.now(UTC))
+                    .where(Comparison.batch_id == batch_id, Comparison.status == ComparisonStatus.PENDING)
+                    .values(status=ComparisonStatus.CANCELLED, completed_at=datetime.now(UTC))
                 )
-                await self._observe_duration(session, batch_id, "CANCELLED")
+                await self._observe_duration(session, batch_id, BatchState.CANCELLED)
 
         await database.write(self.sessions, transaction)
 
-    async def _observe_duration(self, session: AsyncSession, batch_id: str, state: str) -> None:
+    async def _observe_duration(self, session: AsyncSession, batch_id: str, state: BatchState) -> None:
         batch = await session.get(Batch, batch_id)
         created = batch.created_at if batch.created_at.tzinfo else batch.created_at.replace(tzinfo=UTC)
         BATCH_SECONDS.labels(state).observe((datetime.now(UTC) - created).total_seconds())
 
     async def _work(self, batch_id: str) -> None:
         async def transaction(session: AsyncSession) -> Any:
-            await transition(session, batch_id, "RUNNING")
+            await transition(session, batch_id, BatchState.RUNNING)
 
         await database.write(self.sessions, transaction)
         batch, essays = await self._load(batch_id)
-        if batch.state == "FINALIZING":
+        if batch.state == BatchState.FINALIZING:
             await self._finalize(batch_id)
             return
-        if batch.state != "RUNNING":
+        if batch.state != BatchState.RUNNING:
             return
         texts = _Texts(self.content, [e.text_storage_id for e in essays])
         position = {e.essay_id: e.position for e in essays}
@@ -489,9 +490,9 @@ class Workflow:
                 if stop.is_set():
                     return
                 batch, rows = await self._batch_and_comparisons(batch_id)
-                if batch.state != "RUNNING":
+                if batch.state != BatchState.RUNNING:
                     return
-                orphans = [r for r in rows if r.status == "PENDING" and r.comparison_id not in inflight]
+                orphans = [r for r in rows if r.status == ComparisonStatus.PENDING and r.comparison_id not in inflight]
                 if orphans:  # sent before a restart, never answered: ask again
                     self._start(batch, orphans, texts, essays, limit, recorder, inflight)
                 fed = await off_loop(self._feed_prior, prior, rows, position, fed)
@@ -507,8 +508,8 @@ class Workflow:
                 decided = None
                 if by_grades and result is not None:
                     decided = await off_loop(self._decided, batch, essays, result, data, decided_at)
-                attempted = sum(r.status in ("DONE", "FAILED") for r in rows)
-                succeeded = sum(r.status == "DONE" for r in rows)
+                attempted = sum(r.status in ANSWERED for r in rows)
+                succeeded = sum(r.status == ComparisonStatus.DONE for r in rows)
                 reason = decide(
                     BatchProgress(
                         essays=len(essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
@@ -606,11 +607,11 @@ class Workflow:
 
     @staticmethod
     def _comparisons(rows: list[Comparison], position: dict[str, int]) -> Comparisons:
-        done = [r for r in rows if r.status == "DONE"]
+        done = [r for r in rows if r.status == ComparisonStatus.DONE]
         return Comparisons.from_lists(
             [position[r.essay_a_id] for r in done],
             [position[r.essay_b_id] for r in done],
-            [r.winner == "essay_a" for r in done],
+            [r.winner == Winner.ESSAY_A for r in done],
         )
 
     @staticmethod
@@ -621,7 +622,7 @@ class Workflow:
     def _feed_prior(cls, prior: PriorChoice, rows: list[Comparison], position: dict[str, int], fed: int) -> int:
         """Add every fully answered wave after wave `fed` to the prior choice, in order; returns the
         last wave added."""
-        pending = {r.wave for r in rows if r.status == "PENDING"}
+        pending = {r.wave for r in rows if r.status == ComparisonStatus.PENDING}
         for wave in sorted({r.wave for r in rows if r.wave > fed}):
             if wave in pending:
                 break
@@ -644,7 +645,7 @@ class Workflow:
             return []
         state = PairingState.new(n, is_anchor)
         for row in rows:  # in wave order (see _batch_and_comparisons)
-            if row.status != "CANCELLED":
+            if row.status != ComparisonStatus.CANCELLED:
                 state.record(position[row.essay_a_id], position[row.essay_b_id])
         if result is not None:
             state.scores, state.standard_errors = result.scores, result.standard_errors
@@ -679,7 +680,7 @@ class Workflow:
         number = batch.wave + 1
         values = [
             {"comparison_id": new_id(), "batch_id": batch.batch_id, "wave": number, "essay_a_id": essays[a].essay_id,
-             "essay_b_id": essays[b].essay_id, "status": "PENDING", "attempts": 0,
+             "essay_b_id": essays[b].essay_id, "status": ComparisonStatus.PENDING, "attempts": 0,
              "request_correlation_id": batch.correlation_id, "provider": batch.judge_provider,
              "model": batch.judge_model, "created_at": now, "replica_id": self.replica_id}
             for a, b in wave
@@ -715,13 +716,13 @@ class Workflow:
                     )
                     continue
                 COMPARISONS.labels("failed", error.error_code).inc()
-                return {"status": "FAILED", "error_code": error.error_code, "error_message": error.message[:2000],
+                return {"status": ComparisonStatus.FAILED, "error_code": error.error_code, "error_message": error.message[:2000],
                         "model": row.model, "attempts": attempts, "completed_at": datetime.now(UTC)}  # fmt: skip
             latency = (time.perf_counter() - started) * 1000
             JUDGE_SECONDS.labels(judge.provider).observe(latency / 1000)
             COMPARISONS.labels("done", "").inc()
             return {
-                "status": "DONE", "winner": "essay_a" if verdict.winner == "A" else "essay_b",
+                "status": ComparisonStatus.DONE, "winner": verdict.winner,
                 "confidence": verdict.confidence, "justification": verdict.justification, "model": verdict.model,
                 "tokens_in": verdict.tokens_in, "tokens_out": verdict.tokens_out, "latency_ms": latency,
                 "attempts": attempts, "completed_at": datetime.now(UTC),
@@ -743,17 +744,17 @@ class Workflow:
         the choice is replayed from the stored answers)."""
 
         async def transaction(session: AsyncSession) -> Any:
-            await transition(session, batch_id, "FINALIZING", f"stopped: {why}" if why else None)
+            await transition(session, batch_id, BatchState.FINALIZING, f"stopped: {why}" if why else None)
 
         await database.write(self.sessions, transaction)
         batch, essays = await self._load(batch_id)
-        if batch.state != "FINALIZING":
+        if batch.state != BatchState.FINALIZING:
             return
         _, rows = await self._batch_and_comparisons(batch_id)
         position = {e.essay_id: e.position for e in essays}
         data = self._comparisons(rows, position)
         if alpha is None:
-            waves = np.array([r.wave for r in rows if r.status == "DONE"], np.int64)
+            waves = np.array([r.wave for r in rows if r.status == ComparisonStatus.DONE], np.int64)
             alpha = (await off_loop(PriorChoice.replay, len(essays), data, waves)).alpha
         final = await off_loop(self._final_numbers, batch, essays, data, alpha)
         result, rank, wins, losses = final.fit, final.rank, final.wins, final.losses
@@ -790,9 +791,9 @@ class Workflow:
                     current_ssr=scale_separation_reliability(result.scores, result.standard_errors)
                 )
             )  # fmt: skip
-            if not await transition(session, batch_id, "COMPLETED", release=True):
+            if not await transition(session, batch_id, BatchState.COMPLETED, release=True):
                 raise RuntimeError("batch left FINALIZING while its results were computed")  # rolls back
-            await self._observe_duration(session, batch_id, "COMPLETED")
+            await self._observe_duration(session, batch_id, BatchState.COMPLETED)
 
         await database.write(self.sessions, store_results)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from cj_svc.vocabulary import Winner
+
 JUSTIFICATION_MAX = 500
 
 # Error codes worth retrying with backoff; others are recorded and the batch goes on.
@@ -25,7 +27,7 @@ class JudgeRequest:
 
 @dataclass(frozen=True)
 class Verdict:
-    winner: str  # "A" or "B"
+    winner: Winner
     confidence: int  # 1..5
     justification: str
     model: str = ""

@@ -36,6 +36,7 @@ from spellchecker import SpellChecker
 from wordfreq import zipf_frequency
 
 from cj_svc.judges.base import JudgeRequest, Verdict
+from cj_svc.vocabulary import Winner
 
 log = logging.getLogger("cj_svc.judges")
 
@@ -226,7 +227,7 @@ class HeuristicJudge:
         a_wins = draw(request.essay_a, request.essay_b) < p_a
         caveat = "" if a_english and b_english else " One essay does not read as English: its score means little."
         return Verdict(
-            winner="A" if a_wins else "B",
+            winner=Winner.ESSAY_A if a_wins else Winner.ESSAY_B,
             confidence=min(5, 1 + int(abs(p_a - 0.5) * 10)),
             justification=(
                 f"Offline text-feature judge (not an LLM): quality {a:+.2f} for Essay A vs {b:+.2f} for Essay B "

@@ -6,6 +6,7 @@ import json
 import re
 
 from cj_svc.judges.base import JUSTIFICATION_MAX, JudgeError, JudgeRequest, Verdict
+from cj_svc.vocabulary import Winner
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an experienced teacher assessing student essays by comparative judgement. "
@@ -43,7 +44,7 @@ def parse_verdict(text: str, model: str = "", tokens_in: int | None = None, toke
     if winner not in ("A", "B"):
         raise JudgeError("PARSING_ERROR", f"the judge named no winner ('Essay A' or 'Essay B'): {answer['winner']!r}")
     return Verdict(
-        winner=winner,
+        winner=Winner.ESSAY_A if winner == "A" else Winner.ESSAY_B,
         confidence=min(5, max(1, confidence)),
         justification=str(answer.get("justification", ""))[:JUSTIFICATION_MAX],
         model=model,

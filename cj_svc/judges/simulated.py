@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 from cj_svc.judges.base import JudgeError, JudgeRequest, Verdict
+from cj_svc.vocabulary import Winner
 
 
 class SimulatedJudge:
@@ -58,7 +59,7 @@ class SimulatedJudge:
         p_a = (1 - self.lapse) / (1 + math.exp(-delta)) + self.lapse / 2
         a_wins = self.random.random() < p_a
         return Verdict(
-            winner="A" if a_wins else "B",
+            winner=Winner.ESSAY_A if a_wins else Winner.ESSAY_B,
             confidence=min(5, 1 + int(abs(delta))),
             justification="simulated judgement",
             model="simulated",

@@ -9,6 +9,7 @@ import pytest
 
 from cj_svc.judges.base import JudgeRequest
 from cj_svc.judges.heuristic import HeuristicJudge, features, mtld, quality
+from cj_svc.vocabulary import Winner
 
 ESSAY = """Last summer my grandmother taught me how to bake bread in her small kitchen. The kitchen smelled of \
 flour and coffee, and the radio played quietly while we worked. She believed that bread cannot be rushed, \
@@ -61,7 +62,7 @@ async def wins(judge: HeuristicJudge, better: str, worse: str) -> bool:
     """Whether `better` wins, asked once in each order (both must agree)."""
     first = await judge.compare(JudgeRequest(essay_a=better, essay_b=worse))
     second = await judge.compare(JudgeRequest(essay_a=worse, essay_b=better))
-    return first.winner == "A" and second.winner == "B"
+    return first.winner == Winner.ESSAY_A and second.winner == Winner.ESSAY_B
 
 
 def test_features_see_what_they_should() -> None:
@@ -89,7 +90,9 @@ async def test_a_shuffled_essay_loses_to_the_original() -> None:
     # shuffling costs under a grade step, so the judge prefers the original more often than not
     outcomes = [await judge.compare(JudgeRequest(essay_a=ESSAY, essay_b=v)) for v in variants]
     outcomes += [await judge.compare(JudgeRequest(essay_a=v, essay_b=ESSAY)) for v in variants]
-    original_won = sum(o.winner == "A" for o in outcomes[:20]) + sum(o.winner == "B" for o in outcomes[20:])
+    original_won = sum(o.winner == Winner.ESSAY_A for o in outcomes[:20]) + sum(
+        o.winner == Winner.ESSAY_B for o in outcomes[20:]
+    )
     assert original_won >= 26, original_won  # of 40
 
 
@@ -106,7 +109,7 @@ async def test_identical_texts_split_evenly() -> None:
     a_wins = 0
     for i in range(400):
         text = misspell(ESSAY, 0.05, rng) + f" ({i})"
-        a_wins += (await judge.compare(JudgeRequest(essay_a=text, essay_b=text))).winner == "A"
+        a_wins += (await judge.compare(JudgeRequest(essay_a=text, essay_b=text))).winner == Winner.ESSAY_A
     assert 160 <= a_wins <= 240
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from cj_svc.judges.base import JudgeError, JudgeRequest
 from cj_svc.judges.http import AnthropicJudge, OpenAIJudge
+from cj_svc.vocabulary import Winner
 
 GOOD = json.dumps({"winner": "Essay B", "confidence": 4, "justification": "B argues better." + "x" * 600})
 
@@ -82,7 +83,7 @@ async def test_openai_good_answer_and_request_shape(provider, monkeypatch) -> No
     judge = OpenAIJudge(url, "TEST_OPENAI_KEY", "default-model", 5)
     verdict = await judge.compare(REQUEST)
     await judge.close()
-    assert (verdict.winner, verdict.confidence, verdict.tokens_in, verdict.tokens_out) == ("B", 4, 120, 30)
+    assert (verdict.winner, verdict.confidence, verdict.tokens_in, verdict.tokens_out) == (Winner.ESSAY_B, 4, 120, 30)
     assert len(verdict.justification) == 500
     sent = state.requests[0]
     assert sent["path"] == "/v1/chat/completions" and sent["model"] == "m1"
@@ -119,7 +120,12 @@ async def test_anthropic_good_answer_and_errors(provider, monkeypatch) -> None:
     state.script = [(200, anthropic_answer(GOOD)), (429, "{}"), (401, "{}"), (200, anthropic_answer("{broken"))]
     judge = AnthropicJudge(url, "TEST_ANTHROPIC_KEY", "claude-default", 5)
     verdict = await judge.compare(REQUEST)
-    assert (verdict.winner, verdict.tokens_in, verdict.tokens_out, verdict.model) == ("B", 90, 20, "claude-x")
+    assert (verdict.winner, verdict.tokens_in, verdict.tokens_out, verdict.model) == (
+        Winner.ESSAY_B,
+        90,
+        20,
+        "claude-x",
+    )
     assert state.requests[0]["path"] == "/v1/messages" and state.headers[0]["x-api-key"] == "ak-test"
     assert state.headers[0]["anthropic-version"] == "2023-06-01"
     for expected in ("RATE_LIMIT", "AUTHENTICATION_ERROR", "PARSING_ERROR"):

@@ -1,0 +1,29 @@
+"""The service's values and the contract's enums: every value has its enum, and back."""
+
+from __future__ import annotations
+
+import pytest
+from huleedu.cj.v1 import assessment_pb2
+
+from cj_svc.assessment_service import BATCH_STATES, WINNERS, state_value
+from cj_svc.vocabulary import BatchState, Winner
+
+
+def test_every_batch_state_has_its_contract_value_and_every_contract_value_its_state() -> None:
+    assert set(BATCH_STATES) == set(BatchState)
+    named = {assessment_pb2.BatchState.Name(value).removeprefix("BATCH_STATE_") for value in BATCH_STATES.values()}
+    assert named == {state.value for state in BatchState}
+    assert set(assessment_pb2.BatchState.values()) - set(BATCH_STATES.values()) == {
+        assessment_pb2.BATCH_STATE_UNSPECIFIED
+    }
+
+
+def test_every_winner_has_its_contract_value() -> None:
+    assert set(WINNERS) == set(Winner)
+    assert set(assessment_pb2.Winner.values()) - set(WINNERS.values()) == {assessment_pb2.WINNER_UNSPECIFIED}
+
+
+def test_an_unknown_state_is_an_error_not_unspecified() -> None:
+    assert state_value("RUNNING") == assessment_pb2.BATCH_STATE_RUNNING
+    with pytest.raises(ValueError, match="SLEEPING"):
+        state_value("SLEEPING")
