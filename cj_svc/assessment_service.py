@@ -18,7 +18,8 @@ from cj_svc.models import Comparison
 from cj_svc.vocabulary import FINAL_STATES, BatchState, Winner
 from cj_svc.workflow import Workflow
 from mesh_common import correlation
-from mesh_server import errors, interceptor
+from mesh_common.error_codes import ErrorCode
+from mesh_server import errors, interceptor, status
 from mesh_server.auth import owner_of
 from mesh_server.convert import timestamp
 
@@ -73,8 +74,7 @@ def state_value(state: str) -> int:
 
 
 def error_code_value(code: str | None) -> int:
-    name = f"ERROR_CODE_{code}"
-    return common_pb2.ErrorCode.Value(name) if code and name in common_pb2.ErrorCode.keys() else 0
+    return status.error_code_value(code) if code else common_pb2.ERROR_CODE_UNSPECIFIED
 
 
 def batch_message(view: BatchView) -> assessment_pb2.Batch:
@@ -214,7 +214,9 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
         principal = interceptor.principal.get()
         problem = self.workflow.judges.unusable(judge.provider or self.workflow.settings.judge_provider)
         if problem:
-            raise errors.FailedPrecondition(problem, field="judge.provider", error_code="LLM_CONFIGURATION_ERROR")
+            raise errors.FailedPrecondition(
+                problem, field="judge.provider", error_code=ErrorCode.LLM_CONFIGURATION_ERROR
+            )
         view, created = await self.batches.submit(
             BatchRequest(
                 # One UUID, however it is spelled (AIP-155): the contract checked it is one.

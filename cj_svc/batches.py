@@ -23,6 +23,7 @@ from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
 from cj_svc.vocabulary import ALLOWED_FROM, FINAL_STATES, BatchState, ComparisonStatus
+from mesh_common.error_codes import ErrorCode
 from mesh_common.ids import new_id
 from mesh_server import database, errors, pages
 from mesh_server.auth import Principal
@@ -310,7 +311,7 @@ class Batches:
                     f"request_id {request.request_id} was already used for a different request "
                     f"(batch {batch.batch_id}); send a new request_id for a new batch",
                     field="request_id",
-                    error_code="INVALID_REQUEST",
+                    error_code=ErrorCode.INVALID_REQUEST,
                 )
             return await self._view(session, batch)
 

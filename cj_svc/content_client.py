@@ -8,6 +8,7 @@ from huleedu.content.v1 import content_pb2, content_pb2_grpc
 
 from cj_svc.references import Held
 from mesh_common.correlation import PropagatingClientInterceptor
+from mesh_common.error_codes import ErrorCode
 from mesh_common.tls import TlsFiles, open_channel
 from mesh_server import errors
 from mesh_server.auth import Principal, behalf_metadata
@@ -30,12 +31,12 @@ class ContentClient:
             why = "failed"
         return errors.Unavailable(
             f"the Content Service at {self.address} {why} ({error.code().name}: {error.details()})",
-            error_code="CONTENT_SERVICE_ERROR",
+            error_code=ErrorCode.CONTENT_SERVICE_ERROR,
         )
 
     def _damaged(self, error: grpc.aio.AioRpcError) -> errors.DomainError:
         return errors.DataLoss(
-            f"the Content Service holds damaged content: {error.details()}", error_code="CONTENT_DAMAGED"
+            f"the Content Service holds damaged content: {error.details()}", error_code=ErrorCode.CONTENT_DAMAGED
         )
 
     async def held(self, storage_ids: list[str], behalf: Principal | None = None) -> dict[str, Held]:
@@ -68,7 +69,7 @@ class ContentClient:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise errors.FailedPrecondition(
-                    f"content {storage_id} is not in the Content Service", error_code="RESOURCE_NOT_FOUND"
+                    f"content {storage_id} is not in the Content Service", error_code=ErrorCode.RESOURCE_NOT_FOUND
                 ) from None
             if error.code() == grpc.StatusCode.DATA_LOSS:
                 raise self._damaged(error) from None
@@ -91,7 +92,7 @@ class ContentClient:
             if response.missing_storage_ids:
                 raise errors.FailedPrecondition(
                     f"content {', '.join(response.missing_storage_ids[:20])} is not in the Content Service",
-                    error_code="RESOURCE_NOT_FOUND",
+                    error_code=ErrorCode.RESOURCE_NOT_FOUND,
                 )
             for item in response.items:
                 found[item.metadata.storage_id] = item.content.decode("utf-8", errors="replace")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mesh_common.error_codes import ErrorCode
 from mesh_server import errors
 
 ESSAY_KINDS = frozenset({"CONTENT_KIND_ESSAY_TEXT", "CONTENT_KIND_ANCHOR_ESSAY"})
@@ -42,19 +43,19 @@ def problem(reference: Reference, held: Held | None) -> tuple[str, str] | None:
     """(error code, what is wrong and how to fix it) for one reference, or None when it is fine."""
     where = f"{reference.what} ({reference.field}, storage id {reference.storage_id})"
     if held is None:
-        return "RESOURCE_NOT_FOUND", (
+        return ErrorCode.RESOURCE_NOT_FOUND, (
             f"{where} is not in the Content Service; upload the file first and send the storage id the "
             "Content Service returned (not a file checksum)"
         )
     if held.state != "INTACT":
-        return "CONTENT_DAMAGED", (
+        return ErrorCode.CONTENT_DAMAGED, (
             f"{where} is {held.state.lower()} in the Content Service; upload the same file again to repair it"
         )
     if held.kind not in reference.kinds:
         wanted = " or ".join(sorted(_kind_name(k) for k in reference.kinds))
-        return "VALIDATION_ERROR", f"{where} is stored as a {_kind_name(held.kind)}, not as a {wanted}"
+        return ErrorCode.VALIDATION_ERROR, f"{where} is stored as a {_kind_name(held.kind)}, not as a {wanted}"
     if held.size > MAX_TEXT_BYTES:
-        return "VALIDATION_ERROR", (
+        return ErrorCode.VALIDATION_ERROR, (
             f"{where} is {held.size} bytes, more than the {MAX_TEXT_BYTES} bytes of text the CJ Service reads; "
             "shorten it"
         )
@@ -67,7 +68,7 @@ def check(references: Sequence[Reference], held: Mapping[str, Held]) -> None:
     if not found:
         return
     first, (code, _) = found[0]
-    missing = [r.storage_id for r, (c, _) in found if c == "RESOURCE_NOT_FOUND"]
+    missing = [r.storage_id for r, (c, _) in found if c == ErrorCode.RESOURCE_NOT_FOUND]
     more = f"; and {len(found) - 20} more" if len(found) > 20 else ""
     raise errors.FailedPrecondition(
         "; ".join(message for _, (_, message) in found[:20]) + more,

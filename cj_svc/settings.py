@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mesh_common.error_codes import ErrorCode
 from mesh_common.tls import TlsFiles
 
 
@@ -42,7 +43,7 @@ class CJSettings:
     # simulated judge: latency per call, failure rate and the error code it injects
     simulated_latency_ms: float = 0.0
     simulated_failure_rate: float = 0.0
-    simulated_failure_code: str = "RATE_LIMIT"
+    simulated_failure_code: str = ErrorCode.RATE_LIMIT
     simulated_seed: int = 0
     # JSON file: sha256 of an essay's text -> its true score
     simulated_scores_file: str = ""

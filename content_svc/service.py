@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from content_svc.store import ContentStore, Description, Reader, Stored
 from mesh_common import correlation
-from mesh_server import auth, errors, interceptor
+from mesh_server import auth, errors, interceptor, status
 from mesh_server.convert import timestamp
 
 GET_MAX_BYTES = 4 * 1024 * 1024
@@ -173,7 +173,7 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
         for index, outcome in enumerate(outcomes):
             result = response.results.add(index=index)
             if isinstance(outcome, errors.DomainError):
-                result.error.error_code = common_pb2.ErrorCode.Value(f"ERROR_CODE_{outcome.error_code}")
+                result.error.error_code = status.error_code_value(outcome.error_code)
                 result.error.message = outcome.message
                 result.error.service = "content"
                 result.error.operation = "BatchUpload"

@@ -1,13 +1,15 @@
 """Domain errors: raised by service code, turned into gRPC statuses by one mapper.
 
 Pure Python on purpose: domain code raises these without importing grpc. Each error carries an
-`error_code` (an `huleedu.common.v1.ErrorCode` name without its `ERROR_CODE_` prefix), a message
+`error_code` (a `mesh_common.error_codes.ErrorCode`), a message
 that says what is wrong and how to fix it, and optionally the request field at fault.
 """
 
 from __future__ import annotations
 
 import enum
+
+from mesh_common.error_codes import ErrorCode
 
 
 class Kind(enum.Enum):
@@ -27,13 +29,13 @@ class Kind(enum.Enum):
 
 class DomainError(Exception):
     kind = Kind.INTERNAL
-    default_error_code = "PROCESSING_ERROR"
+    default_error_code = ErrorCode.PROCESSING_ERROR
 
     def __init__(
         self,
         message: str,
         *,
-        error_code: str | None = None,
+        error_code: ErrorCode | None = None,
         field: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> None:
@@ -46,51 +48,51 @@ class DomainError(Exception):
 
 class InvalidArgument(DomainError):
     kind = Kind.INVALID_ARGUMENT
-    default_error_code = "VALIDATION_ERROR"
+    default_error_code = ErrorCode.VALIDATION_ERROR
 
 
 class NotFound(DomainError):
     kind = Kind.NOT_FOUND
-    default_error_code = "RESOURCE_NOT_FOUND"
+    default_error_code = ErrorCode.RESOURCE_NOT_FOUND
 
 
 class AlreadyExists(DomainError):
     kind = Kind.ALREADY_EXISTS
-    default_error_code = "INVALID_REQUEST"
+    default_error_code = ErrorCode.INVALID_REQUEST
 
 
 class FailedPrecondition(DomainError):
     kind = Kind.FAILED_PRECONDITION
-    default_error_code = "VALIDATION_ERROR"
+    default_error_code = ErrorCode.VALIDATION_ERROR
 
 
 class ResourceExhausted(DomainError):
     kind = Kind.RESOURCE_EXHAUSTED
-    default_error_code = "QUOTA_EXCEEDED"
+    default_error_code = ErrorCode.QUOTA_EXCEEDED
 
 
 class Unavailable(DomainError):
     kind = Kind.UNAVAILABLE
-    default_error_code = "SERVICE_UNAVAILABLE"
+    default_error_code = ErrorCode.SERVICE_UNAVAILABLE
 
 
 class DataLoss(DomainError):
     """Stored data that is damaged or gone: retrying will not help, repairing will."""
 
     kind = Kind.DATA_LOSS
-    default_error_code = "CONTENT_DAMAGED"
+    default_error_code = ErrorCode.CONTENT_DAMAGED
 
 
 class Unauthenticated(DomainError):
     kind = Kind.UNAUTHENTICATED
-    default_error_code = "AUTHENTICATION_ERROR"
+    default_error_code = ErrorCode.AUTHENTICATION_ERROR
 
 
 class PermissionDenied(DomainError):
     kind = Kind.PERMISSION_DENIED
-    default_error_code = "AUTHORIZATION_ERROR"
+    default_error_code = ErrorCode.AUTHORIZATION_ERROR
 
 
 def storage_full() -> ResourceExhausted:
     """The one message for a full disk, whichever layer notices it."""
-    return ResourceExhausted("the storage is full; free space and retry", error_code="PROCESSING_ERROR")
+    return ResourceExhausted("the storage is full; free space and retry", error_code=ErrorCode.PROCESSING_ERROR)

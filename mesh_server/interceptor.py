@@ -17,6 +17,7 @@ import grpc
 import protovalidate
 
 from mesh_common import correlation
+from mesh_common.error_codes import ErrorCode
 from mesh_server import metrics, status
 from mesh_server.auth import Authorizer, Principal, identify, peer_subject
 from mesh_server.errors import DomainError, InvalidArgument
@@ -70,7 +71,9 @@ def validate(message: Any) -> None:
         raise RequestInvalid(error) from None
     except protovalidate.EvaluationError as error:
         # A rule could not be evaluated for this input (e.g. CEL's iteration budget): refuse it clearly.
-        raise InvalidArgument(f"request could not be validated: {error}", error_code="VALIDATION_ERROR") from None
+        raise InvalidArgument(
+            f"request could not be validated: {error}", error_code=ErrorCode.VALIDATION_ERROR
+        ) from None
 
 
 async def _validated(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -15,12 +15,21 @@ import sqlalchemy.exc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from huleedu.common.v1 import common_pb2
 
+from mesh_common.error_codes import ErrorCode
 from mesh_common.violations import describe, field_path, printable, violations_of
 from mesh_server import errors
 from mesh_server.errors import DomainError
 
 ERROR_DOMAIN = "huleedu.cj-mesh"
+# The contract's value of each error code (the same names, prefixed).
+ERROR_CODE_VALUES = {code: common_pb2.ErrorCode.Value(f"ERROR_CODE_{code}") for code in ErrorCode}
+
+
+def error_code_value(code: str) -> int:
+    """The contract's ErrorCode for a code the mesh reports or stored; ValueError for any other."""
+    return ERROR_CODE_VALUES[ErrorCode(code)]
 
 
 def _pack(message) -> any_pb2.Any:  # type: ignore[no-untyped-def]
@@ -39,7 +48,7 @@ def validation_status(error: protovalidate.ValidationError) -> grpc.Status:
             for v in violations.violations
         ]
     )
-    info = error_details_pb2.ErrorInfo(reason="VALIDATION_ERROR", domain=ERROR_DOMAIN)
+    info = error_details_pb2.ErrorInfo(reason=ErrorCode.VALIDATION_ERROR, domain=ERROR_DOMAIN)
     message = f"invalid request: {describe(violations)}"
     return rpc_status.to_status(
         status_pb2.Status(
@@ -92,6 +101,6 @@ def internal_status(correlation_id: str) -> grpc.Status:
         status_pb2.Status(
             code=code_pb2.INTERNAL,
             message=f"internal error; the server log has the details under correlation id {correlation_id}",
-            details=[_pack(error_details_pb2.ErrorInfo(reason="PROCESSING_ERROR", domain=ERROR_DOMAIN))],
+            details=[_pack(error_details_pb2.ErrorInfo(reason=ErrorCode.PROCESSING_ERROR, domain=ERROR_DOMAIN))],
         )
     )

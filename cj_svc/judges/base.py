@@ -6,11 +6,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cj_svc.vocabulary import Winner
+from mesh_common.error_codes import ErrorCode
 
 JUSTIFICATION_MAX = 500
 
 # Error codes worth retrying with backoff; others are recorded and the batch goes on.
-RETRYABLE_CODES = frozenset({"RATE_LIMIT", "TIMEOUT", "CONNECTION_ERROR", "SERVICE_UNAVAILABLE"})
+RETRYABLE_CODES = frozenset(
+    {ErrorCode.RATE_LIMIT, ErrorCode.TIMEOUT, ErrorCode.CONNECTION_ERROR, ErrorCode.SERVICE_UNAVAILABLE}
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Verdict:
 
 
 class JudgeError(Exception):
-    def __init__(self, error_code: str, message: str, retryable: bool | None = None) -> None:
+    def __init__(self, error_code: ErrorCode, message: str, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.error_code = error_code
         self.message = message

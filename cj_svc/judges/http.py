@@ -8,18 +8,19 @@ import httpx
 
 from cj_svc.judges.base import JudgeError, JudgeRequest, Verdict
 from cj_svc.judges.prompting import DEFAULT_SYSTEM_PROMPT, parse_verdict, user_message
+from mesh_common.error_codes import ErrorCode
 
 
 def _status_error(response: httpx.Response) -> JudgeError:
     code = response.status_code
     detail = response.text[:300]
     if code == 429:
-        return JudgeError("RATE_LIMIT", f"rate limited (HTTP 429): {detail}")
+        return JudgeError(ErrorCode.RATE_LIMIT, f"rate limited (HTTP 429): {detail}")
     if code in (401, 403):
-        return JudgeError("AUTHENTICATION_ERROR", f"the provider refused the API key (HTTP {code}): {detail}")
+        return JudgeError(ErrorCode.AUTHENTICATION_ERROR, f"the provider refused the API key (HTTP {code}): {detail}")
     if code >= 500:
-        return JudgeError("EXTERNAL_SERVICE_ERROR", f"provider error (HTTP {code}): {detail}", retryable=True)
-    return JudgeError("INVALID_REQUEST", f"the provider refused the request (HTTP {code}): {detail}")
+        return JudgeError(ErrorCode.EXTERNAL_SERVICE_ERROR, f"provider error (HTTP {code}): {detail}", retryable=True)
+    return JudgeError(ErrorCode.INVALID_REQUEST, f"the provider refused the request (HTTP {code}): {detail}")
 
 
 class _HttpJudge:
@@ -36,15 +37,17 @@ class _HttpJudge:
         try:
             response = await self.client.post(f"{self.base_url}{path}", json=body, headers=headers)
         except httpx.TimeoutException as error:
-            raise JudgeError("TIMEOUT", f"the provider did not answer in time: {error}") from None
+            raise JudgeError(ErrorCode.TIMEOUT, f"the provider did not answer in time: {error}") from None
         except httpx.HTTPError as error:
-            raise JudgeError("CONNECTION_ERROR", f"cannot reach {self.base_url}: {error}") from None
+            raise JudgeError(ErrorCode.CONNECTION_ERROR, f"cannot reach {self.base_url}: {error}") from None
         if response.status_code != 200:
             raise _status_error(response)
         try:
             return response.json()
         except ValueError:
-            raise JudgeError("PARSING_ERROR", f"the provider's answer is not JSON: {response.text[:200]}") from None
+            raise JudgeError(
+                ErrorCode.PARSING_ERROR, f"the provider's answer is not JSON: {response.text[:200]}"
+            ) from None
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -73,7 +76,9 @@ class OpenAIJudge(_HttpJudge):
         try:
             text = answer["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise JudgeError("PARSING_ERROR", "the provider's answer has no choices[0].message.content") from None
+            raise JudgeError(
+                ErrorCode.PARSING_ERROR, "the provider's answer has no choices[0].message.content"
+            ) from None
         usage = answer.get("usage") or {}
         return parse_verdict(
             text, answer.get("model", model), usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -101,6 +106,6 @@ class AnthropicJudge(_HttpJudge):
         try:
             text = "".join(block["text"] for block in answer["content"] if block.get("type") == "text")
         except (KeyError, TypeError):
-            raise JudgeError("PARSING_ERROR", "the provider's answer has no text content") from None
+            raise JudgeError(ErrorCode.PARSING_ERROR, "the provider's answer has no text content") from None
         usage = answer.get("usage") or {}
         return parse_verdict(text, answer.get("model", model), usage.get("input_tokens"), usage.get("output_tokens"))

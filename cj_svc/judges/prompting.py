@@ -7,6 +7,7 @@ import re
 
 from cj_svc.judges.base import JUSTIFICATION_MAX, JudgeError, JudgeRequest, Verdict
 from cj_svc.vocabulary import Winner
+from mesh_common.error_codes import ErrorCode
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an experienced teacher assessing student essays by comparative judgement. "
@@ -40,9 +41,11 @@ def parse_verdict(text: str, model: str = "", tokens_in: int | None = None, toke
         winner = str(answer["winner"]).strip().upper().removeprefix("ESSAY").strip()
         confidence = int(answer.get("confidence", 3))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise JudgeError("PARSING_ERROR", f"the judge's answer is not the expected JSON: {error}") from None
+        raise JudgeError(ErrorCode.PARSING_ERROR, f"the judge's answer is not the expected JSON: {error}") from None
     if winner not in ("A", "B"):
-        raise JudgeError("PARSING_ERROR", f"the judge named no winner ('Essay A' or 'Essay B'): {answer['winner']!r}")
+        raise JudgeError(
+            ErrorCode.PARSING_ERROR, f"the judge named no winner ('Essay A' or 'Essay B'): {answer['winner']!r}"
+        )
     return Verdict(
         winner=Winner.ESSAY_A if winner == "A" else Winner.ESSAY_B,
         confidence=min(5, max(1, confidence)),

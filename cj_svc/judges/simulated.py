@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cj_svc.judges.base import JudgeError, JudgeRequest, Verdict
 from cj_svc.vocabulary import Winner
+from mesh_common.error_codes import ErrorCode
 
 
 class SimulatedJudge:
@@ -30,7 +31,7 @@ class SimulatedJudge:
         lapse: float = 0.03,
         latency_ms: float = 0.0,
         failure_rate: float = 0.0,
-        failure_code: str = "RATE_LIMIT",
+        failure_code: str = ErrorCode.RATE_LIMIT,
     ) -> None:
         self.seed = seed
         self.sd = sd
@@ -39,7 +40,7 @@ class SimulatedJudge:
         self.lapse = lapse
         self.latency = latency_ms / 1000
         self.failure_rate = failure_rate
-        self.failure_code = failure_code
+        self.failure_code = ErrorCode(failure_code)  # ValueError for a code the mesh does not know
         self.random = random.Random(seed)
         self.calls = 0
 

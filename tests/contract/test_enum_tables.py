@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 from huleedu.cj.v1 import assessment_pb2
+from huleedu.common.v1 import common_pb2
 
 from cj_svc.assessment_service import BATCH_STATES, WINNERS, state_value
 from cj_svc.vocabulary import BatchState, Winner
+from mesh_common.error_codes import ErrorCode
+from mesh_server.status import error_code_value
 
 
 def test_every_batch_state_has_its_contract_value_and_every_contract_value_its_state() -> None:
@@ -27,3 +30,11 @@ def test_an_unknown_state_is_an_error_not_unspecified() -> None:
     assert state_value("RUNNING") == assessment_pb2.BATCH_STATE_RUNNING
     with pytest.raises(ValueError, match="SLEEPING"):
         state_value("SLEEPING")
+
+
+def test_the_mesh_reports_exactly_the_contracts_error_codes() -> None:
+    contract = {name.removeprefix("ERROR_CODE_") for name in common_pb2.ErrorCode.keys()} - {"UNSPECIFIED"}
+    assert {code.value for code in ErrorCode} == contract
+    assert error_code_value("RATE_LIMIT") == common_pb2.ERROR_CODE_RATE_LIMIT
+    with pytest.raises(ValueError, match="KAFKA_PUBLISH_ERROR"):
+        error_code_value("KAFKA_PUBLISH_ERROR")  # a code of the system the mesh replaces

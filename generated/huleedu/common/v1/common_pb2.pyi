@@ -56,113 +56,80 @@ class _ErrorCode:
 class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ERROR_CODE_UNSPECIFIED: _ErrorCode.ValueType  # 0
-    ERROR_CODE_UNKNOWN_ERROR: _ErrorCode.ValueType  # 1
+    """Not an error (a comparison that did not fail)."""
     ERROR_CODE_VALIDATION_ERROR: _ErrorCode.ValueType  # 2
+    """A request field breaks the contract's rules; the field is named in `google.rpc.BadRequest`."""
     ERROR_CODE_RESOURCE_NOT_FOUND: _ErrorCode.ValueType  # 3
-    ERROR_CODE_CONFIGURATION_ERROR: _ErrorCode.ValueType  # 4
+    """What the request names does not exist, or is not the caller's to see."""
     ERROR_CODE_EXTERNAL_SERVICE_ERROR: _ErrorCode.ValueType  # 5
-    ERROR_CODE_KAFKA_PUBLISH_ERROR: _ErrorCode.ValueType  # 6
+    """A judge's provider failed (HTTP 5xx); retried with backoff."""
     ERROR_CODE_CONTENT_SERVICE_ERROR: _ErrorCode.ValueType  # 7
-    ERROR_CODE_SPELLCHECK_SERVICE_ERROR: _ErrorCode.ValueType  # 8
-    ERROR_CODE_NLP_SERVICE_ERROR: _ErrorCode.ValueType  # 9
-    ERROR_CODE_AI_FEEDBACK_SERVICE_ERROR: _ErrorCode.ValueType  # 10
-    ERROR_CODE_CJ_ASSESSMENT_SERVICE_ERROR: _ErrorCode.ValueType  # 11
-    ERROR_CODE_LLM_PROVIDER_SERVICE_ERROR: _ErrorCode.ValueType  # 12
-    ERROR_CODE_MISSING_REQUIRED_FIELD: _ErrorCode.ValueType  # 13
-    ERROR_CODE_INVALID_CONFIGURATION: _ErrorCode.ValueType  # 14
+    """The CJ Service could not use the Content Service (it is down, or refused the CJ Service's token)."""
     ERROR_CODE_TIMEOUT: _ErrorCode.ValueType  # 15
+    """A judge's provider did not answer in time; retried."""
     ERROR_CODE_CONNECTION_ERROR: _ErrorCode.ValueType  # 16
+    """A judge's provider could not be reached; retried."""
     ERROR_CODE_SERVICE_UNAVAILABLE: _ErrorCode.ValueType  # 17
+    """A service or its database is down or stopping: try again (the call is safe to repeat)."""
     ERROR_CODE_RATE_LIMIT: _ErrorCode.ValueType  # 18
+    """A judge's provider asked to slow down; retried with backoff."""
     ERROR_CODE_QUOTA_EXCEEDED: _ErrorCode.ValueType  # 19
+    """A size or count limit of the service (upload size, open uploads, message size)."""
     ERROR_CODE_AUTHENTICATION_ERROR: _ErrorCode.ValueType  # 20
+    """No valid token, or a judge's provider refused its API key."""
     ERROR_CODE_AUTHORIZATION_ERROR: _ErrorCode.ValueType  # 21
-    ERROR_CODE_INVALID_API_KEY: _ErrorCode.ValueType  # 22
+    """A valid token without the right to do this (another user's batch, an admin call)."""
     ERROR_CODE_INVALID_REQUEST: _ErrorCode.ValueType  # 23
-    ERROR_CODE_INVALID_RESPONSE: _ErrorCode.ValueType  # 24
+    """Well formed but cannot be done as asked: a conflicting duplicate, or a request a provider refused."""
     ERROR_CODE_PARSING_ERROR: _ErrorCode.ValueType  # 25
-    ERROR_CODE_CIRCUIT_BREAKER_OPEN: _ErrorCode.ValueType  # 26
-    ERROR_CODE_REQUEST_QUEUED: _ErrorCode.ValueType  # 27
+    """A judge's answer was not the verdict asked for; not retried."""
     ERROR_CODE_PROCESSING_ERROR: _ErrorCode.ValueType  # 28
-    ERROR_CODE_INITIALIZATION_FAILED: _ErrorCode.ValueType  # 29
+    """An unexpected failure inside a service; the message carries a correlation id for its logs."""
     ERROR_CODE_CONTENT_DAMAGED: _ErrorCode.ValueType  # 30
-    """Stored content whose bytes no longer match their sha256, or whose blob is gone."""
-    ERROR_CODE_CJ_INSUFFICIENT_COMPARISONS: _ErrorCode.ValueType  # 40
-    ERROR_CODE_CJ_SCORE_CONVERGENCE_FAILED: _ErrorCode.ValueType  # 41
-    ERROR_CODE_CJ_COMPARISON_IMBALANCE: _ErrorCode.ValueType  # 42
-    ERROR_CODE_CJ_CALLBACK_CORRELATION_FAILED: _ErrorCode.ValueType  # 43
-    ERROR_CODE_LLM_PROVIDER_UNAVAILABLE: _ErrorCode.ValueType  # 60
-    ERROR_CODE_LLM_PROVIDER_RATE_LIMIT: _ErrorCode.ValueType  # 61
-    ERROR_CODE_LLM_PROVIDER_TIMEOUT: _ErrorCode.ValueType  # 62
-    ERROR_CODE_LLM_PROVIDER_API_ERROR: _ErrorCode.ValueType  # 63
-    ERROR_CODE_LLM_INVALID_PROMPT: _ErrorCode.ValueType  # 64
-    ERROR_CODE_LLM_CONTENT_TOO_LONG: _ErrorCode.ValueType  # 65
-    ERROR_CODE_LLM_INVALID_CONFIG: _ErrorCode.ValueType  # 66
-    ERROR_CODE_LLM_QUEUE_FULL: _ErrorCode.ValueType  # 67
-    ERROR_CODE_LLM_INTERNAL_ERROR: _ErrorCode.ValueType  # 68
-    ERROR_CODE_LLM_CALLBACK_TOPIC_MISSING: _ErrorCode.ValueType  # 69
-    ERROR_CODE_LLM_INVALID_CALLBACK_TOPIC: _ErrorCode.ValueType  # 70
-    ERROR_CODE_LLM_PARSING_ERROR: _ErrorCode.ValueType  # 71
-    ERROR_CODE_LLM_INVALID_RESPONSE: _ErrorCode.ValueType  # 72
-    ERROR_CODE_LLM_COST_LIMIT_EXCEEDED: _ErrorCode.ValueType  # 73
+    """Stored content no longer matches its sha256, or is gone; uploading the same file repairs it."""
     ERROR_CODE_LLM_CONFIGURATION_ERROR: _ErrorCode.ValueType  # 74
+    """The judge a batch asks for is not configured on this CJ Service."""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
-    """Every error code the mesh reports. Databases store the name without the
-    `ERROR_CODE_` prefix as text (VARCHAR(100)), never as a database enum type.
+    """Every error code the mesh reports: in `google.rpc.ErrorInfo.reason` of a failed call (the name
+    without its `ERROR_CODE_` prefix), in a comparison's or an upload item's `error_code`. Databases
+    store the name without the prefix as text (VARCHAR(100)), never as a database enum type.
     """
 
 ERROR_CODE_UNSPECIFIED: ErrorCode.ValueType  # 0
-ERROR_CODE_UNKNOWN_ERROR: ErrorCode.ValueType  # 1
+"""Not an error (a comparison that did not fail)."""
 ERROR_CODE_VALIDATION_ERROR: ErrorCode.ValueType  # 2
+"""A request field breaks the contract's rules; the field is named in `google.rpc.BadRequest`."""
 ERROR_CODE_RESOURCE_NOT_FOUND: ErrorCode.ValueType  # 3
-ERROR_CODE_CONFIGURATION_ERROR: ErrorCode.ValueType  # 4
+"""What the request names does not exist, or is not the caller's to see."""
 ERROR_CODE_EXTERNAL_SERVICE_ERROR: ErrorCode.ValueType  # 5
-ERROR_CODE_KAFKA_PUBLISH_ERROR: ErrorCode.ValueType  # 6
+"""A judge's provider failed (HTTP 5xx); retried with backoff."""
 ERROR_CODE_CONTENT_SERVICE_ERROR: ErrorCode.ValueType  # 7
-ERROR_CODE_SPELLCHECK_SERVICE_ERROR: ErrorCode.ValueType  # 8
-ERROR_CODE_NLP_SERVICE_ERROR: ErrorCode.ValueType  # 9
-ERROR_CODE_AI_FEEDBACK_SERVICE_ERROR: ErrorCode.ValueType  # 10
-ERROR_CODE_CJ_ASSESSMENT_SERVICE_ERROR: ErrorCode.ValueType  # 11
-ERROR_CODE_LLM_PROVIDER_SERVICE_ERROR: ErrorCode.ValueType  # 12
-ERROR_CODE_MISSING_REQUIRED_FIELD: ErrorCode.ValueType  # 13
-ERROR_CODE_INVALID_CONFIGURATION: ErrorCode.ValueType  # 14
+"""The CJ Service could not use the Content Service (it is down, or refused the CJ Service's token)."""
 ERROR_CODE_TIMEOUT: ErrorCode.ValueType  # 15
+"""A judge's provider did not answer in time; retried."""
 ERROR_CODE_CONNECTION_ERROR: ErrorCode.ValueType  # 16
+"""A judge's provider could not be reached; retried."""
 ERROR_CODE_SERVICE_UNAVAILABLE: ErrorCode.ValueType  # 17
+"""A service or its database is down or stopping: try again (the call is safe to repeat)."""
 ERROR_CODE_RATE_LIMIT: ErrorCode.ValueType  # 18
+"""A judge's provider asked to slow down; retried with backoff."""
 ERROR_CODE_QUOTA_EXCEEDED: ErrorCode.ValueType  # 19
+"""A size or count limit of the service (upload size, open uploads, message size)."""
 ERROR_CODE_AUTHENTICATION_ERROR: ErrorCode.ValueType  # 20
+"""No valid token, or a judge's provider refused its API key."""
 ERROR_CODE_AUTHORIZATION_ERROR: ErrorCode.ValueType  # 21
-ERROR_CODE_INVALID_API_KEY: ErrorCode.ValueType  # 22
+"""A valid token without the right to do this (another user's batch, an admin call)."""
 ERROR_CODE_INVALID_REQUEST: ErrorCode.ValueType  # 23
-ERROR_CODE_INVALID_RESPONSE: ErrorCode.ValueType  # 24
+"""Well formed but cannot be done as asked: a conflicting duplicate, or a request a provider refused."""
 ERROR_CODE_PARSING_ERROR: ErrorCode.ValueType  # 25
-ERROR_CODE_CIRCUIT_BREAKER_OPEN: ErrorCode.ValueType  # 26
-ERROR_CODE_REQUEST_QUEUED: ErrorCode.ValueType  # 27
+"""A judge's answer was not the verdict asked for; not retried."""
 ERROR_CODE_PROCESSING_ERROR: ErrorCode.ValueType  # 28
-ERROR_CODE_INITIALIZATION_FAILED: ErrorCode.ValueType  # 29
+"""An unexpected failure inside a service; the message carries a correlation id for its logs."""
 ERROR_CODE_CONTENT_DAMAGED: ErrorCode.ValueType  # 30
-"""Stored content whose bytes no longer match their sha256, or whose blob is gone."""
-ERROR_CODE_CJ_INSUFFICIENT_COMPARISONS: ErrorCode.ValueType  # 40
-ERROR_CODE_CJ_SCORE_CONVERGENCE_FAILED: ErrorCode.ValueType  # 41
-ERROR_CODE_CJ_COMPARISON_IMBALANCE: ErrorCode.ValueType  # 42
-ERROR_CODE_CJ_CALLBACK_CORRELATION_FAILED: ErrorCode.ValueType  # 43
-ERROR_CODE_LLM_PROVIDER_UNAVAILABLE: ErrorCode.ValueType  # 60
-ERROR_CODE_LLM_PROVIDER_RATE_LIMIT: ErrorCode.ValueType  # 61
-ERROR_CODE_LLM_PROVIDER_TIMEOUT: ErrorCode.ValueType  # 62
-ERROR_CODE_LLM_PROVIDER_API_ERROR: ErrorCode.ValueType  # 63
-ERROR_CODE_LLM_INVALID_PROMPT: ErrorCode.ValueType  # 64
-ERROR_CODE_LLM_CONTENT_TOO_LONG: ErrorCode.ValueType  # 65
-ERROR_CODE_LLM_INVALID_CONFIG: ErrorCode.ValueType  # 66
-ERROR_CODE_LLM_QUEUE_FULL: ErrorCode.ValueType  # 67
-ERROR_CODE_LLM_INTERNAL_ERROR: ErrorCode.ValueType  # 68
-ERROR_CODE_LLM_CALLBACK_TOPIC_MISSING: ErrorCode.ValueType  # 69
-ERROR_CODE_LLM_INVALID_CALLBACK_TOPIC: ErrorCode.ValueType  # 70
-ERROR_CODE_LLM_PARSING_ERROR: ErrorCode.ValueType  # 71
-ERROR_CODE_LLM_INVALID_RESPONSE: ErrorCode.ValueType  # 72
-ERROR_CODE_LLM_COST_LIMIT_EXCEEDED: ErrorCode.ValueType  # 73
+"""Stored content no longer matches its sha256, or is gone; uploading the same file repairs it."""
 ERROR_CODE_LLM_CONFIGURATION_ERROR: ErrorCode.ValueType  # 74
+"""The judge a batch asks for is not configured on this CJ Service."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final
