@@ -91,7 +91,7 @@ def batch_message(view: BatchView) -> assessment_pb2.Batch:
             comparisons_failed=b.comparisons_failed,
             comparison_budget=b.comparison_budget,
             wave=b.wave,
-            current_ssr=b.current_ssr or 0.0,
+            current_ssr=b.current_ssr,
         ),
         state_reason=b.state_reason,
         request_id=b.request_id,
@@ -163,12 +163,12 @@ def results_message(results: Results) -> assessment_pb2.BatchResults:
         message.scale_separation_reliability = r.scale_separation_reliability
         message.position_bias = r.position_bias
         message.position_bias_standard_error = r.position_bias_se
-        message.self_consistency = -1.0 if r.self_consistency is None else r.self_consistency
+        if r.self_consistency is not None:
+            message.self_consistency = r.self_consistency
         message.grades_projected = r.grades_projected
         message.projection_note = r.projection_note
         add_diagnostics(message, r.diagnostics, batch.grade_scale, r.projection_note)
     else:
-        message.self_consistency = -1.0
         message.projection_note = f"batch is {batch.state}; grades are projected when it completes"
     for code, count in sorted(results.failures.items(), key=lambda item: str(item[0])):
         message.failures.add(error_code=error_code_value(code), count=count)

@@ -401,6 +401,10 @@ async def attach(
         await finish(mesh, batch, None, runs_dir, known if known.exists() else None, timeout, False, "attached")
 
 
+def _ssr(batch: Batch) -> str:
+    return "n/a" if batch.current_ssr is None else f"{batch.current_ssr:.2f}"
+
+
 def _when(batch: Batch) -> str:
     return batch.created.strftime("%Y-%m-%d %H:%M") if batch.created else ""
 
@@ -431,7 +435,7 @@ async def watch(mesh: MeshClient, batch: Batch, timeout: float) -> tuple[Batch, 
             async with asyncio.timeout(timeout):
                 async for latest in mesh.watch_batch(batch.batch_id):
                     bar.update(task, completed=latest.judged,
-                               description=f"{latest.state}, wave {latest.wave}, SSR {latest.current_ssr:.2f}")  # fmt: skip
+                               description=f"{latest.state}, wave {latest.wave}, SSR {_ssr(latest)}")  # fmt: skip
         except TimeoutError:
             return latest, True
     return latest, False
@@ -489,7 +493,7 @@ async def status(
         ("comparisons", f"{batch.comparisons_done} done, {batch.comparisons_failed} failed, "
                         f"budget {batch.comparison_budget}"),
         ("wave", str(batch.wave)),
-        ("SSR", f"{batch.current_ssr:.2f}"),
+        ("SSR", _ssr(batch)),
         ("created", _when(batch)),
     ]  # fmt: skip
     for name, value in rows:

@@ -165,7 +165,7 @@ def _rankable_anchors(report: Report) -> list[tuple[str, int, float]]:
             if a["known_grade"] in ladder]  # fmt: skip
 
 
-def _fmt(value: float, digits: int = 3) -> str:
+def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -248,7 +248,7 @@ def render(report: Report, with_essays: bool = True) -> str:
         f"{statistics.median(per_essay) if per_essay else 0:g}, max {max(per_essay, default=0)}",
         f"- scale separation reliability (SSR): {_fmt(r['scale_separation_reliability'])}",
         f"- position bias: {r['position_bias']:+.2f} logits (SE {r['position_bias_standard_error']:.2f}); "
-        f"self-consistency: {'n/a' if r['self_consistency'] < 0 else format(r['self_consistency'], '.2f')}",
+        f"self-consistency: {_fmt(r.get('self_consistency'), 2)}",
         f"- judge: {usage['provider'] or 'n/a'} {usage['model']}, {usage['calls']} calls, "
         f"{usage['tokens_in']} tokens in, {usage['tokens_out']} out, mean latency {usage['mean_latency_ms']:.0f} ms",
         f"- grades: {'projected on ' + r['grade_scale'] if r['grades_projected'] else 'not projected'}"

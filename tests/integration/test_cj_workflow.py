@@ -48,8 +48,10 @@ async def test_students_and_anchors_complete_with_grades(mesh, tmp_path) -> None
     )
     assert submitted.created and submitted.batch.state == assessment_pb2.BATCH_STATE_PENDING
     assert submitted.batch.essay_count == 24 and submitted.batch.anchor_count == 9
+    assert not submitted.batch.progress.HasField("current_ssr")  # no fit yet: unset, not 0
     final = await watch_to_end(mesh, submitted.batch.batch_id)
     assert final.state == assessment_pb2.BATCH_STATE_COMPLETED, final.state_reason
+    assert final.progress.HasField("current_ssr") and 0 < final.progress.current_ssr <= 1
     results = (
         await mesh.assessment.GetBatchResults(assessment_pb2.GetBatchResultsRequest(batch_id=final.batch_id))
     ).results

@@ -170,7 +170,7 @@ def _results(graded: bool, essays: list[dict]) -> dict:
              "assignment_id": "eng5" if graded else "", "essay_count": 3, "anchor_count": 2,
              "progress": {"comparisons_done": 20, "comparisons_failed": 0}}  # fmt: skip
     return {"batch": batch, "essays": essays, "scale_separation_reliability": 0.9, "position_bias": 0.0,
-            "position_bias_standard_error": 0.1, "self_consistency": -1, "grade_scale": "abc" if graded else "",
+            "position_bias_standard_error": 0.1, "grade_scale": "abc" if graded else "",
             "grades_projected": graded, "projection_note": "", "grade_ladder": ["C", "B", "A"] if graded else [],
             "grade_bands": []}  # fmt: skip
 

@@ -300,7 +300,7 @@ class BatchProgress(_message.Message):
     comparison_budget: _builtins.int
     wave: _builtins.int
     current_ssr: _builtins.float
-    """Scale separation reliability after the last wave; 0 before the first fit."""
+    """Scale separation reliability after the last fitted wave, from 0 to 1; unset before the first fit."""
     def __init__(
         self,
         *,
@@ -308,13 +308,15 @@ class BatchProgress(_message.Message):
         comparisons_failed: _builtins.int = ...,
         comparison_budget: _builtins.int = ...,
         wave: _builtins.int = ...,
-        current_ssr: _builtins.float = ...,
+        current_ssr: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_current_ssr", b"_current_ssr", "current_ssr", b"current_ssr"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison_budget", b"comparison_budget", "comparisons_done", b"comparisons_done", "comparisons_failed", b"comparisons_failed", "current_ssr", b"current_ssr", "wave", b"wave"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_current_ssr", b"_current_ssr", "comparison_budget", b"comparison_budget", "comparisons_done", b"comparisons_done", "comparisons_failed", b"comparisons_failed", "current_ssr", b"current_ssr", "wave", b"wave"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__current_ssr: _TypeAlias = _typing.Literal["current_ssr"]  # noqa: Y015
+    _WhichOneofArgType__current_ssr: _TypeAlias = _typing.Literal["_current_ssr", b"_current_ssr"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__current_ssr) -> _WhichOneofReturnType__current_ssr | None: ...
 
 Global___BatchProgress: _TypeAlias = BatchProgress  # noqa: Y015
 
@@ -719,7 +721,9 @@ class BatchResults(_message.Message):
     """Estimated advantage, in logits, of the essay shown first."""
     position_bias_standard_error: _builtins.float
     self_consistency: _builtins.float
-    """Share of pairs asked in both orders that got the same winner; -1 when none were."""
+    """Share (0 to 1) of the pairs asked in both orders that got the same winner both times; unset
+    when no pair was asked both ways.
+    """
     grade_scale: _builtins.str
     grades_projected: _builtins.bool
     projection_note: _builtins.str
@@ -764,7 +768,7 @@ class BatchResults(_message.Message):
         scale_separation_reliability: _builtins.float = ...,
         position_bias: _builtins.float = ...,
         position_bias_standard_error: _builtins.float = ...,
-        self_consistency: _builtins.float = ...,
+        self_consistency: _builtins.float | None = ...,
         failures: _abc.Iterable[Global___ErrorCount] | None = ...,
         judge_usage: Global___JudgeUsage | None = ...,
         grade_scale: _builtins.str = ...,
@@ -776,11 +780,13 @@ class BatchResults(_message.Message):
         warnings: _abc.Iterable[Global___ResultWarning] | None = ...,
         grades_reliable: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_diagnostics", b"anchor_diagnostics", "batch", b"batch", "judge_usage", b"judge_usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_self_consistency", b"_self_consistency", "anchor_diagnostics", b"anchor_diagnostics", "batch", b"batch", "judge_usage", b"judge_usage", "self_consistency", b"self_consistency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_diagnostics", b"anchor_diagnostics", "batch", b"batch", "essays", b"essays", "failures", b"failures", "grade_bands", b"grade_bands", "grade_ladder", b"grade_ladder", "grade_scale", b"grade_scale", "grades_projected", b"grades_projected", "grades_reliable", b"grades_reliable", "judge_usage", b"judge_usage", "position_bias", b"position_bias", "position_bias_standard_error", b"position_bias_standard_error", "projection_note", b"projection_note", "scale_separation_reliability", b"scale_separation_reliability", "self_consistency", b"self_consistency", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_self_consistency", b"_self_consistency", "anchor_diagnostics", b"anchor_diagnostics", "batch", b"batch", "essays", b"essays", "failures", b"failures", "grade_bands", b"grade_bands", "grade_ladder", b"grade_ladder", "grade_scale", b"grade_scale", "grades_projected", b"grades_projected", "grades_reliable", b"grades_reliable", "judge_usage", b"judge_usage", "position_bias", b"position_bias", "position_bias_standard_error", b"position_bias_standard_error", "projection_note", b"projection_note", "scale_separation_reliability", b"scale_separation_reliability", "self_consistency", b"self_consistency", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__self_consistency: _TypeAlias = _typing.Literal["self_consistency"]  # noqa: Y015
+    _WhichOneofArgType__self_consistency: _TypeAlias = _typing.Literal["_self_consistency", b"_self_consistency"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__self_consistency) -> _WhichOneofReturnType__self_consistency | None: ...
 
 Global___BatchResults: _TypeAlias = BatchResults  # noqa: Y015
 
