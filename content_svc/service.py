@@ -173,12 +173,7 @@ class ContentService(content_pb2_grpc.ContentServiceServicer):
         for index, outcome in enumerate(outcomes):
             result = response.results.add(index=index)
             if isinstance(outcome, errors.DomainError):
-                result.error.error_code = status.error_code_value(outcome.error_code)
-                result.error.message = outcome.message
-                result.error.service = "content"
-                result.error.operation = "BatchUpload"
-                if outcome.field:
-                    result.error.details["field"] = outcome.field
+                result.error.CopyFrom(status.error_detail(outcome, "content", "BatchUpload", correlation.current.get()))
                 continue
             _count(outcome)
             result.storage_id = outcome.storage_id

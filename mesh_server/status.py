@@ -27,7 +27,7 @@ ERROR_DOMAIN = "huleedu.cj-mesh"
 ERROR_CODE_VALUES = {code: common_pb2.ErrorCode.Value(f"ERROR_CODE_{code}") for code in ErrorCode}
 
 
-def error_code_value(code: str) -> int:
+def error_code_value(code: str) -> common_pb2.ErrorCode.ValueType:
     """The contract's ErrorCode for a code the mesh reports or stored; ValueError for any other."""
     return ERROR_CODE_VALUES[ErrorCode(code)]
 
@@ -36,6 +36,18 @@ def _pack(message) -> any_pb2.Any:  # type: ignore[no-untyped-def]
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
+
+
+def error_detail(error: DomainError, service: str, operation: str, correlation_id: str) -> common_pb2.ErrorDetail:
+    """A domain error as the contract's ErrorDetail: how an item of a batch call fails without
+    failing the call (BatchUpload's per-item results)."""
+    detail = common_pb2.ErrorDetail(
+        error_code=error_code_value(error.error_code), message=error.message, correlation_id=correlation_id,
+        service=service, operation=operation, details=error.metadata,
+    )
+    if error.field:
+        detail.details["field"] = error.field
+    return detail
 
 
 def validation_status(error: protovalidate.ValidationError) -> grpc.Status:
