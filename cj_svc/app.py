@@ -17,6 +17,7 @@ from cj_svc.content_client import ContentClient
 from cj_svc.models import HealthProbe
 from cj_svc.settings import CJSettings
 from cj_svc.workflow import Workflow
+from mesh_common.tokens import secret
 from mesh_server import database
 from mesh_server.auth import Authorizer
 from mesh_server.metrics import serve_metrics
@@ -49,9 +50,10 @@ class CJApp:
 
 
 async def start(settings: CJSettings) -> CJApp:
+    content_token = secret(settings.content_token, settings.content_token_file, "--content-token")
     engine = await database.open_migrated("cj", settings.database_url, settings.migrate)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    content = ContentClient(settings.content_address, settings.content_tls, settings.content_token)
+    content = ContentClient(settings.content_address, settings.content_tls, content_token)
     authorizer = Authorizer.parse(settings.tokens, {ADMIN_SERVICE: "admin"})
     batches = Batches(sessions, content, settings.judge_provider, settings.default_budget_per_essay)
     workflow = Workflow(settings, sessions, content, batches)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from content_svc.settings import ContentSettings
-from mesh_server import database, logs
-from mesh_server.cli import run_service
+from content_svc.settings import BlobStoreKind, ContentSettings
+from mesh_server import database
+from mesh_server.cli import serve_command
 
 app = typer.Typer(help="The CJ mesh Content Service: stores texts, hands out storage ids.", no_args_is_help=True)
 _defaults = ContentSettings()
@@ -19,68 +18,25 @@ _defaults = ContentSettings()
 DatabaseUrl = Annotated[
     str, typer.Option(envvar="CONTENT_SVC_DATABASE_URL", help="sqlite:///path or postgresql://user@host/db")
 ]
-
-
-def _opt(name: str, help_text: str = "") -> typer.models.OptionInfo:
-    return typer.Option(envvar=f"CONTENT_SVC_{name.upper()}", help=help_text)
-
-
-class BlobStoreKind(enum.StrEnum):
-    filesystem = "filesystem"
-    database = "database"
-
-
-DEFAULT_BLOB_STORE = BlobStoreKind(_defaults.blob_store)
 BlobStoreOption = Annotated[
     BlobStoreKind,
-    _opt(
-        "blob_store",
-        "where content bytes live: filesystem (files under --storage-dir) or database (rows of --database-url; "
-        "for several replicas on one PostgreSQL)",
+    typer.Option(
+        envvar="CONTENT_SVC_BLOB_STORE",
+        help=next(f for f in fields(ContentSettings) if f.name == "blob_store").metadata["help"],
     ),
 ]
 
 
-@app.command()
-def serve(
-    listen: Annotated[str, _opt("listen", "host:port (port 0 picks one)")] = _defaults.listen,
-    database_url: DatabaseUrl = _defaults.database_url,
-    blob_store: BlobStoreOption = DEFAULT_BLOB_STORE,
-    storage_dir: Annotated[
-        Path, _opt("storage_dir", "blob files, with --blob-store filesystem")
-    ] = _defaults.storage_dir,
-    max_object_bytes: Annotated[int, _opt("max_object_bytes")] = _defaults.max_object_bytes,
-    max_text_bytes: Annotated[
-        int, _opt("max_text_bytes", "largest text (every kind but SOURCE_DOCUMENT)")
-    ] = _defaults.max_text_bytes,
-    max_uploads: Annotated[int, _opt("max_uploads", "Upload streams open at once")] = _defaults.max_uploads,
-    max_uploads_per_connection: Annotated[
-        int, _opt("max_uploads_per_connection", "Upload streams open at once on one connection")
-    ] = _defaults.max_uploads_per_connection,
-    upload_idle_seconds: Annotated[
-        float, _opt("upload_idle_seconds", "refuse an upload that sends nothing for this long")
-    ] = _defaults.upload_idle_seconds,
-    metrics_listen: Annotated[
-        str, _opt("metrics_listen", "host:port for /metrics; empty: off")
-    ] = _defaults.metrics_listen,
-    migrate: Annotated[
-        bool, typer.Option("--migrate", envvar="CONTENT_SVC_MIGRATE", help="migrate the database first")
-    ] = False,
-    log_json: Annotated[bool, typer.Option("--log-json", envvar="CONTENT_SVC_LOG_JSON")] = False,
-    log_level: Annotated[str, _opt("log_level")] = _defaults.log_level,
-    tokens: Annotated[str, _opt("tokens", "'<sha256>:role[:user],...' (cj-svc hash-token); empty: open")] = "",
-    tls_cert: Annotated[str, _opt("tls_cert", "PEM certificate: serve TLS")] = "",
-    tls_key: Annotated[str, _opt("tls_key", "PEM key of --tls-cert")] = "",
-    tls_client_ca: Annotated[str, _opt("tls_client_ca", "PEM CA: require client certificates it signed")] = "",
-    ready_file: Annotated[Path | None, typer.Option(help="write the bound addresses here as JSON once serving")] = None,
-) -> None:
-    """Serve huleedu.content.v1.ContentService until SIGTERM or SIGINT."""
-    from content_svc.app import start
+async def _start(settings: ContentSettings) -> Any:
+    from content_svc.app import start  # imported when serving: the other commands start faster
 
-    logs.configure(log_level, log_json)
-    given = {**locals(), "blob_store": blob_store.value}
-    settings = ContentSettings(**{f.name: given[f.name] for f in fields(ContentSettings) if f.name in given})
-    run_service(lambda: start(settings), ready_file, "content-svc")
+    return await start(settings)
+
+
+serve_command(
+    app, ContentSettings, "CONTENT_SVC_", "content-svc", _start,
+    "Serve huleedu.content.v1.ContentService until SIGTERM or SIGINT.",
+)  # fmt: skip
 
 
 @app.command()
@@ -93,8 +49,8 @@ def migrate(database_url: DatabaseUrl = _defaults.database_url) -> None:
 @app.command()
 def check(
     database_url: DatabaseUrl = _defaults.database_url,
-    blob_store: BlobStoreOption = DEFAULT_BLOB_STORE,
-    storage_dir: Annotated[Path, _opt("storage_dir")] = _defaults.storage_dir,
+    blob_store: BlobStoreOption = _defaults.blob_store,
+    storage_dir: Annotated[Path, typer.Option(envvar="CONTENT_SVC_STORAGE_DIR")] = _defaults.storage_dir,
     repair: Annotated[
         bool, typer.Option("--repair", help="remove blobs no row points at; rows' states are always updated")
     ] = False,

@@ -1,43 +1,34 @@
-"""The Content Service's settings: one object, filled from flags or CONTENT_SVC_* environment variables."""
+"""The Content Service's settings: one object; each field is a `content-svc serve` flag and a
+CONTENT_SVC_* environment variable (see mesh_server.cli.serve_command)."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh_common.tls import TlsFiles
+from mesh_server.settings import ServiceSettings, setting
 
 MiB = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ContentSettings:
-    listen: str = "127.0.0.1:50051"
-    database_url: str = "sqlite:///var/content/content.db"
-    # Where content bytes live: "filesystem" (files under storage_dir, the embedded default) or
-    # "database" (rows of the service's database: any number of replicas can serve one store).
-    blob_store: str = "filesystem"
-    storage_dir: Path = Path("var/content/blobs")
-    max_object_bytes: int = 64 * MiB
-    # Every kind but CONTENT_KIND_SOURCE_DOCUMENT is text, limited to this size.
-    max_text_bytes: int = 1 * MiB
-    # Upload streams open at once, in all and per connection; seconds an upload may send nothing.
-    max_uploads: int = 256
-    max_uploads_per_connection: int = 64
-    upload_idle_seconds: float = 30.0
-    # host:port for Prometheus /metrics; empty to not serve metrics.
-    metrics_listen: str = ""
-    migrate: bool = False
-    log_json: bool = False
-    log_level: str = "INFO"
-    grace_seconds: float = 5.0
-    # `<sha256>:role+role[:user],...` (see `cj-svc hash-token`); empty: no authentication.
-    tokens: str = ""
-    # TLS: this server's certificate and key (PEM); a client CA makes it mutual TLS.
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
+class BlobStoreKind(enum.StrEnum):
+    filesystem = "filesystem"
+    database = "database"
 
-    @property
-    def tls(self) -> TlsFiles:
-        return TlsFiles(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+@dataclass(frozen=True)
+class ContentSettings(ServiceSettings):
+    listen: str = setting("127.0.0.1:50051", "host:port to serve on (port 0 picks one)")
+    database_url: str = setting("sqlite:///var/content/content.db", "sqlite:///path or postgresql://user@host/db")
+    blob_store: BlobStoreKind = setting(
+        BlobStoreKind.filesystem,
+        "where content bytes live: filesystem (files under --storage-dir, the embedded default) or database "
+        "(rows of --database-url: any number of replicas can serve one store on PostgreSQL)",
+    )
+    storage_dir: Path = setting(Path("var/content/blobs"), "blob files, with --blob-store filesystem")
+    max_object_bytes: int = setting(64 * MiB, "largest object (bytes)")
+    max_text_bytes: int = setting(1 * MiB, "largest text (bytes): every kind but CONTENT_KIND_SOURCE_DOCUMENT")
+    max_uploads: int = setting(256, "Upload streams open at once, in all")
+    max_uploads_per_connection: int = setting(64, "Upload streams open at once on one connection")
+    upload_idle_seconds: float = setting(30.0, "refuse an upload that sends nothing for this long")

@@ -42,8 +42,12 @@ def error_detail(error: DomainError, service: str, operation: str, correlation_i
     """A domain error as the contract's ErrorDetail: how an item of a batch call fails without
     failing the call (BatchUpload's per-item results)."""
     detail = common_pb2.ErrorDetail(
-        error_code=error_code_value(error.error_code), message=error.message, correlation_id=correlation_id,
-        service=service, operation=operation, details=error.metadata,
+        error_code=error_code_value(error.error_code),
+        message=error.message,
+        correlation_id=correlation_id,
+        service=service,
+        operation=operation,
+        details=error.metadata,
     )
     if error.field:
         detail.details["field"] = error.field

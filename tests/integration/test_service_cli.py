@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import fields
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from cj_svc.settings import CJSettings
+from content_svc.settings import ContentSettings
+from mesh_server.cli import serve_command
 from tests.support.processes import BIN, wait_for_ready_file
 
 
@@ -29,3 +35,27 @@ def test_a_service_without_tokens_warns_and_makes_its_ready_file_folder(service:
     assert address.startswith("127.0.0.1:")
     assert json.loads(ready.read_text())["address"] == address
     assert "no tokens configured: every RPC is open to anyone who reaches" in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("settings_type", "prefix"), [(ContentSettings, "CONTENT_SVC_"), (CJSettings, "CJ_SVC_")], ids=["content", "cj"]
+)
+def test_every_setting_is_a_documented_flag_and_an_environment_variable(settings_type, prefix, monkeypatch) -> None:
+    started: list = []
+
+    async def capture(settings):
+        started.append(settings)
+        raise ValueError("captured")  # run_service reports it and exits 2, as for unusable settings
+
+    app = typer.Typer()
+    serve_command(app, settings_type, prefix, "svc", capture, "serve")
+    app.command("other")(lambda: None)  # two commands, so `serve` is addressed by name as in the services
+    shown = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"}).output
+    for field in fields(settings_type):
+        assert "--" + field.name.replace("_", "-") in shown and f"{prefix}{field.name.upper()}" in shown, field.name
+        assert field.metadata.get("help"), f"{field.name} has no help text"
+    # A flag and an environment variable reach the settings; a boolean has its --no- form.
+    monkeypatch.setenv(f"{prefix}GRACE_SECONDS", "7.5")
+    result = CliRunner().invoke(app, ["serve", "--log-level", "WARNING", "--no-migrate"])
+    assert result.exit_code == 2 and "captured" in result.output
+    assert (started[-1].grace_seconds, started[-1].log_level, started[-1].migrate) == (7.5, "WARNING", False)
