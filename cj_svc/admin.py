@@ -14,6 +14,7 @@ from cj_svc.content_client import ContentClient
 from cj_svc.engine.scales import SCALES, get_scale
 from cj_svc.models import Anchor, Assignment
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
+from cj_svc.requests import RequestKey, remember
 from mesh_server import database, errors, pages
 
 
@@ -58,6 +59,7 @@ class AdminStore:
         instructions: str = "",
         student_prompt_storage_id: str = "",
         judge_rubric_storage_id: str = "",
+        request: RequestKey | None = None,
     ) -> Assignment:
         known_scale(grade_scale)
         await self._check_stored(*_assignment_references(student_prompt_storage_id, judge_rubric_storage_id))
@@ -76,6 +78,7 @@ class AdminStore:
 
             async def transaction(session: AsyncSession) -> Any:
                 session.add(row)
+                remember(session, request)
 
             await database.write(self.sessions, transaction)
         except IntegrityError:
@@ -101,7 +104,9 @@ class AdminStore:
         rows = rows[:size]
         return rows, pages.next_token("assignments", rows[-1].assignment_id if more else "")
 
-    async def update_assignment(self, assignment_id: str, **changes: str | None) -> Assignment:
+    async def update_assignment(
+        self, assignment_id: str, request: RequestKey | None = None, **changes: str | None
+    ) -> Assignment:
         changes = {k: v for k, v in changes.items() if v is not None}
         if "grade_scale" in changes:
             known_scale(changes["grade_scale"])
@@ -123,11 +128,12 @@ class AdminStore:
             for key, value in changes.items():
                 setattr(row, key, value or (None if key.endswith("storage_id") else ""))
             row.updated_at = datetime.now(UTC)
+            remember(session, request)
             return row
 
         return await database.write(self.sessions, transaction)
 
-    async def delete_assignment(self, assignment_id: str) -> None:
+    async def delete_assignment(self, assignment_id: str, request: RequestKey | None = None) -> None:
         async def transaction(session: AsyncSession) -> Any:
             row = await session.get(Assignment, assignment_id)
             if row is None:
@@ -137,10 +143,13 @@ class AdminStore:
             ).scalars():
                 await session.delete(anchor)
             await session.delete(row)
+            remember(session, request)
 
         await database.write(self.sessions, transaction)
 
-    async def register_anchor(self, assignment_id: str, label: str, grade: str, storage_id: str) -> tuple[Anchor, bool]:
+    async def register_anchor(
+        self, assignment_id: str, label: str, grade: str, storage_id: str, request: RequestKey | None = None
+    ) -> tuple[Anchor, bool]:
         assignment = await self.get_assignment(assignment_id)
         scale = get_scale(assignment.grade_scale)
         try:
@@ -164,6 +173,7 @@ class AdminStore:
                 session.add(row)
             else:
                 row.grade, row.storage_id, row.updated_at = grade, storage_id, now
+            remember(session, request)
             return row, created
 
         return await database.write(self.sessions, transaction)
@@ -178,7 +188,13 @@ class AdminStore:
             )
             return list((await session.execute(query)).scalars())
 
-    async def delete_anchor(self, assignment_id: str, label: str) -> None:
+    async def get_anchor(self, assignment_id: str, label: str) -> Anchor:
+        anchors = {row.label: row for row in await self.list_anchors(assignment_id)}
+        if label not in anchors:
+            raise errors.NotFound(f"assignment {assignment_id!r} has no anchor {label!r}", field="label")
+        return anchors[label]
+
+    async def delete_anchor(self, assignment_id: str, label: str, request: RequestKey | None = None) -> None:
         await self.get_assignment(assignment_id)
 
         async def transaction(session: AsyncSession) -> Any:
@@ -193,5 +209,6 @@ class AdminStore:
                 raise errors.NotFound(f"assignment {assignment_id!r} has no anchor {label!r}", field="label")
             for row in rows:
                 await session.delete(row)
+            remember(session, request)
 
         await database.write(self.sessions, transaction)

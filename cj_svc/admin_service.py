@@ -7,9 +7,10 @@ from google.protobuf.message import Message
 from huleedu.cj.v1 import admin_pb2, admin_pb2_grpc
 from huleedu.common.v1 import common_pb2
 
-from cj_svc import models
+from cj_svc import models, requests
 from cj_svc.admin import AdminStore, known_scale
 from cj_svc.engine.scales import SCALES, GradeScale
+from cj_svc.requests import RequestKey
 from mesh_server.convert import timestamp
 
 
@@ -57,14 +58,17 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.store = store
 
     async def CreateAssignment(self, request: admin_pb2.CreateAssignmentRequest, context: grpc.aio.ServicerContext):
-        row = await self.store.create_assignment(
-            request.assignment_id,
-            request.grade_scale,
-            request.course_code,
-            request.instructions,
-            request.student_prompt_storage_id,
-            request.judge_rubric_storage_id,
-        )
+        key = RequestKey.of("CreateAssignment", request)
+        row = await requests.once(
+            self.store.sessions,
+            key,
+            lambda: self.store.create_assignment(
+                request.assignment_id, request.grade_scale, request.course_code, request.instructions,
+                request.student_prompt_storage_id, request.judge_rubric_storage_id, key,
+            ),
+        )  # fmt: skip
+        if row is None:  # created by this same request before
+            row = await self.store.get_assignment(request.assignment_id)
         return admin_pb2.CreateAssignmentResponse(assignment=assignment_message(row))
 
     async def GetAssignment(self, request: admin_pb2.GetAssignmentRequest, context: grpc.aio.ServicerContext):
@@ -80,17 +84,33 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     async def UpdateAssignment(self, request: admin_pb2.UpdateAssignmentRequest, context: grpc.aio.ServicerContext):
         fields = ("course_code", "instructions", "grade_scale", "student_prompt_storage_id", "judge_rubric_storage_id")
-        row = await self.store.update_assignment(request.assignment_id, **{f: _optional(request, f) for f in fields})
+        key = RequestKey.of("UpdateAssignment", request)
+        changes = {f: _optional(request, f) for f in fields}
+        row = await requests.once(
+            self.store.sessions, key, lambda: self.store.update_assignment(request.assignment_id, key, **changes)
+        )
+        if row is None:  # updated by this same request before
+            row = await self.store.get_assignment(request.assignment_id)
         return admin_pb2.UpdateAssignmentResponse(assignment=assignment_message(row))
 
     async def DeleteAssignment(self, request: admin_pb2.DeleteAssignmentRequest, context: grpc.aio.ServicerContext):
-        await self.store.delete_assignment(request.assignment_id)
+        key = RequestKey.of("DeleteAssignment", request)
+        await requests.once(self.store.sessions, key, lambda: self.store.delete_assignment(request.assignment_id, key))
         return admin_pb2.DeleteAssignmentResponse()
 
     async def RegisterAnchor(self, request: admin_pb2.RegisterAnchorRequest, context: grpc.aio.ServicerContext):
-        row, created = await self.store.register_anchor(
-            request.assignment_id, request.label, request.grade, request.storage_id
+        key = RequestKey.of("RegisterAnchor", request)
+        registered = await requests.once(
+            self.store.sessions,
+            key,
+            lambda: self.store.register_anchor(
+                request.assignment_id, request.label, request.grade, request.storage_id, key
+            ),
         )
+        if registered is None:  # registered by this same request before
+            row, created = await self.store.get_anchor(request.assignment_id, request.label), False
+        else:
+            row, created = registered
         return admin_pb2.RegisterAnchorResponse(anchor=anchor_message(row), created=created)
 
     async def ListAnchors(self, request: admin_pb2.ListAnchorsRequest, context: grpc.aio.ServicerContext):
@@ -98,7 +118,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ListAnchorsResponse(anchors=[anchor_message(r) for r in rows])
 
     async def DeleteAnchor(self, request: admin_pb2.DeleteAnchorRequest, context: grpc.aio.ServicerContext):
-        await self.store.delete_anchor(request.assignment_id, request.label)
+        key = RequestKey.of("DeleteAnchor", request)
+        await requests.once(
+            self.store.sessions, key, lambda: self.store.delete_anchor(request.assignment_id, request.label, key)
+        )
         return admin_pb2.DeleteAnchorResponse()
 
     async def ListGradeScales(self, request: admin_pb2.ListGradeScalesRequest, context: grpc.aio.ServicerContext):

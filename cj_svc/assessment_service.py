@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -11,10 +10,12 @@ import grpc
 from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc
 from huleedu.common.v1 import common_pb2
 
+from cj_svc import requests
 from cj_svc.batches import EVERYONE, Batches, BatchRequest, BatchView, Caller, EssayInput, Results
 from cj_svc.engine.diagnostics import anchor_ranks
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Comparison
+from cj_svc.requests import RequestKey
 from cj_svc.vocabulary import FINAL_STATES, BatchState, Winner
 from cj_svc.workflow import Workflow
 from mesh_common import correlation
@@ -182,16 +183,6 @@ def results_message(results: Results) -> assessment_pb2.BatchResults:
     return message
 
 
-def fingerprint(request: assessment_pb2.SubmitBatchRequest) -> str:
-    """sha256 of the request's known fields without its request_id: the same request retried has
-    the same one, whatever fields a newer client adds that this service does not know."""
-    copy = assessment_pb2.SubmitBatchRequest()
-    copy.CopyFrom(request)
-    copy.DiscardUnknownFields()
-    copy.request_id = ""
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
-
-
 def caller() -> Caller:
     """Whose batches this RPC may see and change (everyone's on an open mesh)."""
     principal = interceptor.principal.get()
@@ -221,7 +212,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
             BatchRequest(
                 # One UUID, however it is spelled (AIP-155): the contract checked it is one.
                 request_id=str(uuid.UUID(request.request_id)),
-                fingerprint=fingerprint(request),
+                fingerprint=requests.fingerprint(request),
                 owner=owner_of(principal),
                 batch_label=request.batch_label,
                 essays=[EssayInput(e.essay_id, e.text_storage_id, e.display_name) for e in request.essays],
@@ -290,6 +281,10 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
         )
 
     async def CancelBatch(self, request: assessment_pb2.CancelBatchRequest, context: grpc.aio.ServicerContext):
-        return assessment_pb2.CancelBatchResponse(
-            batch=batch_message(await self.workflow.cancel(request.batch_id, request.reason, caller()))
+        key = RequestKey.of("CancelBatch", request)
+        view = await requests.once(
+            self.batches.sessions, key, lambda: self.workflow.cancel(request.batch_id, request.reason, caller(), key)
         )
+        if view is None:  # cancelled by this same request before
+            view = await self.batches.get(request.batch_id, caller())
+        return assessment_pb2.CancelBatchResponse(batch=batch_message(view))

@@ -22,6 +22,7 @@ from cj_svc.admin import not_found
 from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
+from cj_svc.requests import RequestKey, remember
 from cj_svc.vocabulary import ALLOWED_FROM, FINAL_STATES, BatchState, ComparisonStatus
 from mesh_common.error_codes import ErrorCode
 from mesh_common.ids import new_id
@@ -358,7 +359,9 @@ class Batches:
             views = [await self._view(session, b) for b in rows[:size]]
         return views, pages.next_token("batches", rows[size - 1].batch_id if len(rows) > size else "")
 
-    async def cancel(self, batch_id: str, reason: str, caller: Caller = EVERYONE) -> BatchView:
+    async def cancel(
+        self, batch_id: str, reason: str, caller: Caller = EVERYONE, request: RequestKey | None = None
+    ) -> BatchView:
         view = await self.get(batch_id, caller)
         if not caller.may_cancel(view.batch):
             raise errors.PermissionDenied(
@@ -366,7 +369,10 @@ class Batches:
             )
 
         async def transaction(session: AsyncSession) -> bool:
-            return await transition(session, batch_id, BatchState.CANCELLED, reason or "cancelled by request")
+            moved = await transition(session, batch_id, BatchState.CANCELLED, reason or "cancelled by request")
+            if moved:
+                remember(session, request)
+            return moved
 
         moved = await database.write(self.sessions, transaction)
         view = await self.get(batch_id)

@@ -213,3 +213,17 @@ class HealthProbe(Base):
 
     probe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     probed_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class HandledRequest(Base):
+    """A change request whose request_id has been handled, recorded in the transaction that made
+    the change: the same request sent again is answered from the state it left, not done twice,
+    and the same id on a different request is refused."""
+
+    __tablename__ = "handled_requests"
+
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    method: Mapped[str] = mapped_column(String(100))
+    # sha256 of the request without its request_id (see cj_svc.requests.fingerprint)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    handled_at: Mapped[datetime] = mapped_column(TIMESTAMP)

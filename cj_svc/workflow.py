@@ -50,6 +50,7 @@ from cj_svc.judges.base import JudgeError, JudgeRequest
 from cj_svc.judges.factory import Judges
 from cj_svc.leases import LeaseLost, Leases
 from cj_svc.models import Batch, BatchEssay, BatchResult, Comparison, GradeProjection
+from cj_svc.requests import RequestKey
 from cj_svc.settings import CJSettings
 from cj_svc.vocabulary import ANSWERED, BatchState, ComparisonStatus, Winner
 from mesh_common import correlation
@@ -340,10 +341,12 @@ class Workflow:
             await asyncio.gather(*running, return_exceptions=True)
         await self.judges.close()
 
-    async def cancel(self, batch_id: str, reason: str, caller: Caller = EVERYONE) -> BatchView:
+    async def cancel(
+        self, batch_id: str, reason: str, caller: Caller = EVERYONE, request: RequestKey | None = None
+    ) -> BatchView:
         """Cancel the batch (one short transaction) and ask its task to stop; wait a little for it
         to settle, without ever cutting it off (a cancelled RPC leaves the task to finish)."""
-        view = await self.batches.cancel(batch_id, reason, caller)
+        view = await self.batches.cancel(batch_id, reason, caller, request)
         self._ask_to_stop(batch_id)
         task = self.tasks.get(batch_id)
         if task is not None and not task.done():

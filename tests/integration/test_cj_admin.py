@@ -176,3 +176,40 @@ async def test_correlation_id_passed_on_to_the_content_service(mesh) -> None:
         logger.setLevel(level)
     content_calls = [cid for message, cid in seen if "ContentService/Stat" in message]
     assert content_calls == ["trace-abc-123"]
+
+
+async def test_a_change_sent_again_with_its_request_id_is_not_done_twice(mesh) -> None:
+    create = admin_pb2.CreateAssignmentRequest(
+        request_id=rid(), assignment_id="eng5-again", grade_scale="swedish_8_anchor"
+    )
+    first = (await mesh.admin.CreateAssignment(create)).assignment
+    again = (await mesh.admin.CreateAssignment(create)).assignment  # a retry: answered, not ALREADY_EXISTS
+    assert again == first
+    # a new request with the same id is refused, naming request_id
+    other = admin_pb2.CreateAssignmentRequest(request_id=create.request_id, assignment_id="eng5-other", grade_scale="swedish_8_anchor")  # fmt: skip
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mesh.admin.CreateAssignment(other)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id" in field_violations(caught.value) and "different CreateAssignment" in caught.value.details()
+    # ... while a new request id for the same assignment is a new request: it exists already
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mesh.admin.CreateAssignment(admin_pb2.CreateAssignmentRequest(
+            request_id=rid(), assignment_id="eng5-again", grade_scale="swedish_8_anchor"))  # fmt: skip
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    (storage_id,) = await store_texts(mesh.content, ["An anchor essay."], common_pb2.CONTENT_KIND_ANCHOR_ESSAY)
+    register = admin_pb2.RegisterAnchorRequest(
+        request_id=rid(), assignment_id="eng5-again", label="a1", grade="C", storage_id=storage_id
+    )
+    assert (await mesh.admin.RegisterAnchor(register)).created
+    replayed = await mesh.admin.RegisterAnchor(register)
+    assert not replayed.created and replayed.anchor.grade == "C"
+    delete = admin_pb2.DeleteAnchorRequest(request_id=rid(), assignment_id="eng5-again", label="a1")
+    await mesh.admin.DeleteAnchor(delete)
+    await mesh.admin.DeleteAnchor(delete)  # a retry of a delete that happened: OK, not NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # a new delete of what is gone is NOT_FOUND
+        await mesh.admin.DeleteAnchor(admin_pb2.DeleteAnchorRequest(request_id=rid(), assignment_id="eng5-again", label="a1"))  # fmt: skip
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    delete_assignment = admin_pb2.DeleteAssignmentRequest(request_id=rid(), assignment_id="eng5-again")
+    await mesh.admin.DeleteAssignment(delete_assignment)
+    await mesh.admin.DeleteAssignment(delete_assignment)

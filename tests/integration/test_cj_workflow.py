@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 
 import grpc
 import numpy as np
@@ -233,3 +234,22 @@ async def test_a_batch_stops_once_its_grades_are_decided_unless_asked_not_to(mes
         ).results
         decided = [e for e in results.essays if not e.is_anchor and e.projection.confidence_score >= 0.5]
         assert len(decided) >= 0.2 * 24  # what the rule saw at its last wave, as served
+
+
+async def test_cancel_sent_again_answers_and_its_request_id_is_not_reused(mesh) -> None:
+    await mesh.restart_cj(judge_provider="simulated", simulated_latency_ms=200, batch_concurrency=1)
+    storage_ids = await store_texts(mesh.content, [essay_text(i) for i in range(4)])
+    first, second = [
+        (await mesh.assessment.SubmitBatch(submit_request(storage_ids, comparison_budget=100))).batch.batch_id
+        for _ in range(2)
+    ]
+    cancel = assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=first, reason="by mistake")
+    assert (await mesh.assessment.CancelBatch(cancel)).batch.state == assessment_pb2.BATCH_STATE_CANCELLED
+    again = await mesh.assessment.CancelBatch(cancel)
+    assert again.batch.state == assessment_pb2.BATCH_STATE_CANCELLED and again.batch.state_reason == "by mistake"
+    reused = assessment_pb2.CancelBatchRequest(request_id=cancel.request_id, batch_id=second)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mesh.assessment.CancelBatch(reused)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in caught.value.details()
+    got = (await mesh.assessment.GetBatch(assessment_pb2.GetBatchRequest(batch_id=second))).batch
+    assert got.state != assessment_pb2.BATCH_STATE_CANCELLED  # the refused request changed nothing

@@ -113,6 +113,10 @@ class CreateAssignmentRequest(_message.Message):
     STUDENT_PROMPT_STORAGE_ID_FIELD_NUMBER: _builtins.int
     JUDGE_RUBRIC_STORAGE_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """A UUID the client picks for this request. The same request sent again with the same id is
+    answered from what the first one did, not done twice; the id on a different request is
+    refused (INVALID_ARGUMENT on request_id).
+    """
     assignment_id: _builtins.str
     course_code: _builtins.str
     instructions: _builtins.str
@@ -256,6 +260,10 @@ class UpdateAssignmentRequest(_message.Message):
     STUDENT_PROMPT_STORAGE_ID_FIELD_NUMBER: _builtins.int
     JUDGE_RUBRIC_STORAGE_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """A UUID the client picks for this request. The same request sent again with the same id is
+    answered from what the first one did, not done twice; the id on a different request is
+    refused (INVALID_ARGUMENT on request_id).
+    """
     assignment_id: _builtins.str
     course_code: _builtins.str
     """Unset fields are left as they are."""
@@ -330,6 +338,10 @@ class DeleteAssignmentRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """A UUID the client picks for this request. The same request sent again with the same id is
+    answered from what the first one did, not done twice; the id on a different request is
+    refused (INVALID_ARGUMENT on request_id).
+    """
     assignment_id: _builtins.str
     def __init__(
         self,
@@ -370,6 +382,10 @@ class RegisterAnchorRequest(_message.Message):
     GRADE_FIELD_NUMBER: _builtins.int
     STORAGE_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """A UUID the client picks for this request. The same request sent again with the same id is
+    answered from what the first one did, not done twice; the id on a different request is
+    refused (INVALID_ARGUMENT on request_id).
+    """
     assignment_id: _builtins.str
     label: _builtins.str
     grade: _builtins.str
@@ -463,6 +479,10 @@ class DeleteAnchorRequest(_message.Message):
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """A UUID the client picks for this request. The same request sent again with the same id is
+    answered from what the first one did, not done twice; the id on a different request is
+    refused (INVALID_ARGUMENT on request_id).
+    """
     assignment_id: _builtins.str
     label: _builtins.str
     def __init__(

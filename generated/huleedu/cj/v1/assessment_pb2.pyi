@@ -179,6 +179,10 @@ class SubmitBatchRequest(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     GRADE_STOP_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """A UUID the client picks for this request. The same request sent again with the same id is
+    answered from what the first one did, not done twice; the id on a different request is
+    refused (INVALID_ARGUMENT on request_id).
+    """
     batch_label: _builtins.str
     """Trimmed: no whitespace (Unicode's included) and no invisible character at either end."""
     assignment_id: _builtins.str
@@ -1083,6 +1087,10 @@ class CancelBatchRequest(_message.Message):
     BATCH_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """A UUID the client picks for this request. The same request sent again with the same id is
+    answered from what the first one did, not done twice; the id on a different request is
+    refused (INVALID_ARGUMENT on request_id).
+    """
     batch_id: _builtins.str
     reason: _builtins.str
     def __init__(
