@@ -24,7 +24,7 @@ async def test_describe_service_and_message(sqlite_content_app) -> None:
     assert "rpc Upload ( stream .huleedu.content.v1.UploadRequest )" in service.stdout
     message = await grpcurl("-plaintext", sqlite_content_app.address, "describe", "huleedu.content.v1.GetRequest")
     assert message.code == 0, message.output
-    assert "storage_id" in message.stdout and "^[0-9a-f]{32}$" in message.stdout
+    assert "storage_id" in message.stdout and "[huleedu.common.v1.mesh_id]:true" in message.stdout
 
 
 async def test_health_check_says_serving(sqlite_content_app) -> None:

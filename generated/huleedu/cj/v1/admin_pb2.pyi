@@ -271,7 +271,7 @@ class UpdateAssignmentRequest(_message.Message):
     grade_scale: _builtins.str
     """May only repeat the current scale, or set one where none is set."""
     student_prompt_storage_id: _builtins.str
-    """An empty string clears the reference."""
+    """A storage id, or an empty string to clear the reference (so a pattern, not the mesh_id rule)."""
     judge_rubric_storage_id: _builtins.str
     def __init__(
         self,

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from huleedu.common.v1 import ids_pb2 as huleedu_dot_common_dot_v1_dot_ids__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehuleedu/common/v1/common.proto\x12\x11huleedu.common.v1\x1a\x1b\x62uf/validate/validate.proto\"\x8d\x01\n\x08\x45ssayRef\x12-\n\x08\x65ssay_id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x10\x01\x18$2\x10^[A-Za-z0-9_-]+$\x12.\n\x0ftext_storage_id\x18\x02 \x01(\tB\x15\xbaH\x12r\x10\x32\x0e^[0-9a-f]{32}$\x12\"\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x0c\xbaH\tr\x07\x18\xc8\x01\xba\x01\x01\x00\"\x98\x01\n\x10StorageReference\x12\x38\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.huleedu.common.v1.ContentKindB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12)\n\nstorage_id\x18\x02 \x01(\tB\x15\xbaH\x12r\x10\x32\x0e^[0-9a-f]{32}$\x12\x1f\n\tpath_hint\x18\x03 \x01(\tB\x0c\xbaH\tr\x07\x18\x80\x08\xba\x01\x01\x00\"\xfa\x01\n\x0b\x45rrorDetail\x12\x30\n\nerror_code\x18\x01 \x01(\x0e\x32\x1c.huleedu.common.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\x12<\n\x07\x64\x65tails\x18\x06 \x03(\x0b\x32+.huleedu.common.v1.ErrorDetail.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"%\n\x05Grade\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05prior\x18\x02 \x01(\x01\"\x92\x01\n\nGradeScale\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12(\n\x06grades\x18\x03 \x03(\x0b\x32\x18.huleedu.common.v1.Grade\x12\x1b\n\x13\x61llows_below_lowest\x18\x04 \x01(\x08\x12\x1a\n\x12\x62\x65low_lowest_grade\x18\x05 \x01(\t*\xc9\x01\n\x0b\x43ontentKind\x12\x1c\n\x18\x43ONTENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONTENT_KIND_ESSAY_TEXT\x10\x01\x12\x1f\n\x1b\x43ONTENT_KIND_STUDENT_PROMPT\x10\x02\x12\x1d\n\x19\x43ONTENT_KIND_JUDGE_RUBRIC\x10\x03\x12\x1d\n\x19\x43ONTENT_KIND_ANCHOR_ESSAY\x10\x04\x12 \n\x1c\x43ONTENT_KIND_SOURCE_DOCUMENT\x10\x05*\xe5\r\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45RROR_CODE_VALIDATION_ERROR\x10\x02\x12!\n\x1d\x45RROR_CODE_RESOURCE_NOT_FOUND\x10\x03\x12%\n!ERROR_CODE_EXTERNAL_SERVICE_ERROR\x10\x05\x12$\n ERROR_CODE_CONTENT_SERVICE_ERROR\x10\x07\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x0f\x12\x1f\n\x1b\x45RROR_CODE_CONNECTION_ERROR\x10\x10\x12\"\n\x1e\x45RROR_CODE_SERVICE_UNAVAILABLE\x10\x11\x12\x19\n\x15\x45RROR_CODE_RATE_LIMIT\x10\x12\x12\x1d\n\x19\x45RROR_CODE_QUOTA_EXCEEDED\x10\x13\x12#\n\x1f\x45RROR_CODE_AUTHENTICATION_ERROR\x10\x14\x12\"\n\x1e\x45RROR_CODE_AUTHORIZATION_ERROR\x10\x15\x12\x1e\n\x1a\x45RROR_CODE_INVALID_REQUEST\x10\x17\x12\x1c\n\x18\x45RROR_CODE_PARSING_ERROR\x10\x19\x12\x1f\n\x1b\x45RROR_CODE_PROCESSING_ERROR\x10\x1c\x12\x1e\n\x1a\x45RROR_CODE_CONTENT_DAMAGED\x10\x1e\x12&\n\"ERROR_CODE_LLM_CONFIGURATION_ERROR\x10J\"\x04\x08\x01\x10\x01\"\x04\x08\x04\x10\x04\"\x04\x08\x06\x10\x06\"\x04\x08\x08\x10\x0e\"\x04\x08\x16\x10\x16\"\x04\x08\x18\x10\x18\"\x04\x08\x1a\x10\x1a\"\x04\x08\x1b\x10\x1b\"\x04\x08\x1d\x10\x1d\"\x04\x08(\x10+\"\x04\x08<\x10I*\x18\x45RROR_CODE_UNKNOWN_ERROR*\x1e\x45RROR_CODE_CONFIGURATION_ERROR*\x1e\x45RROR_CODE_KAFKA_PUBLISH_ERROR*#ERROR_CODE_SPELLCHECK_SERVICE_ERROR*\x1c\x45RROR_CODE_NLP_SERVICE_ERROR*$ERROR_CODE_AI_FEEDBACK_SERVICE_ERROR*&ERROR_CODE_CJ_ASSESSMENT_SERVICE_ERROR*%ERROR_CODE_LLM_PROVIDER_SERVICE_ERROR*!ERROR_CODE_MISSING_REQUIRED_FIELD* ERROR_CODE_INVALID_CONFIGURATION*\x1a\x45RROR_CODE_INVALID_API_KEY*\x1b\x45RROR_CODE_INVALID_RESPONSE*\x1f\x45RROR_CODE_CIRCUIT_BREAKER_OPEN*\x19\x45RROR_CODE_REQUEST_QUEUED* ERROR_CODE_INITIALIZATION_FAILED*&ERROR_CODE_CJ_INSUFFICIENT_COMPARISONS*&ERROR_CODE_CJ_SCORE_CONVERGENCE_FAILED*\"ERROR_CODE_CJ_COMPARISON_IMBALANCE*)ERROR_CODE_CJ_CALLBACK_CORRELATION_FAILED*#ERROR_CODE_LLM_PROVIDER_UNAVAILABLE*\"ERROR_CODE_LLM_PROVIDER_RATE_LIMIT*\x1f\x45RROR_CODE_LLM_PROVIDER_TIMEOUT*!ERROR_CODE_LLM_PROVIDER_API_ERROR*\x1d\x45RROR_CODE_LLM_INVALID_PROMPT*\x1f\x45RROR_CODE_LLM_CONTENT_TOO_LONG*\x1d\x45RROR_CODE_LLM_INVALID_CONFIG*\x19\x45RROR_CODE_LLM_QUEUE_FULL*\x1d\x45RROR_CODE_LLM_INTERNAL_ERROR*%ERROR_CODE_LLM_CALLBACK_TOPIC_MISSING*%ERROR_CODE_LLM_INVALID_CALLBACK_TOPIC*\x1c\x45RROR_CODE_LLM_PARSING_ERROR*\x1f\x45RROR_CODE_LLM_INVALID_RESPONSE*\"ERROR_CODE_LLM_COST_LIMIT_EXCEEDEDB*Z(cjmesh/gen/go/huleedu/common/v1;commonv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehuleedu/common/v1/common.proto\x12\x11huleedu.common.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1bhuleedu/common/v1/ids.proto\"s\n\x08\x45ssayRef\x12\x1f\n\x08\x65ssay_id\x18\x01 \x01(\tB\r\xbaH\nr\x08\x10\x01\x18$\xe0\xd5\"\x01\x12\"\n\x0ftext_storage_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\xc8\xd5\"\x01\x12\"\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x0c\xbaH\tr\x07\x18\xc8\x01\xba\x01\x01\x00\"\x8c\x01\n\x10StorageReference\x12\x38\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.huleedu.common.v1.ContentKindB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x1d\n\nstorage_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\xc8\xd5\"\x01\x12\x1f\n\tpath_hint\x18\x03 \x01(\tB\x0c\xbaH\tr\x07\x18\x80\x08\xba\x01\x01\x00\"\xfa\x01\n\x0b\x45rrorDetail\x12\x30\n\nerror_code\x18\x01 \x01(\x0e\x32\x1c.huleedu.common.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\x12<\n\x07\x64\x65tails\x18\x06 \x03(\x0b\x32+.huleedu.common.v1.ErrorDetail.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"%\n\x05Grade\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05prior\x18\x02 \x01(\x01\"\x92\x01\n\nGradeScale\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12(\n\x06grades\x18\x03 \x03(\x0b\x32\x18.huleedu.common.v1.Grade\x12\x1b\n\x13\x61llows_below_lowest\x18\x04 \x01(\x08\x12\x1a\n\x12\x62\x65low_lowest_grade\x18\x05 \x01(\t*\xc9\x01\n\x0b\x43ontentKind\x12\x1c\n\x18\x43ONTENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONTENT_KIND_ESSAY_TEXT\x10\x01\x12\x1f\n\x1b\x43ONTENT_KIND_STUDENT_PROMPT\x10\x02\x12\x1d\n\x19\x43ONTENT_KIND_JUDGE_RUBRIC\x10\x03\x12\x1d\n\x19\x43ONTENT_KIND_ANCHOR_ESSAY\x10\x04\x12 \n\x1c\x43ONTENT_KIND_SOURCE_DOCUMENT\x10\x05*\xe5\r\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45RROR_CODE_VALIDATION_ERROR\x10\x02\x12!\n\x1d\x45RROR_CODE_RESOURCE_NOT_FOUND\x10\x03\x12%\n!ERROR_CODE_EXTERNAL_SERVICE_ERROR\x10\x05\x12$\n ERROR_CODE_CONTENT_SERVICE_ERROR\x10\x07\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x0f\x12\x1f\n\x1b\x45RROR_CODE_CONNECTION_ERROR\x10\x10\x12\"\n\x1e\x45RROR_CODE_SERVICE_UNAVAILABLE\x10\x11\x12\x19\n\x15\x45RROR_CODE_RATE_LIMIT\x10\x12\x12\x1d\n\x19\x45RROR_CODE_QUOTA_EXCEEDED\x10\x13\x12#\n\x1f\x45RROR_CODE_AUTHENTICATION_ERROR\x10\x14\x12\"\n\x1e\x45RROR_CODE_AUTHORIZATION_ERROR\x10\x15\x12\x1e\n\x1a\x45RROR_CODE_INVALID_REQUEST\x10\x17\x12\x1c\n\x18\x45RROR_CODE_PARSING_ERROR\x10\x19\x12\x1f\n\x1b\x45RROR_CODE_PROCESSING_ERROR\x10\x1c\x12\x1e\n\x1a\x45RROR_CODE_CONTENT_DAMAGED\x10\x1e\x12&\n\"ERROR_CODE_LLM_CONFIGURATION_ERROR\x10J\"\x04\x08\x01\x10\x01\"\x04\x08\x04\x10\x04\"\x04\x08\x06\x10\x06\"\x04\x08\x08\x10\x0e\"\x04\x08\x16\x10\x16\"\x04\x08\x18\x10\x18\"\x04\x08\x1a\x10\x1a\"\x04\x08\x1b\x10\x1b\"\x04\x08\x1d\x10\x1d\"\x04\x08(\x10+\"\x04\x08<\x10I*\x18\x45RROR_CODE_UNKNOWN_ERROR*\x1e\x45RROR_CODE_CONFIGURATION_ERROR*\x1e\x45RROR_CODE_KAFKA_PUBLISH_ERROR*#ERROR_CODE_SPELLCHECK_SERVICE_ERROR*\x1c\x45RROR_CODE_NLP_SERVICE_ERROR*$ERROR_CODE_AI_FEEDBACK_SERVICE_ERROR*&ERROR_CODE_CJ_ASSESSMENT_SERVICE_ERROR*%ERROR_CODE_LLM_PROVIDER_SERVICE_ERROR*!ERROR_CODE_MISSING_REQUIRED_FIELD* ERROR_CODE_INVALID_CONFIGURATION*\x1a\x45RROR_CODE_INVALID_API_KEY*\x1b\x45RROR_CODE_INVALID_RESPONSE*\x1f\x45RROR_CODE_CIRCUIT_BREAKER_OPEN*\x19\x45RROR_CODE_REQUEST_QUEUED* ERROR_CODE_INITIALIZATION_FAILED*&ERROR_CODE_CJ_INSUFFICIENT_COMPARISONS*&ERROR_CODE_CJ_SCORE_CONVERGENCE_FAILED*\"ERROR_CODE_CJ_COMPARISON_IMBALANCE*)ERROR_CODE_CJ_CALLBACK_CORRELATION_FAILED*#ERROR_CODE_LLM_PROVIDER_UNAVAILABLE*\"ERROR_CODE_LLM_PROVIDER_RATE_LIMIT*\x1f\x45RROR_CODE_LLM_PROVIDER_TIMEOUT*!ERROR_CODE_LLM_PROVIDER_API_ERROR*\x1d\x45RROR_CODE_LLM_INVALID_PROMPT*\x1f\x45RROR_CODE_LLM_CONTENT_TOO_LONG*\x1d\x45RROR_CODE_LLM_INVALID_CONFIG*\x19\x45RROR_CODE_LLM_QUEUE_FULL*\x1d\x45RROR_CODE_LLM_INTERNAL_ERROR*%ERROR_CODE_LLM_CALLBACK_TOPIC_MISSING*%ERROR_CODE_LLM_INVALID_CALLBACK_TOPIC*\x1c\x45RROR_CODE_LLM_PARSING_ERROR*\x1f\x45RROR_CODE_LLM_INVALID_RESPONSE*\"ERROR_CODE_LLM_COST_LIMIT_EXCEEDEDB*Z(cjmesh/gen/go/huleedu/common/v1;commonv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +35,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z(cjmesh/gen/go/huleedu/common/v1;commonv1'
   _globals['_ESSAYREF'].fields_by_name['essay_id']._loaded_options = None
-  _globals['_ESSAYREF'].fields_by_name['essay_id']._serialized_options = b'\272H\030r\026\020\001\030$2\020^[A-Za-z0-9_-]+$'
+  _globals['_ESSAYREF'].fields_by_name['essay_id']._serialized_options = b'\272H\nr\010\020\001\030$\340\325\"\001'
   _globals['_ESSAYREF'].fields_by_name['text_storage_id']._loaded_options = None
-  _globals['_ESSAYREF'].fields_by_name['text_storage_id']._serialized_options = b'\272H\022r\0202\016^[0-9a-f]{32}$'
+  _globals['_ESSAYREF'].fields_by_name['text_storage_id']._serialized_options = b'\272H\006r\004\310\325\"\001'
   _globals['_ESSAYREF'].fields_by_name['display_name']._loaded_options = None
   _globals['_ESSAYREF'].fields_by_name['display_name']._serialized_options = b'\272H\tr\007\030\310\001\272\001\001\000'
   _globals['_STORAGEREFERENCE'].fields_by_name['kind']._loaded_options = None
   _globals['_STORAGEREFERENCE'].fields_by_name['kind']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
   _globals['_STORAGEREFERENCE'].fields_by_name['storage_id']._loaded_options = None
-  _globals['_STORAGEREFERENCE'].fields_by_name['storage_id']._serialized_options = b'\272H\022r\0202\016^[0-9a-f]{32}$'
+  _globals['_STORAGEREFERENCE'].fields_by_name['storage_id']._serialized_options = b'\272H\006r\004\310\325\"\001'
   _globals['_STORAGEREFERENCE'].fields_by_name['path_hint']._loaded_options = None
   _globals['_STORAGEREFERENCE'].fields_by_name['path_hint']._serialized_options = b'\272H\tr\007\030\200\010\272\001\001\000'
   _globals['_ERRORDETAIL_DETAILSENTRY']._loaded_options = None
   _globals['_ERRORDETAIL_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_CONTENTKIND']._serialized_start=823
-  _globals['_CONTENTKIND']._serialized_end=1024
-  _globals['_ERRORCODE']._serialized_start=1027
-  _globals['_ERRORCODE']._serialized_end=2792
-  _globals['_ESSAYREF']._serialized_start=83
-  _globals['_ESSAYREF']._serialized_end=224
-  _globals['_STORAGEREFERENCE']._serialized_start=227
-  _globals['_STORAGEREFERENCE']._serialized_end=379
-  _globals['_ERRORDETAIL']._serialized_start=382
-  _globals['_ERRORDETAIL']._serialized_end=632
-  _globals['_ERRORDETAIL_DETAILSENTRY']._serialized_start=586
-  _globals['_ERRORDETAIL_DETAILSENTRY']._serialized_end=632
-  _globals['_GRADE']._serialized_start=634
-  _globals['_GRADE']._serialized_end=671
-  _globals['_GRADESCALE']._serialized_start=674
-  _globals['_GRADESCALE']._serialized_end=820
+  _globals['_CONTENTKIND']._serialized_start=813
+  _globals['_CONTENTKIND']._serialized_end=1014
+  _globals['_ERRORCODE']._serialized_start=1017
+  _globals['_ERRORCODE']._serialized_end=2782
+  _globals['_ESSAYREF']._serialized_start=111
+  _globals['_ESSAYREF']._serialized_end=226
+  _globals['_STORAGEREFERENCE']._serialized_start=229
+  _globals['_STORAGEREFERENCE']._serialized_end=369
+  _globals['_ERRORDETAIL']._serialized_start=372
+  _globals['_ERRORDETAIL']._serialized_end=622
+  _globals['_ERRORDETAIL_DETAILSENTRY']._serialized_start=576
+  _globals['_ERRORDETAIL_DETAILSENTRY']._serialized_end=622
+  _globals['_GRADE']._serialized_start=624
+  _globals['_GRADE']._serialized_end=661
+  _globals['_GRADESCALE']._serialized_start=664
+  _globals['_GRADESCALE']._serialized_end=810
 # @@protoc_insertion_point(module_scope)
