@@ -22,6 +22,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Assignment(_message.Message):
+    """An assessment task: what students were asked, how to judge it, and the grades it is marked in."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
@@ -33,15 +35,27 @@ class Assignment(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
+    """The id its creator chose, e.g. "eng5-2026-spring"."""
     course_code: _builtins.str
+    """The course it belongs to, for people."""
     instructions: _builtins.str
+    """Assessment instructions given to the judge with every comparison."""
     grade_scale: _builtins.str
+    """The key of its grade scale (see ListGradeScales); it cannot change once set."""
     student_prompt_storage_id: _builtins.str
+    """Storage id of the task the students were given (a CONTENT_KIND_STUDENT_PROMPT); empty when
+    none.
+    """
     judge_rubric_storage_id: _builtins.str
+    """Storage id of the judge's rubric (a CONTENT_KIND_JUDGE_RUBRIC); empty when none."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was last changed."""
+
     def __init__(
         self,
         *,
@@ -64,6 +78,10 @@ Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
 
 @_typing.final
 class Anchor(_message.Message):
+    """An essay of known grade: batches of the assignment compare students with it to place the grade
+    boundaries.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
@@ -74,14 +92,23 @@ class Anchor(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
+    """The assignment it anchors."""
     label: _builtins.str
+    """Its name within the assignment, e.g. "anchor_07"; its essay id in batches."""
     grade: _builtins.str
+    """Its known grade on grade_scale."""
     grade_scale: _builtins.str
+    """The scale its grade is on (its assignment's)."""
     storage_id: _builtins.str
+    """Storage id of its text (a CONTENT_KIND_ANCHOR_ESSAY or CONTENT_KIND_ESSAY_TEXT)."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was first registered."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was last registered again."""
+
     def __init__(
         self,
         *,
@@ -103,6 +130,8 @@ Global___Anchor: _TypeAlias = Anchor  # noqa: Y015
 
 @_typing.final
 class CreateAssignmentRequest(_message.Message):
+    """A new assignment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -118,13 +147,19 @@ class CreateAssignmentRequest(_message.Message):
     refused (INVALID_ARGUMENT on request_id).
     """
     assignment_id: _builtins.str
+    """Its id: 1 to 100 characters, a letter or digit first, then letters, digits, '.', '_' or '-'."""
     course_code: _builtins.str
+    """The course, for people; at most 50 characters."""
     instructions: _builtins.str
+    """Assessment instructions for the judge; at most 20,000 characters."""
     grade_scale: _builtins.str
     """One of the keys ListGradeScales returns."""
     student_prompt_storage_id: _builtins.str
     """Optional; uuid4 hex storage ids from the Content Service."""
     judge_rubric_storage_id: _builtins.str
+    """Optional storage id of the judge's rubric, a CONTENT_KIND_JUDGE_RUBRIC the Content Service
+    holds intact.
+    """
     def __init__(
         self,
         *,
@@ -146,11 +181,15 @@ Global___CreateAssignmentRequest: _TypeAlias = CreateAssignmentRequest  # noqa: 
 
 @_typing.final
 class CreateAssignmentResponse(_message.Message):
+    """The assignment as stored."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def assignment(self) -> Global___Assignment: ...
+    def assignment(self) -> Global___Assignment:
+        """The assignment (the existing one, when this request was sent before)."""
+
     def __init__(
         self,
         *,
@@ -166,10 +205,13 @@ Global___CreateAssignmentResponse: _TypeAlias = CreateAssignmentResponse  # noqa
 
 @_typing.final
 class GetAssignmentRequest(_message.Message):
+    """Which assignment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -185,11 +227,15 @@ Global___GetAssignmentRequest: _TypeAlias = GetAssignmentRequest  # noqa: Y015
 
 @_typing.final
 class GetAssignmentResponse(_message.Message):
+    """The assignment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def assignment(self) -> Global___Assignment: ...
+    def assignment(self) -> Global___Assignment:
+        """The assignment."""
+
     def __init__(
         self,
         *,
@@ -205,12 +251,16 @@ Global___GetAssignmentResponse: _TypeAlias = GetAssignmentResponse  # noqa: Y015
 
 @_typing.final
 class ListAssignmentsRequest(_message.Message):
+    """A page of assignments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """At most this many (1 to 1,000); 0: 100."""
     page_token: _builtins.str
+    """Where the previous page ended (its next_page_token); empty: from the start."""
     def __init__(
         self,
         *,
@@ -227,13 +277,18 @@ Global___ListAssignmentsRequest: _TypeAlias = ListAssignmentsRequest  # noqa: Y0
 
 @_typing.final
 class ListAssignmentsResponse(_message.Message):
+    """A page of assignments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Send it to get the next page; empty on the last."""
     @_builtins.property
-    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]: ...
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]:
+        """By assignment id."""
+
     def __init__(
         self,
         *,
@@ -250,6 +305,8 @@ Global___ListAssignmentsResponse: _TypeAlias = ListAssignmentsResponse  # noqa: 
 
 @_typing.final
 class UpdateAssignmentRequest(_message.Message):
+    """Changes to an assignment: only the fields set change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -265,14 +322,17 @@ class UpdateAssignmentRequest(_message.Message):
     refused (INVALID_ARGUMENT on request_id).
     """
     assignment_id: _builtins.str
+    """Which assignment."""
     course_code: _builtins.str
     """Unset fields are left as they are."""
     instructions: _builtins.str
+    """New assessment instructions; at most 20,000 characters."""
     grade_scale: _builtins.str
     """May only repeat the current scale, or set one where none is set."""
     student_prompt_storage_id: _builtins.str
     """A storage id, or an empty string to clear the reference (so a pattern, not the mesh_id rule)."""
     judge_rubric_storage_id: _builtins.str
+    """A storage id, or an empty string to clear the reference."""
     def __init__(
         self,
         *,
@@ -313,11 +373,15 @@ Global___UpdateAssignmentRequest: _TypeAlias = UpdateAssignmentRequest  # noqa: 
 
 @_typing.final
 class UpdateAssignmentResponse(_message.Message):
+    """The assignment as changed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def assignment(self) -> Global___Assignment: ...
+    def assignment(self) -> Global___Assignment:
+        """The assignment after the change."""
+
     def __init__(
         self,
         *,
@@ -333,6 +397,8 @@ Global___UpdateAssignmentResponse: _TypeAlias = UpdateAssignmentResponse  # noqa
 
 @_typing.final
 class DeleteAssignmentRequest(_message.Message):
+    """Which assignment to delete."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -343,6 +409,7 @@ class DeleteAssignmentRequest(_message.Message):
     refused (INVALID_ARGUMENT on request_id).
     """
     assignment_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -359,6 +426,8 @@ Global___DeleteAssignmentRequest: _TypeAlias = DeleteAssignmentRequest  # noqa: 
 
 @_typing.final
 class DeleteAssignmentResponse(_message.Message):
+    """Empty: the assignment and its anchors are gone."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -374,6 +443,8 @@ Global___DeleteAssignmentResponse: _TypeAlias = DeleteAssignmentResponse  # noqa
 
 @_typing.final
 class RegisterAnchorRequest(_message.Message):
+    """An anchor essay for an assignment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -387,10 +458,13 @@ class RegisterAnchorRequest(_message.Message):
     refused (INVALID_ARGUMENT on request_id).
     """
     assignment_id: _builtins.str
+    """The assignment it anchors."""
     label: _builtins.str
+    """Its name within the assignment: 1 to 36 letters, digits, '_' or '-'."""
     grade: _builtins.str
     """A grade of the assignment's scale (or its below-lowest grade)."""
     storage_id: _builtins.str
+    """Storage id of its text, held intact by the Content Service."""
     def __init__(
         self,
         *,
@@ -410,6 +484,8 @@ Global___RegisterAnchorRequest: _TypeAlias = RegisterAnchorRequest  # noqa: Y015
 
 @_typing.final
 class RegisterAnchorResponse(_message.Message):
+    """The anchor as stored."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ANCHOR_FIELD_NUMBER: _builtins.int
@@ -417,7 +493,9 @@ class RegisterAnchorResponse(_message.Message):
     created: _builtins.bool
     """False when an anchor with this label existed and was updated."""
     @_builtins.property
-    def anchor(self) -> Global___Anchor: ...
+    def anchor(self) -> Global___Anchor:
+        """The anchor."""
+
     def __init__(
         self,
         *,
@@ -434,10 +512,13 @@ Global___RegisterAnchorResponse: _TypeAlias = RegisterAnchorResponse  # noqa: Y0
 
 @_typing.final
 class ListAnchorsRequest(_message.Message):
+    """Whose anchors."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
+    """The assignment."""
     def __init__(
         self,
         *,
@@ -453,11 +534,15 @@ Global___ListAnchorsRequest: _TypeAlias = ListAnchorsRequest  # noqa: Y015
 
 @_typing.final
 class ListAnchorsResponse(_message.Message):
+    """The anchors."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ANCHORS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def anchors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Anchor]: ...
+    def anchors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Anchor]:
+        """By label."""
+
     def __init__(
         self,
         *,
@@ -473,6 +558,8 @@ Global___ListAnchorsResponse: _TypeAlias = ListAnchorsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteAnchorRequest(_message.Message):
+    """Which anchor to delete."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -484,7 +571,9 @@ class DeleteAnchorRequest(_message.Message):
     refused (INVALID_ARGUMENT on request_id).
     """
     assignment_id: _builtins.str
+    """Its assignment."""
     label: _builtins.str
+    """Its label."""
     def __init__(
         self,
         *,
@@ -502,6 +591,8 @@ Global___DeleteAnchorRequest: _TypeAlias = DeleteAnchorRequest  # noqa: Y015
 
 @_typing.final
 class DeleteAnchorResponse(_message.Message):
+    """Empty: the anchor is gone."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -517,6 +608,8 @@ Global___DeleteAnchorResponse: _TypeAlias = DeleteAnchorResponse  # noqa: Y015
 
 @_typing.final
 class ListGradeScalesRequest(_message.Message):
+    """No fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -532,11 +625,15 @@ Global___ListGradeScalesRequest: _TypeAlias = ListGradeScalesRequest  # noqa: Y0
 
 @_typing.final
 class ListGradeScalesResponse(_message.Message):
+    """Every grade scale."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GRADE_SCALES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def grade_scales(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GradeScale]: ...
+    def grade_scales(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GradeScale]:
+        """By key."""
+
     def __init__(
         self,
         *,
@@ -552,10 +649,13 @@ Global___ListGradeScalesResponse: _TypeAlias = ListGradeScalesResponse  # noqa: 
 
 @_typing.final
 class GetGradeScaleRequest(_message.Message):
+    """Which grade scale."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """Its key, e.g. "swedish_8_anchor"."""
     def __init__(
         self,
         *,
@@ -571,11 +671,15 @@ Global___GetGradeScaleRequest: _TypeAlias = GetGradeScaleRequest  # noqa: Y015
 
 @_typing.final
 class GetGradeScaleResponse(_message.Message):
+    """The grade scale."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GRADE_SCALE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def grade_scale(self) -> _common_pb2.GradeScale: ...
+    def grade_scale(self) -> _common_pb2.GradeScale:
+        """The scale, grades lowest first."""
+
     def __init__(
         self,
         *,

@@ -94,19 +94,23 @@ class AdminServiceServicer:
     """
 
     def CreateAssignment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """An assignment: the task, its instructions and grade scale, which batches and anchors refer to.
+        ALREADY_EXISTS when its id is taken.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetAssignment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One assignment; NOT_FOUND when there is none of that id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAssignments(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Assignments by id, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -119,7 +123,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAssignment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The assignment and its anchors; batches that used it keep their results.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -132,25 +137,29 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAnchors(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The anchors of an assignment on its grade scale, by label.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAnchor(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """An anchor of an assignment; NOT_FOUND when it has none of that label.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListGradeScales(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The grade scales this service knows.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetGradeScale(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One grade scale; INVALID_ARGUMENT naming the known ones when there is none of that key.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

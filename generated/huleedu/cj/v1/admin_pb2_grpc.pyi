@@ -36,17 +36,27 @@ class AdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     CreateAssignment: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateAssignmentRequest, _admin_pb2.CreateAssignmentResponse]
+    """An assignment: the task, its instructions and grade scale, which batches and anchors refer to.
+    ALREADY_EXISTS when its id is taken.
+    """
     GetAssignment: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetAssignmentRequest, _admin_pb2.GetAssignmentResponse]
+    """One assignment; NOT_FOUND when there is none of that id."""
     ListAssignments: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAssignmentsRequest, _admin_pb2.ListAssignmentsResponse]
+    """Assignments by id, a page at a time."""
     UpdateAssignment: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateAssignmentRequest, _admin_pb2.UpdateAssignmentResponse]
     """Grade scale is immutable once set."""
     DeleteAssignment: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteAssignmentRequest, _admin_pb2.DeleteAssignmentResponse]
+    """The assignment and its anchors; batches that used it keep their results."""
     RegisterAnchor: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RegisterAnchorRequest, _admin_pb2.RegisterAnchorResponse]
     """Registering the same label again (same assignment and scale) updates the anchor."""
     ListAnchors: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAnchorsRequest, _admin_pb2.ListAnchorsResponse]
+    """The anchors of an assignment on its grade scale, by label."""
     DeleteAnchor: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteAnchorRequest, _admin_pb2.DeleteAnchorResponse]
+    """An anchor of an assignment; NOT_FOUND when it has none of that label."""
     ListGradeScales: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListGradeScalesRequest, _admin_pb2.ListGradeScalesResponse]
+    """The grade scales this service knows."""
     GetGradeScale: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetGradeScaleRequest, _admin_pb2.GetGradeScaleResponse]
+    """One grade scale; INVALID_ARGUMENT naming the known ones when there is none of that key."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -56,17 +66,27 @@ class AdminServiceAsyncStub(AdminServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateAssignment: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateAssignmentRequest, _admin_pb2.CreateAssignmentResponse]  # type: ignore[assignment]
+    """An assignment: the task, its instructions and grade scale, which batches and anchors refer to.
+    ALREADY_EXISTS when its id is taken.
+    """
     GetAssignment: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetAssignmentRequest, _admin_pb2.GetAssignmentResponse]  # type: ignore[assignment]
+    """One assignment; NOT_FOUND when there is none of that id."""
     ListAssignments: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAssignmentsRequest, _admin_pb2.ListAssignmentsResponse]  # type: ignore[assignment]
+    """Assignments by id, a page at a time."""
     UpdateAssignment: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateAssignmentRequest, _admin_pb2.UpdateAssignmentResponse]  # type: ignore[assignment]
     """Grade scale is immutable once set."""
     DeleteAssignment: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteAssignmentRequest, _admin_pb2.DeleteAssignmentResponse]  # type: ignore[assignment]
+    """The assignment and its anchors; batches that used it keep their results."""
     RegisterAnchor: _aio.UnaryUnaryMultiCallable[_admin_pb2.RegisterAnchorRequest, _admin_pb2.RegisterAnchorResponse]  # type: ignore[assignment]
     """Registering the same label again (same assignment and scale) updates the anchor."""
     ListAnchors: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAnchorsRequest, _admin_pb2.ListAnchorsResponse]  # type: ignore[assignment]
+    """The anchors of an assignment on its grade scale, by label."""
     DeleteAnchor: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteAnchorRequest, _admin_pb2.DeleteAnchorResponse]  # type: ignore[assignment]
+    """An anchor of an assignment; NOT_FOUND when it has none of that label."""
     ListGradeScales: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListGradeScalesRequest, _admin_pb2.ListGradeScalesResponse]  # type: ignore[assignment]
+    """The grade scales this service knows."""
     GetGradeScale: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetGradeScaleRequest, _admin_pb2.GetGradeScaleResponse]  # type: ignore[assignment]
+    """One grade scale; INVALID_ARGUMENT naming the known ones when there is none of that key."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Assessment instructions (assignments), their anchor essays, and grade scales.
@@ -78,21 +98,26 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_pb2.CreateAssignmentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.CreateAssignmentResponse, _abc.Awaitable[_admin_pb2.CreateAssignmentResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.CreateAssignmentResponse, _abc.Awaitable[_admin_pb2.CreateAssignmentResponse]]:
+        """An assignment: the task, its instructions and grade scale, which batches and anchors refer to.
+        ALREADY_EXISTS when its id is taken.
+        """
 
     @_abc_1.abstractmethod
     def GetAssignment(
         self,
         request: _admin_pb2.GetAssignmentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.GetAssignmentResponse, _abc.Awaitable[_admin_pb2.GetAssignmentResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.GetAssignmentResponse, _abc.Awaitable[_admin_pb2.GetAssignmentResponse]]:
+        """One assignment; NOT_FOUND when there is none of that id."""
 
     @_abc_1.abstractmethod
     def ListAssignments(
         self,
         request: _admin_pb2.ListAssignmentsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.ListAssignmentsResponse, _abc.Awaitable[_admin_pb2.ListAssignmentsResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.ListAssignmentsResponse, _abc.Awaitable[_admin_pb2.ListAssignmentsResponse]]:
+        """Assignments by id, a page at a time."""
 
     @_abc_1.abstractmethod
     def UpdateAssignment(
@@ -107,7 +132,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_pb2.DeleteAssignmentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.DeleteAssignmentResponse, _abc.Awaitable[_admin_pb2.DeleteAssignmentResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.DeleteAssignmentResponse, _abc.Awaitable[_admin_pb2.DeleteAssignmentResponse]]:
+        """The assignment and its anchors; batches that used it keep their results."""
 
     @_abc_1.abstractmethod
     def RegisterAnchor(
@@ -122,27 +148,31 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_pb2.ListAnchorsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.ListAnchorsResponse, _abc.Awaitable[_admin_pb2.ListAnchorsResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.ListAnchorsResponse, _abc.Awaitable[_admin_pb2.ListAnchorsResponse]]:
+        """The anchors of an assignment on its grade scale, by label."""
 
     @_abc_1.abstractmethod
     def DeleteAnchor(
         self,
         request: _admin_pb2.DeleteAnchorRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.DeleteAnchorResponse, _abc.Awaitable[_admin_pb2.DeleteAnchorResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.DeleteAnchorResponse, _abc.Awaitable[_admin_pb2.DeleteAnchorResponse]]:
+        """An anchor of an assignment; NOT_FOUND when it has none of that label."""
 
     @_abc_1.abstractmethod
     def ListGradeScales(
         self,
         request: _admin_pb2.ListGradeScalesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.ListGradeScalesResponse, _abc.Awaitable[_admin_pb2.ListGradeScalesResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.ListGradeScalesResponse, _abc.Awaitable[_admin_pb2.ListGradeScalesResponse]]:
+        """The grade scales this service knows."""
 
     @_abc_1.abstractmethod
     def GetGradeScale(
         self,
         request: _admin_pb2.GetGradeScaleRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.GetGradeScaleResponse, _abc.Awaitable[_admin_pb2.GetGradeScaleResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.GetGradeScaleResponse, _abc.Awaitable[_admin_pb2.GetGradeScaleResponse]]:
+        """One grade scale; INVALID_ARGUMENT naming the known ones when there is none of that key."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

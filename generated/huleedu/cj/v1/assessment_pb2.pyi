@@ -29,11 +29,17 @@ class _BatchStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchState
     DESCRIPTOR: _descriptor.EnumDescriptor
     BATCH_STATE_UNSPECIFIED: _BatchState.ValueType  # 0
     BATCH_STATE_PENDING: _BatchState.ValueType  # 1
+    """Accepted; no replica has started it yet."""
     BATCH_STATE_RUNNING: _BatchState.ValueType  # 2
+    """Waves of comparisons are being judged."""
     BATCH_STATE_FINALIZING: _BatchState.ValueType  # 3
+    """Stopped (state_reason says why); the final fit and grades are being computed."""
     BATCH_STATE_COMPLETED: _BatchState.ValueType  # 4
+    """Finished; its results are final."""
     BATCH_STATE_FAILED: _BatchState.ValueType  # 5
+    """Ended without results; state_reason says why."""
     BATCH_STATE_CANCELLED: _BatchState.ValueType  # 6
+    """Cancelled by request; comparisons already judged are kept."""
 
 class BatchState(_BatchState, metaclass=_BatchStateEnumTypeWrapper):
     """Batch lifecycle. PENDING -> RUNNING -> FINALIZING -> COMPLETED, with FAILED
@@ -42,11 +48,17 @@ class BatchState(_BatchState, metaclass=_BatchStateEnumTypeWrapper):
 
 BATCH_STATE_UNSPECIFIED: BatchState.ValueType  # 0
 BATCH_STATE_PENDING: BatchState.ValueType  # 1
+"""Accepted; no replica has started it yet."""
 BATCH_STATE_RUNNING: BatchState.ValueType  # 2
+"""Waves of comparisons are being judged."""
 BATCH_STATE_FINALIZING: BatchState.ValueType  # 3
+"""Stopped (state_reason says why); the final fit and grades are being computed."""
 BATCH_STATE_COMPLETED: BatchState.ValueType  # 4
+"""Finished; its results are final."""
 BATCH_STATE_FAILED: BatchState.ValueType  # 5
+"""Ended without results; state_reason says why."""
 BATCH_STATE_CANCELLED: BatchState.ValueType  # 6
+"""Cancelled by request; comparisons already judged are kept."""
 Global___BatchState: _TypeAlias = BatchState  # noqa: Y015
 
 class _Winner:
@@ -57,13 +69,18 @@ class _WinnerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Winner.ValueTy
     DESCRIPTOR: _descriptor.EnumDescriptor
     WINNER_UNSPECIFIED: _Winner.ValueType  # 0
     WINNER_ESSAY_A: _Winner.ValueType  # 1
+    """The essay shown first (essay_a_id)."""
     WINNER_ESSAY_B: _Winner.ValueType  # 2
+    """The essay shown second (essay_b_id)."""
 
-class Winner(_Winner, metaclass=_WinnerEnumTypeWrapper): ...
+class Winner(_Winner, metaclass=_WinnerEnumTypeWrapper):
+    """Which essay of a comparison the judge found better."""
 
 WINNER_UNSPECIFIED: Winner.ValueType  # 0
 WINNER_ESSAY_A: Winner.ValueType  # 1
+"""The essay shown first (essay_a_id)."""
 WINNER_ESSAY_B: Winner.ValueType  # 2
+"""The essay shown second (essay_b_id)."""
 Global___Winner: _TypeAlias = Winner  # noqa: Y015
 
 class _ConfidenceLabel:
@@ -74,15 +91,22 @@ class _ConfidenceLabelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Confi
     DESCRIPTOR: _descriptor.EnumDescriptor
     CONFIDENCE_LABEL_UNSPECIFIED: _ConfidenceLabel.ValueType  # 0
     CONFIDENCE_LABEL_LOW: _ConfidenceLabel.ValueType  # 1
+    """The most probable grade has probability below 0.5, or the grades are not reliable."""
     CONFIDENCE_LABEL_MID: _ConfidenceLabel.ValueType  # 2
+    """Probability from 0.5 to 0.75."""
     CONFIDENCE_LABEL_HIGH: _ConfidenceLabel.ValueType  # 3
+    """Probability of at least 0.75."""
 
-class ConfidenceLabel(_ConfidenceLabel, metaclass=_ConfidenceLabelEnumTypeWrapper): ...
+class ConfidenceLabel(_ConfidenceLabel, metaclass=_ConfidenceLabelEnumTypeWrapper):
+    """How sure a projected grade is, in words."""
 
 CONFIDENCE_LABEL_UNSPECIFIED: ConfidenceLabel.ValueType  # 0
 CONFIDENCE_LABEL_LOW: ConfidenceLabel.ValueType  # 1
+"""The most probable grade has probability below 0.5, or the grades are not reliable."""
 CONFIDENCE_LABEL_MID: ConfidenceLabel.ValueType  # 2
+"""Probability from 0.5 to 0.75."""
 CONFIDENCE_LABEL_HIGH: ConfidenceLabel.ValueType  # 3
+"""Probability of at least 0.75."""
 Global___ConfidenceLabel: _TypeAlias = ConfidenceLabel  # noqa: Y015
 
 class _ResultWarningCode:
@@ -97,14 +121,22 @@ class _ResultWarningCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Res
     with students: the grades are not reliable.
     """
     RESULT_WARNING_CODE_ANCHORS_OUT_OF_ORDER: _ResultWarningCode.ValueType  # 2
+    """Some anchors scored against their grades (anchor_diagnostics.out_of_order)."""
     RESULT_WARNING_CODE_ANCHOR_WITHOUT_WINS: _ResultWarningCode.ValueType  # 3
+    """An anchor won no comparison: the bottom of the scale is not anchored."""
     RESULT_WARNING_CODE_ANCHOR_WITHOUT_LOSSES: _ResultWarningCode.ValueType  # 4
+    """An anchor lost no comparison: the top of the scale is not anchored."""
     RESULT_WARNING_CODE_STUDENTS_OUTSIDE_ANCHORS: _ResultWarningCode.ValueType  # 5
+    """Students scored above the highest or below the lowest anchor: their grades are extrapolated."""
     RESULT_WARNING_CODE_GRADES_WITHOUT_ANCHORS: _ResultWarningCode.ValueType  # 6
+    """Grades inside the anchored range have no anchor: their bands are wider and less certain."""
     RESULT_WARNING_CODE_LOW_RELIABILITY: _ResultWarningCode.ValueType  # 7
+    """Scale separation reliability is low: more comparisons would change the ranking."""
     RESULT_WARNING_CODE_GRADES_NOT_PROJECTED: _ResultWarningCode.ValueType  # 8
+    """No grades could be projected (too few anchors, or a guest run)."""
 
-class ResultWarningCode(_ResultWarningCode, metaclass=_ResultWarningCodeEnumTypeWrapper): ...
+class ResultWarningCode(_ResultWarningCode, metaclass=_ResultWarningCodeEnumTypeWrapper):
+    """What a warning is about."""
 
 RESULT_WARNING_CODE_UNSPECIFIED: ResultWarningCode.ValueType  # 0
 RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT: ResultWarningCode.ValueType  # 1
@@ -112,12 +144,19 @@ RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT: ResultWarningCode.ValueType  # 1
 with students: the grades are not reliable.
 """
 RESULT_WARNING_CODE_ANCHORS_OUT_OF_ORDER: ResultWarningCode.ValueType  # 2
+"""Some anchors scored against their grades (anchor_diagnostics.out_of_order)."""
 RESULT_WARNING_CODE_ANCHOR_WITHOUT_WINS: ResultWarningCode.ValueType  # 3
+"""An anchor won no comparison: the bottom of the scale is not anchored."""
 RESULT_WARNING_CODE_ANCHOR_WITHOUT_LOSSES: ResultWarningCode.ValueType  # 4
+"""An anchor lost no comparison: the top of the scale is not anchored."""
 RESULT_WARNING_CODE_STUDENTS_OUTSIDE_ANCHORS: ResultWarningCode.ValueType  # 5
+"""Students scored above the highest or below the lowest anchor: their grades are extrapolated."""
 RESULT_WARNING_CODE_GRADES_WITHOUT_ANCHORS: ResultWarningCode.ValueType  # 6
+"""Grades inside the anchored range have no anchor: their bands are wider and less certain."""
 RESULT_WARNING_CODE_LOW_RELIABILITY: ResultWarningCode.ValueType  # 7
+"""Scale separation reliability is low: more comparisons would change the ranking."""
 RESULT_WARNING_CODE_GRADES_NOT_PROJECTED: ResultWarningCode.ValueType  # 8
+"""No grades could be projected (too few anchors, or a guest run)."""
 Global___ResultWarningCode: _TypeAlias = ResultWarningCode  # noqa: Y015
 
 @_typing.final
@@ -134,9 +173,13 @@ class JudgeConfig(_message.Message):
     provider: _builtins.str
     """heuristic, simulated, openai or anthropic."""
     model: _builtins.str
+    """The provider's model; empty: the service's default."""
     temperature: _builtins.float
+    """Sampling temperature of an LLM judge, 0 to 2; unset: the service's."""
     max_tokens: _builtins.int
+    """Most tokens an LLM judge may answer with, 1 to 32,000; unset: the service's."""
     system_prompt: _builtins.str
+    """Replaces the judge's system prompt; empty: the service's."""
     def __init__(
         self,
         *,
@@ -163,6 +206,8 @@ Global___JudgeConfig: _TypeAlias = JudgeConfig  # noqa: Y015
 
 @_typing.final
 class SubmitBatchRequest(_message.Message):
+    """Essays to rank (and grade, with an assignment)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -190,8 +235,11 @@ class SubmitBatchRequest(_message.Message):
     language: _builtins.str
     """BCP 47 language tag, e.g. "en" or "sv-SE"."""
     course_code: _builtins.str
+    """The course, for people; at most 50 characters."""
     user_id: _builtins.str
+    """Who submits it, for people; with tokens on, the token's user is recorded instead."""
     org_id: _builtins.str
+    """The submitter's organisation, for people."""
     comparison_budget: _builtins.int
     """Maximum number of comparisons; the service's default when unset."""
     seed: _builtins.int
@@ -212,7 +260,9 @@ class SubmitBatchRequest(_message.Message):
         """Optional; when set, its kind must be CONTENT_KIND_STUDENT_PROMPT."""
 
     @_builtins.property
-    def judge(self) -> Global___JudgeConfig: ...
+    def judge(self) -> Global___JudgeConfig:
+        """Overrides of the service's judge for this batch; unset: the service's."""
+
     @_builtins.property
     def grade_stop(self) -> Global___GradeStop:
         """When a batch with an assignment stops for decided grades; unset: the service's defaults."""
@@ -292,6 +342,8 @@ Global___GradeStop: _TypeAlias = GradeStop  # noqa: Y015
 
 @_typing.final
 class BatchProgress(_message.Message):
+    """How far a batch has come."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     COMPARISONS_DONE_FIELD_NUMBER: _builtins.int
@@ -300,9 +352,13 @@ class BatchProgress(_message.Message):
     WAVE_FIELD_NUMBER: _builtins.int
     CURRENT_SSR_FIELD_NUMBER: _builtins.int
     comparisons_done: _builtins.int
+    """Comparisons the judge answered."""
     comparisons_failed: _builtins.int
+    """Comparisons that failed for good (see ListComparisons for why)."""
     comparison_budget: _builtins.int
+    """The most comparisons the batch may ask for."""
     wave: _builtins.int
+    """Waves of comparisons sent so far (from 1)."""
     current_ssr: _builtins.float
     """Scale separation reliability after the last fitted wave, from 0 to 1; unset before the first fit."""
     def __init__(
@@ -326,6 +382,8 @@ Global___BatchProgress: _TypeAlias = BatchProgress  # noqa: Y015
 
 @_typing.final
 class Batch(_message.Message):
+    """A batch of essays being ranked and graded."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
@@ -342,22 +400,37 @@ class Batch(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
+    """Its id (32 lowercase hex characters)."""
     batch_label: _builtins.str
+    """The label it was submitted with."""
     state: Global___BatchState.ValueType
+    """Where it is in its life."""
     assignment_id: _builtins.str
+    """Its assignment; empty for a guest run."""
     essay_count: _builtins.int
+    """Student essays."""
     anchor_count: _builtins.int
+    """Anchor essays taken from the assignment."""
     state_reason: _builtins.str
     """Why the batch failed or stopped."""
     request_id: _builtins.str
+    """The request_id it was submitted with."""
     correlation_id: _builtins.str
+    """The correlation id of its SubmitBatch call, in every log line about it."""
     user_id: _builtins.str
+    """Who submitted it."""
     @_builtins.property
-    def progress(self) -> Global___BatchProgress: ...
+    def progress(self) -> Global___BatchProgress:
+        """How far it has come."""
+
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was submitted."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When its state or progress last changed."""
+
     def __init__(
         self,
         *,
@@ -385,6 +458,8 @@ Global___Batch: _TypeAlias = Batch  # noqa: Y015
 
 @_typing.final
 class SubmitBatchResponse(_message.Message):
+    """The batch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_FIELD_NUMBER: _builtins.int
@@ -392,7 +467,9 @@ class SubmitBatchResponse(_message.Message):
     created: _builtins.bool
     """False when the request_id had been seen and the existing batch is returned."""
     @_builtins.property
-    def batch(self) -> Global___Batch: ...
+    def batch(self) -> Global___Batch:
+        """The new batch, or the existing one when this request was sent before."""
+
     def __init__(
         self,
         *,
@@ -409,10 +486,13 @@ Global___SubmitBatchResponse: _TypeAlias = SubmitBatchResponse  # noqa: Y015
 
 @_typing.final
 class GetBatchRequest(_message.Message):
+    """Which batch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -428,11 +508,15 @@ Global___GetBatchRequest: _TypeAlias = GetBatchRequest  # noqa: Y015
 
 @_typing.final
 class GetBatchResponse(_message.Message):
+    """The batch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def batch(self) -> Global___Batch: ...
+    def batch(self) -> Global___Batch:
+        """The batch now."""
+
     def __init__(
         self,
         *,
@@ -448,13 +532,17 @@ Global___GetBatchResponse: _TypeAlias = GetBatchResponse  # noqa: Y015
 
 @_typing.final
 class ListBatchesRequest(_message.Message):
+    """A page of batches."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """At most this many (1 to 1,000); 0: 50."""
     page_token: _builtins.str
+    """Where the previous page ended (its next_page_token); empty: from the start."""
     state: Global___BatchState.ValueType
     """Only batches in this state, when set."""
     def __init__(
@@ -474,13 +562,18 @@ Global___ListBatchesRequest: _TypeAlias = ListBatchesRequest  # noqa: Y015
 
 @_typing.final
 class ListBatchesResponse(_message.Message):
+    """A page of batches."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCHES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Send it to get the next page; empty on the last."""
     @_builtins.property
-    def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Batch]: ...
+    def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Batch]:
+        """Newest first."""
+
     def __init__(
         self,
         *,
@@ -497,10 +590,13 @@ Global___ListBatchesResponse: _TypeAlias = ListBatchesResponse  # noqa: Y015
 
 @_typing.final
 class WatchBatchRequest(_message.Message):
+    """Which batch to watch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -516,11 +612,15 @@ Global___WatchBatchRequest: _TypeAlias = WatchBatchRequest  # noqa: Y015
 
 @_typing.final
 class WatchBatchResponse(_message.Message):
+    """The batch after a change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def batch(self) -> Global___Batch: ...
+    def batch(self) -> Global___Batch:
+        """The batch now."""
+
     def __init__(
         self,
         *,
@@ -536,12 +636,16 @@ Global___WatchBatchResponse: _TypeAlias = WatchBatchResponse  # noqa: Y015
 
 @_typing.final
 class GradeProbability(_message.Message):
+    """The probability of one grade."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GRADE_FIELD_NUMBER: _builtins.int
     PROBABILITY_FIELD_NUMBER: _builtins.int
     grade: _builtins.str
+    """A grade of the scale (or its below-lowest grade)."""
     probability: _builtins.float
+    """From 0 to 1; an essay's probabilities sum to 1."""
     def __init__(
         self,
         *,
@@ -558,6 +662,8 @@ Global___GradeProbability: _TypeAlias = GradeProbability  # noqa: Y015
 
 @_typing.final
 class GradeProjection(_message.Message):
+    """An essay's grade, projected from the anchors."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GRADE_FIELD_NUMBER: _builtins.int
@@ -565,10 +671,15 @@ class GradeProjection(_message.Message):
     CONFIDENCE_SCORE_FIELD_NUMBER: _builtins.int
     CONFIDENCE_LABEL_FIELD_NUMBER: _builtins.int
     grade: _builtins.str
+    """The most probable grade."""
     confidence_score: _builtins.float
+    """The probability of the most probable grade, 0 to 1."""
     confidence_label: Global___ConfidenceLabel.ValueType
+    """confidence_score in words."""
     @_builtins.property
-    def probabilities(self) -> _containers.RepeatedCompositeFieldContainer[Global___GradeProbability]: ...
+    def probabilities(self) -> _containers.RepeatedCompositeFieldContainer[Global___GradeProbability]:
+        """Every grade the essay may have, lowest first."""
+
     def __init__(
         self,
         *,
@@ -587,6 +698,8 @@ Global___GradeProjection: _TypeAlias = GradeProjection  # noqa: Y015
 
 @_typing.final
 class EssayResult(_message.Message):
+    """One essay's place on the scale."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ESSAY_ID_FIELD_NUMBER: _builtins.int
@@ -603,18 +716,33 @@ class EssayResult(_message.Message):
     EXPECTED_ANCHOR_RANK_FIELD_NUMBER: _builtins.int
     ACTUAL_ANCHOR_RANK_FIELD_NUMBER: _builtins.int
     essay_id: _builtins.str
+    """Its id in the batch (an anchor's: its label)."""
     display_name: _builtins.str
+    """The name it was submitted with."""
     is_anchor: _builtins.bool
+    """True for an anchor essay (of known grade)."""
     score: _builtins.float
+    """Its quality on the batch's Bradley-Terry scale, in logits: the scores of a batch sum to 0, and
+    an essay 1 logit above another wins about 73 % of their comparisons.
+    """
     standard_error: _builtins.float
+    """The standard error of score, in logits."""
     rank: _builtins.int
+    """1 for the highest score."""
     wins: _builtins.int
+    """Comparisons it won."""
     losses: _builtins.int
+    """Comparisons it lost."""
     comparisons: _builtins.int
+    """Comparisons it took part in."""
     known_grade: _builtins.str
     """Anchors: the registered grade and rank among anchors expected from it vs observed."""
     expected_anchor_rank: _builtins.int
+    """For an anchor: its rank among the anchors by grade (1 the highest grade; equal grades share a
+    rank); 0 for students.
+    """
     actual_anchor_rank: _builtins.int
+    """For an anchor: its rank among the anchors by score (1 the highest); 0 for students."""
     @_builtins.property
     def projection(self) -> Global___GradeProjection:
         """Students, when grades were projected."""
@@ -646,12 +774,16 @@ Global___EssayResult: _TypeAlias = EssayResult  # noqa: Y015
 
 @_typing.final
 class ErrorCount(_message.Message):
+    """How many comparisons failed with one error code."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     error_code: _common_pb2.ErrorCode.ValueType
+    """The code."""
     count: _builtins.int
+    """How many."""
     def __init__(
         self,
         *,
@@ -668,6 +800,8 @@ Global___ErrorCount: _TypeAlias = ErrorCount  # noqa: Y015
 
 @_typing.final
 class JudgeUsage(_message.Message):
+    """What judging the batch used."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROVIDER_FIELD_NUMBER: _builtins.int
@@ -677,11 +811,17 @@ class JudgeUsage(_message.Message):
     TOKENS_OUT_FIELD_NUMBER: _builtins.int
     MEAN_LATENCY_MS_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
+    """The judge's provider."""
     model: _builtins.str
+    """The model it answered with."""
     calls: _builtins.int
+    """Judge calls made, retries included."""
     tokens_in: _builtins.int
+    """Input tokens the provider reported."""
     tokens_out: _builtins.int
+    """Output tokens the provider reported."""
     mean_latency_ms: _builtins.float
+    """Mean time per call, in milliseconds."""
     def __init__(
         self,
         *,
@@ -702,6 +842,8 @@ Global___JudgeUsage: _TypeAlias = JudgeUsage  # noqa: Y015
 
 @_typing.final
 class BatchResults(_message.Message):
+    """Everything a batch found."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_FIELD_NUMBER: _builtins.int
@@ -721,15 +863,21 @@ class BatchResults(_message.Message):
     WARNINGS_FIELD_NUMBER: _builtins.int
     GRADES_RELIABLE_FIELD_NUMBER: _builtins.int
     scale_separation_reliability: _builtins.float
+    """Scale separation reliability, 0 to 1: the share of the scores' spread that is not measurement
+    error.
+    """
     position_bias: _builtins.float
     """Estimated advantage, in logits, of the essay shown first."""
     position_bias_standard_error: _builtins.float
+    """The standard error of position_bias, in logits."""
     self_consistency: _builtins.float
     """Share (0 to 1) of the pairs asked in both orders that got the same winner both times; unset
     when no pair was asked both ways.
     """
     grade_scale: _builtins.str
+    """The grade scale of the projected grades; empty for a guest run."""
     grades_projected: _builtins.bool
+    """True when every student has a projected grade."""
     projection_note: _builtins.str
     """Why grades were not projected, or notes on the projection (anchor inversions)."""
     grades_reliable: _builtins.bool
@@ -737,13 +885,21 @@ class BatchResults(_message.Message):
     confidence capped, and should not be used without a person checking them.
     """
     @_builtins.property
-    def batch(self) -> Global___Batch: ...
+    def batch(self) -> Global___Batch:
+        """The batch."""
+
     @_builtins.property
-    def essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayResult]: ...
+    def essays(self) -> _containers.RepeatedCompositeFieldContainer[Global___EssayResult]:
+        """Every essay, anchors included, by rank."""
+
     @_builtins.property
-    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorCount]: ...
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorCount]:
+        """Failed comparisons, by error code."""
+
     @_builtins.property
-    def judge_usage(self) -> Global___JudgeUsage: ...
+    def judge_usage(self) -> Global___JudgeUsage:
+        """What judging used."""
+
     @_builtins.property
     def grade_ladder(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The grade scale's grades, lowest first (its below-lowest grade first where it has one); empty
@@ -814,6 +970,7 @@ class AnchorDiagnostics(_message.Message):
     students_above_anchors: _builtins.int
     """Students scored above the highest anchor, and below the lowest: their grades are extrapolated."""
     students_below_anchors: _builtins.int
+    """Students scored below the lowest anchor."""
     anchor_win_share: _builtins.float
     """Share of comparisons between an anchor and a student that the anchor won: about half when the
     anchors span the cohort; near 0 or 1 when they are unlike its essays (another prompt, another level).
@@ -827,7 +984,9 @@ class AnchorDiagnostics(_message.Message):
         """Anchors that won no comparison, and that lost none."""
 
     @_builtins.property
-    def without_losses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def without_losses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Anchors that lost no comparison."""
+
     def __init__(
         self,
         *,
@@ -863,7 +1022,9 @@ class AnchorPair(_message.Message):
     HIGHER_GRADE_ESSAY_ID_FIELD_NUMBER: _builtins.int
     LOWER_GRADE_ESSAY_ID_FIELD_NUMBER: _builtins.int
     higher_grade_essay_id: _builtins.str
+    """The anchor with the higher grade (and the lower score)."""
     lower_grade_essay_id: _builtins.str
+    """The anchor with the lower grade (and the higher score)."""
     def __init__(
         self,
         *,
@@ -880,11 +1041,14 @@ Global___AnchorPair: _TypeAlias = AnchorPair  # noqa: Y015
 
 @_typing.final
 class ResultWarning(_message.Message):
+    """Something a reader must know before trusting the results."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     code: Global___ResultWarningCode.ValueType
+    """What it is about."""
     message: _builtins.str
     """One sentence for a person: what was found, and what it means for the grades."""
     def __init__(
@@ -911,8 +1075,11 @@ class GradeBand(_message.Message):
     LOWER_FIELD_NUMBER: _builtins.int
     UPPER_FIELD_NUMBER: _builtins.int
     grade: _builtins.str
+    """The grade."""
     lower: _builtins.float
+    """Where the band starts, in logits on the batch's score scale; unset for the lowest band."""
     upper: _builtins.float
+    """Where the band ends, in logits; unset for the highest band."""
     def __init__(
         self,
         *,
@@ -937,10 +1104,13 @@ Global___GradeBand: _TypeAlias = GradeBand  # noqa: Y015
 
 @_typing.final
 class GetBatchResultsRequest(_message.Message):
+    """Whose results."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
+    """The batch's id."""
     def __init__(
         self,
         *,
@@ -956,11 +1126,15 @@ Global___GetBatchResultsRequest: _TypeAlias = GetBatchResultsRequest  # noqa: Y0
 
 @_typing.final
 class GetBatchResultsResponse(_message.Message):
+    """The results."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def results(self) -> Global___BatchResults: ...
+    def results(self) -> Global___BatchResults:
+        """The batch's results now."""
+
     def __init__(
         self,
         *,
@@ -976,6 +1150,8 @@ Global___GetBatchResultsResponse: _TypeAlias = GetBatchResultsResponse  # noqa: 
 
 @_typing.final
 class Comparison(_message.Message):
+    """One judgement of a pair of essays."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     COMPARISON_ID_FIELD_NUMBER: _builtins.int
@@ -992,20 +1168,35 @@ class Comparison(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     comparison_id: _builtins.str
+    """Its id."""
     essay_a_id: _builtins.str
+    """The essay shown first."""
     essay_b_id: _builtins.str
+    """The essay shown second."""
     wave: _builtins.int
+    """The wave it was asked in (from 1)."""
     winner: Global___Winner.ValueType
+    """The judge's answer; unspecified while pending or when it failed."""
     confidence: _builtins.int
+    """The judge's confidence, 1 (a guess) to 5 (certain); 0 when not answered."""
     justification: _builtins.str
+    """The judge's reason, at most 500 characters."""
     error_code: _common_pb2.ErrorCode.ValueType
+    """Why it failed for good; unspecified when it did not."""
     error_message: _builtins.str
+    """The failure in words."""
     attempts: _builtins.int
+    """Judge calls it took, retries included."""
     correlation_id: _builtins.str
+    """The correlation id of its judge calls, in the logs."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was asked."""
+
     @_builtins.property
-    def complete_time(self) -> _timestamp_pb2.Timestamp: ...
+    def complete_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was answered or failed; unset while pending."""
+
     def __init__(
         self,
         *,
@@ -1033,14 +1224,19 @@ Global___Comparison: _TypeAlias = Comparison  # noqa: Y015
 
 @_typing.final
 class ListComparisonsRequest(_message.Message):
+    """A page of a batch's comparisons."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
+    """The batch's id."""
     page_size: _builtins.int
+    """At most this many (1 to 1,000); 0: 100."""
     page_token: _builtins.str
+    """Where the previous page ended (its next_page_token); empty: from the start."""
     def __init__(
         self,
         *,
@@ -1058,13 +1254,18 @@ Global___ListComparisonsRequest: _TypeAlias = ListComparisonsRequest  # noqa: Y0
 
 @_typing.final
 class ListComparisonsResponse(_message.Message):
+    """A page of comparisons."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     COMPARISONS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Send it to get the next page; empty on the last."""
     @_builtins.property
-    def comparisons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Comparison]: ...
+    def comparisons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Comparison]:
+        """By comparison id."""
+
     def __init__(
         self,
         *,
@@ -1081,6 +1282,8 @@ Global___ListComparisonsResponse: _TypeAlias = ListComparisonsResponse  # noqa: 
 
 @_typing.final
 class CancelBatchRequest(_message.Message):
+    """Which batch to cancel, and why."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -1092,7 +1295,9 @@ class CancelBatchRequest(_message.Message):
     refused (INVALID_ARGUMENT on request_id).
     """
     batch_id: _builtins.str
+    """Its id."""
     reason: _builtins.str
+    """Why, for people; its state_reason."""
     def __init__(
         self,
         *,
@@ -1110,11 +1315,15 @@ Global___CancelBatchRequest: _TypeAlias = CancelBatchRequest  # noqa: Y015
 
 @_typing.final
 class CancelBatchResponse(_message.Message):
+    """The batch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def batch(self) -> Global___Batch: ...
+    def batch(self) -> Global___Batch:
+        """The batch, cancelled."""
+
     def __init__(
         self,
         *,

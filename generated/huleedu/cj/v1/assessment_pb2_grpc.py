@@ -85,13 +85,15 @@ class AssessmentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBatch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One batch and its progress; NOT_FOUND when there is none of that id the caller may see.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListBatches(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The caller's batches (an admin's: everyone's), newest first, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -104,7 +106,9 @@ class AssessmentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBatchResults(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Scores, ranks, grades and diagnostics: final once the batch is COMPLETED, the latest fit while
+        it runs.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -117,7 +121,9 @@ class AssessmentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelBatch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stops a PENDING or RUNNING batch (its owner or an admin); cancelling a cancelled batch answers
+        with it. FAILED_PRECONDITION once it has ended otherwise.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

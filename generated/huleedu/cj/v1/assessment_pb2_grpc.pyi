@@ -38,13 +38,21 @@ class AssessmentServiceStub:
     The same request_id with the same request returns the same batch.
     """
     GetBatch: _grpc.UnaryUnaryMultiCallable[_assessment_pb2.GetBatchRequest, _assessment_pb2.GetBatchResponse]
+    """One batch and its progress; NOT_FOUND when there is none of that id the caller may see."""
     ListBatches: _grpc.UnaryUnaryMultiCallable[_assessment_pb2.ListBatchesRequest, _assessment_pb2.ListBatchesResponse]
+    """The caller's batches (an admin's: everyone's), newest first, a page at a time."""
     WatchBatch: _grpc.UnaryStreamMultiCallable[_assessment_pb2.WatchBatchRequest, _assessment_pb2.WatchBatchResponse]
     """The current state first, then state changes and progress until the batch ends."""
     GetBatchResults: _grpc.UnaryUnaryMultiCallable[_assessment_pb2.GetBatchResultsRequest, _assessment_pb2.GetBatchResultsResponse]
+    """Scores, ranks, grades and diagnostics: final once the batch is COMPLETED, the latest fit while
+    it runs.
+    """
     ListComparisons: _grpc.UnaryUnaryMultiCallable[_assessment_pb2.ListComparisonsRequest, _assessment_pb2.ListComparisonsResponse]
     """The audit trail of comparisons, paged."""
     CancelBatch: _grpc.UnaryUnaryMultiCallable[_assessment_pb2.CancelBatchRequest, _assessment_pb2.CancelBatchResponse]
+    """Stops a PENDING or RUNNING batch (its owner or an admin); cancelling a cancelled batch answers
+    with it. FAILED_PRECONDITION once it has ended otherwise.
+    """
 
 @_typing.type_check_only
 class AssessmentServiceAsyncStub(AssessmentServiceStub):
@@ -56,13 +64,21 @@ class AssessmentServiceAsyncStub(AssessmentServiceStub):
     The same request_id with the same request returns the same batch.
     """
     GetBatch: _aio.UnaryUnaryMultiCallable[_assessment_pb2.GetBatchRequest, _assessment_pb2.GetBatchResponse]  # type: ignore[assignment]
+    """One batch and its progress; NOT_FOUND when there is none of that id the caller may see."""
     ListBatches: _aio.UnaryUnaryMultiCallable[_assessment_pb2.ListBatchesRequest, _assessment_pb2.ListBatchesResponse]  # type: ignore[assignment]
+    """The caller's batches (an admin's: everyone's), newest first, a page at a time."""
     WatchBatch: _aio.UnaryStreamMultiCallable[_assessment_pb2.WatchBatchRequest, _assessment_pb2.WatchBatchResponse]  # type: ignore[assignment]
     """The current state first, then state changes and progress until the batch ends."""
     GetBatchResults: _aio.UnaryUnaryMultiCallable[_assessment_pb2.GetBatchResultsRequest, _assessment_pb2.GetBatchResultsResponse]  # type: ignore[assignment]
+    """Scores, ranks, grades and diagnostics: final once the batch is COMPLETED, the latest fit while
+    it runs.
+    """
     ListComparisons: _aio.UnaryUnaryMultiCallable[_assessment_pb2.ListComparisonsRequest, _assessment_pb2.ListComparisonsResponse]  # type: ignore[assignment]
     """The audit trail of comparisons, paged."""
     CancelBatch: _aio.UnaryUnaryMultiCallable[_assessment_pb2.CancelBatchRequest, _assessment_pb2.CancelBatchResponse]  # type: ignore[assignment]
+    """Stops a PENDING or RUNNING batch (its owner or an admin); cancelling a cancelled batch answers
+    with it. FAILED_PRECONDITION once it has ended otherwise.
+    """
 
 class AssessmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Comparative-judgement batches: submit, follow, read results, cancel."""
@@ -82,14 +98,16 @@ class AssessmentServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _assessment_pb2.GetBatchRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_assessment_pb2.GetBatchResponse, _abc.Awaitable[_assessment_pb2.GetBatchResponse]]: ...
+    ) -> _typing.Union[_assessment_pb2.GetBatchResponse, _abc.Awaitable[_assessment_pb2.GetBatchResponse]]:
+        """One batch and its progress; NOT_FOUND when there is none of that id the caller may see."""
 
     @_abc_1.abstractmethod
     def ListBatches(
         self,
         request: _assessment_pb2.ListBatchesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_assessment_pb2.ListBatchesResponse, _abc.Awaitable[_assessment_pb2.ListBatchesResponse]]: ...
+    ) -> _typing.Union[_assessment_pb2.ListBatchesResponse, _abc.Awaitable[_assessment_pb2.ListBatchesResponse]]:
+        """The caller's batches (an admin's: everyone's), newest first, a page at a time."""
 
     @_abc_1.abstractmethod
     def WatchBatch(
@@ -104,7 +122,10 @@ class AssessmentServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _assessment_pb2.GetBatchResultsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_assessment_pb2.GetBatchResultsResponse, _abc.Awaitable[_assessment_pb2.GetBatchResultsResponse]]: ...
+    ) -> _typing.Union[_assessment_pb2.GetBatchResultsResponse, _abc.Awaitable[_assessment_pb2.GetBatchResultsResponse]]:
+        """Scores, ranks, grades and diagnostics: final once the batch is COMPLETED, the latest fit while
+        it runs.
+        """
 
     @_abc_1.abstractmethod
     def ListComparisons(
@@ -119,6 +140,9 @@ class AssessmentServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _assessment_pb2.CancelBatchRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_assessment_pb2.CancelBatchResponse, _abc.Awaitable[_assessment_pb2.CancelBatchResponse]]: ...
+    ) -> _typing.Union[_assessment_pb2.CancelBatchResponse, _abc.Awaitable[_assessment_pb2.CancelBatchResponse]]:
+        """Stops a PENDING or RUNNING batch (its owner or an admin); cancelling a cancelled batch answers
+        with it. FAILED_PRECONDITION once it has ended otherwise.
+        """
 
 def add_AssessmentServiceServicer_to_server(servicer: AssessmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,9 +27,13 @@ class _ContentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContentKi
     DESCRIPTOR: _descriptor.EnumDescriptor
     CONTENT_KIND_UNSPECIFIED: _ContentKind.ValueType  # 0
     CONTENT_KIND_ESSAY_TEXT: _ContentKind.ValueType  # 1
+    """A student's essay (text)."""
     CONTENT_KIND_STUDENT_PROMPT: _ContentKind.ValueType  # 2
+    """The task the students were given (text)."""
     CONTENT_KIND_JUDGE_RUBRIC: _ContentKind.ValueType  # 3
+    """Assessment instructions for the judge (text)."""
     CONTENT_KIND_ANCHOR_ESSAY: _ContentKind.ValueType  # 4
+    """An essay of known grade that anchors the grade scale (text)."""
     CONTENT_KIND_SOURCE_DOCUMENT: _ContentKind.ValueType  # 5
     """An original document as uploaded (any bytes, e.g. a .docx). Every other kind is text:
     UTF-8 without NUL characters, limited in size by the Content Service (1 MiB by default).
@@ -40,9 +44,13 @@ class ContentKind(_ContentKind, metaclass=_ContentKindEnumTypeWrapper):
 
 CONTENT_KIND_UNSPECIFIED: ContentKind.ValueType  # 0
 CONTENT_KIND_ESSAY_TEXT: ContentKind.ValueType  # 1
+"""A student's essay (text)."""
 CONTENT_KIND_STUDENT_PROMPT: ContentKind.ValueType  # 2
+"""The task the students were given (text)."""
 CONTENT_KIND_JUDGE_RUBRIC: ContentKind.ValueType  # 3
+"""Assessment instructions for the judge (text)."""
 CONTENT_KIND_ANCHOR_ESSAY: ContentKind.ValueType  # 4
+"""An essay of known grade that anchors the grade scale (text)."""
 CONTENT_KIND_SOURCE_DOCUMENT: ContentKind.ValueType  # 5
 """An original document as uploaded (any bytes, e.g. a .docx). Every other kind is text:
 UTF-8 without NUL characters, limited in size by the Content Service (1 MiB by default).
@@ -172,6 +180,7 @@ class StorageReference(_message.Message):
     STORAGE_ID_FIELD_NUMBER: _builtins.int
     PATH_HINT_FIELD_NUMBER: _builtins.int
     kind: Global___ContentKind.ValueType
+    """The kind the content must be stored as; a reference to content of another kind is refused."""
     storage_id: _builtins.str
     """The Content Service's storage id (uuid4 hex), never a file checksum."""
     path_hint: _builtins.str
@@ -224,12 +233,19 @@ class ErrorDetail(_message.Message):
     OPERATION_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
     error_code: Global___ErrorCode.ValueType
+    """What went wrong, as one of the mesh's codes."""
     message: _builtins.str
+    """What is wrong and how to fix it, for people."""
     correlation_id: _builtins.str
+    """The correlation id of the call, to find it in the services' logs."""
     service: _builtins.str
+    """The service that reported it: "content" or "cj"."""
     operation: _builtins.str
+    """The RPC that reported it, e.g. "BatchUpload"."""
     @_builtins.property
-    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """More, by name: "field" names the request field at fault."""
+
     def __init__(
         self,
         *,
@@ -257,7 +273,9 @@ class Grade(_message.Message):
     LABEL_FIELD_NUMBER: _builtins.int
     PRIOR_FIELD_NUMBER: _builtins.int
     label: _builtins.str
+    """The grade as teachers write it, e.g. "C+"."""
     prior: _builtins.float
+    """Share of a typical cohort (0 to 1) expected at this grade; a scale's priors sum to 1."""
     def __init__(
         self,
         *,
@@ -284,12 +302,19 @@ class GradeScale(_message.Message):
     ALLOWS_BELOW_LOWEST_FIELD_NUMBER: _builtins.int
     BELOW_LOWEST_GRADE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The scale's id, e.g. "eng5_np_legacy_9_step"."""
     display_name: _builtins.str
+    """The scale's name for people."""
     allows_below_lowest: _builtins.bool
     """Whether an essay may be graded below the lowest grade, and the label for it."""
     below_lowest_grade: _builtins.str
+    """The label of an essay below the lowest grade (e.g. "F"); empty when allows_below_lowest is
+    false.
+    """
     @_builtins.property
-    def grades(self) -> _containers.RepeatedCompositeFieldContainer[Global___Grade]: ...
+    def grades(self) -> _containers.RepeatedCompositeFieldContainer[Global___Grade]:
+        """The grades, lowest first."""
+
     def __init__(
         self,
         *,

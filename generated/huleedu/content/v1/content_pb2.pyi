@@ -59,8 +59,13 @@ class UploadHeader(_message.Message):
     DECLARED_SIZE_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     kind: _common_pb2.ContentKind.ValueType
+    """What the content is for; every kind but CONTENT_KIND_SOURCE_DOCUMENT must be UTF-8 text without
+    NUL characters.
+    """
     content_type: _builtins.str
+    """MIME type, e.g. "text/plain; charset=utf-8"; 1 to 100 characters."""
     filename: _builtins.str
+    """The file's name, for people; at most 255 characters."""
     declared_size: _builtins.int
     """The exact number of bytes the chunks will carry."""
     sha256: _builtins.str
@@ -86,13 +91,18 @@ Global___UploadHeader: _TypeAlias = UploadHeader  # noqa: Y015
 
 @_typing.final
 class UploadRequest(_message.Message):
+    """One message of an Upload stream: the header first, then the content in chunks."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the content, at most 1 MiB per message."""
     @_builtins.property
-    def header(self) -> Global___UploadHeader: ...
+    def header(self) -> Global___UploadHeader:
+        """Sent once, first."""
+
     def __init__(
         self,
         *,
@@ -111,6 +121,8 @@ Global___UploadRequest: _TypeAlias = UploadRequest  # noqa: Y015
 
 @_typing.final
 class UploadResponse(_message.Message):
+    """What was stored."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STORAGE_ID_FIELD_NUMBER: _builtins.int
@@ -119,8 +131,11 @@ class UploadResponse(_message.Message):
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
     REPAIRED_FIELD_NUMBER: _builtins.int
     storage_id: _builtins.str
+    """The id to refer to this content by everywhere in the mesh (32 lowercase hex characters)."""
     sha256: _builtins.str
+    """The sha256 of the bytes received, in lowercase hex."""
     size: _builtins.int
+    """The number of bytes received."""
     deduplicated: _builtins.bool
     """True when the bytes were already stored; storage_id is the existing one."""
     repaired: _builtins.bool
@@ -146,6 +161,8 @@ Global___UploadResponse: _TypeAlias = UploadResponse  # noqa: Y015
 
 @_typing.final
 class BatchUploadItem(_message.Message):
+    """One small text of a BatchUpload."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
@@ -154,10 +171,15 @@ class BatchUploadItem(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     kind: _common_pb2.ContentKind.ValueType
+    """What the content is for (as UploadHeader.kind)."""
     content_type: _builtins.str
+    """MIME type; 1 to 100 characters."""
     filename: _builtins.str
+    """The file's name, for people; at most 255 characters."""
     content: _builtins.bytes
+    """The bytes, at most 1 MiB; a whole request is at most 32 MiB."""
     sha256: _builtins.str
+    """Optional lowercase hex sha256 of content; checked when given."""
     def __init__(
         self,
         *,
@@ -177,11 +199,15 @@ Global___BatchUploadItem: _TypeAlias = BatchUploadItem  # noqa: Y015
 
 @_typing.final
 class BatchUploadRequest(_message.Message):
+    """Up to 1,000 small texts, stored with one durable flush."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchUploadItem]: ...
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchUploadItem]:
+        """1 to 1,000 items; each is stored or refused on its own."""
+
     def __init__(
         self,
         *,
@@ -197,6 +223,8 @@ Global___BatchUploadRequest: _TypeAlias = BatchUploadRequest  # noqa: Y015
 
 @_typing.final
 class BatchUploadResult(_message.Message):
+    """What became of one item of a BatchUpload."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INDEX_FIELD_NUMBER: _builtins.int
@@ -209,9 +237,13 @@ class BatchUploadResult(_message.Message):
     index: _builtins.int
     """Position of the item in the request."""
     storage_id: _builtins.str
+    """The item's storage id; empty when it was refused (see error)."""
     sha256: _builtins.str
+    """The sha256 of the item's bytes, in lowercase hex."""
     size: _builtins.int
+    """The item's size in bytes."""
     deduplicated: _builtins.bool
+    """True when the bytes were already stored; storage_id is the existing one."""
     repaired: _builtins.bool
     """True when this item restored damaged or lost content under its old storage_id."""
     @_builtins.property
@@ -239,11 +271,15 @@ Global___BatchUploadResult: _TypeAlias = BatchUploadResult  # noqa: Y015
 
 @_typing.final
 class BatchUploadResponse(_message.Message):
+    """One result per item."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchUploadResult]: ...
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchUploadResult]:
+        """One per item, in request order (index says which)."""
+
     def __init__(
         self,
         *,
@@ -259,6 +295,8 @@ Global___BatchUploadResponse: _TypeAlias = BatchUploadResponse  # noqa: Y015
 
 @_typing.final
 class ContentMetadata(_message.Message):
+    """What the service knows of one stored object."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STORAGE_ID_FIELD_NUMBER: _builtins.int
@@ -270,14 +308,23 @@ class ContentMetadata(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     storage_id: _builtins.str
+    """The object's id (32 lowercase hex characters)."""
     sha256: _builtins.str
+    """The sha256 of its bytes, in lowercase hex."""
     size: _builtins.int
+    """Its size in bytes."""
     content_type: _builtins.str
+    """The MIME type it was uploaded with."""
     filename: _builtins.str
+    """The file name it was first uploaded with."""
     kind: _common_pb2.ContentKind.ValueType
+    """What it is for."""
     state: Global___ContentState.ValueType
+    """Whether it can be read as uploaded."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was first stored."""
+
     def __init__(
         self,
         *,
@@ -300,10 +347,13 @@ Global___ContentMetadata: _TypeAlias = ContentMetadata  # noqa: Y015
 
 @_typing.final
 class GetRequest(_message.Message):
+    """Which object to read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STORAGE_ID_FIELD_NUMBER: _builtins.int
     storage_id: _builtins.str
+    """A storage id the service handed out."""
     def __init__(
         self,
         *,
@@ -319,13 +369,18 @@ Global___GetRequest: _TypeAlias = GetRequest  # noqa: Y015
 
 @_typing.final
 class GetResponse(_message.Message):
+    """One object, whole."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     METADATA_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     content: _builtins.bytes
+    """Its bytes, checked against its sha256."""
     @_builtins.property
-    def metadata(self) -> Global___ContentMetadata: ...
+    def metadata(self) -> Global___ContentMetadata:
+        """What the object is."""
+
     def __init__(
         self,
         *,
@@ -342,11 +397,15 @@ Global___GetResponse: _TypeAlias = GetResponse  # noqa: Y015
 
 @_typing.final
 class BatchGetRequest(_message.Message):
+    """Which objects to read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STORAGE_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1 to 1,000 storage ids; repeats are answered once."""
+
     def __init__(
         self,
         *,
@@ -362,6 +421,8 @@ Global___BatchGetRequest: _TypeAlias = BatchGetRequest  # noqa: Y015
 
 @_typing.final
 class BatchGetResponse(_message.Message):
+    """The objects, up to 4 MiB of content."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
@@ -372,7 +433,9 @@ class BatchGetResponse(_message.Message):
         """In request order, each id once."""
 
     @_builtins.property
-    def missing_storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def missing_storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids the service never held."""
+
     @_builtins.property
     def deferred_storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Stored, but left out to keep this response within 4 MiB of content; ask again (larger than
@@ -396,10 +459,13 @@ Global___BatchGetResponse: _TypeAlias = BatchGetResponse  # noqa: Y015
 
 @_typing.final
 class DownloadRequest(_message.Message):
+    """Which object to stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STORAGE_ID_FIELD_NUMBER: _builtins.int
     storage_id: _builtins.str
+    """A storage id the service handed out."""
     def __init__(
         self,
         *,
@@ -415,11 +481,14 @@ Global___DownloadRequest: _TypeAlias = DownloadRequest  # noqa: Y015
 
 @_typing.final
 class DownloadResponse(_message.Message):
+    """One message of a Download stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     METADATA_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the content (64 KiB per message)."""
     @_builtins.property
     def metadata(self) -> Global___ContentMetadata:
         """Set on the first message only."""
@@ -440,6 +509,8 @@ Global___DownloadResponse: _TypeAlias = DownloadResponse  # noqa: Y015
 
 @_typing.final
 class StatRequest(_message.Message):
+    """Which objects to describe."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STORAGE_IDS_FIELD_NUMBER: _builtins.int
@@ -449,7 +520,9 @@ class StatRequest(_message.Message):
     checked.
     """
     @_builtins.property
-    def storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def storage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1 to 10,000 storage ids."""
+
     def __init__(
         self,
         *,
@@ -466,6 +539,8 @@ Global___StatRequest: _TypeAlias = StatRequest  # noqa: Y015
 
 @_typing.final
 class StatResponse(_message.Message):
+    """The objects, sorted by what state they are in."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FOUND_FIELD_NUMBER: _builtins.int
@@ -500,11 +575,15 @@ Global___StatResponse: _TypeAlias = StatResponse  # noqa: Y015
 
 @_typing.final
 class FindByChecksumRequest(_message.Message):
+    """Which contents to look for, by their sha256."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SHA256S_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def sha256s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def sha256s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1 to 10,000 sha256 values in lowercase hex."""
+
     def __init__(
         self,
         *,
@@ -520,14 +599,19 @@ Global___FindByChecksumRequest: _TypeAlias = FindByChecksumRequest  # noqa: Y015
 
 @_typing.final
 class ChecksumMatch(_message.Message):
+    """A sha256 and the object holding those bytes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SHA256_FIELD_NUMBER: _builtins.int
     STORAGE_ID_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     sha256: _builtins.str
+    """The sha256 asked for."""
     storage_id: _builtins.str
+    """The object holding those bytes."""
     size: _builtins.int
+    """Its size in bytes."""
     def __init__(
         self,
         *,
@@ -545,6 +629,8 @@ Global___ChecksumMatch: _TypeAlias = ChecksumMatch  # noqa: Y015
 
 @_typing.final
 class FindByChecksumResponse(_message.Message):
+    """Which of the contents asked for the service holds."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MATCHES_FIELD_NUMBER: _builtins.int
@@ -555,7 +641,9 @@ class FindByChecksumResponse(_message.Message):
         """Stored and intact."""
 
     @_builtins.property
-    def missing_sha256s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def missing_sha256s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """sha256 values the service holds no object for: upload them."""
+
     @_builtins.property
     def damaged(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChecksumMatch]:
         """Stored, but damaged or lost: upload the bytes again to repair (same storage id)."""
