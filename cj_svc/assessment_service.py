@@ -66,6 +66,13 @@ BATCH_STATES = {
     BatchState.CANCELLED: assessment_pb2.BATCH_STATE_CANCELLED,
 }
 STATES_BY_VALUE = {value: state for state, value in BATCH_STATES.items()}
+# The contract's judge providers, by the names the judges (and cj-svc --judge-provider) use.
+JUDGE_PROVIDERS = {
+    assessment_pb2.JUDGE_PROVIDER_HEURISTIC: "heuristic",
+    assessment_pb2.JUDGE_PROVIDER_SIMULATED: "simulated",
+    assessment_pb2.JUDGE_PROVIDER_OPENAI: "openai",
+    assessment_pb2.JUDGE_PROVIDER_ANTHROPIC: "anthropic",
+}
 WINNERS = {Winner.ESSAY_A: assessment_pb2.WINNER_ESSAY_A, Winner.ESSAY_B: assessment_pb2.WINNER_ESSAY_B}
 FINAL_STATE_VALUES = frozenset(BATCH_STATES[state] for state in FINAL_STATES)
 
@@ -203,7 +210,8 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
     async def SubmitBatch(self, request: assessment_pb2.SubmitBatchRequest, context: grpc.aio.ServicerContext):
         judge, stop = request.judge, request.grade_stop
         principal = interceptor.principal.get()
-        problem = self.workflow.judges.unusable(judge.provider or self.workflow.settings.judge_provider)
+        provider = JUDGE_PROVIDERS[judge.provider] if judge.provider else ""
+        problem = self.workflow.judges.unusable(provider or self.workflow.settings.judge_provider)
         if problem:
             raise errors.FailedPrecondition(
                 problem, field="judge.provider", error_code=ErrorCode.LLM_CONFIGURATION_ERROR
@@ -224,7 +232,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 course_code=request.course_code,
                 user_id=principal.user_id if principal is not None else request.user_id,
                 org_id=request.org_id,
-                judge_provider=judge.provider,
+                judge_provider=provider,
                 judge_model=judge.model,
                 judge_temperature=judge.temperature if judge.HasField("temperature") else None,
                 judge_max_tokens=judge.max_tokens if judge.HasField("max_tokens") else None,

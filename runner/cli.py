@@ -7,6 +7,7 @@ preflight failed, 4 timed out with partial results, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import json
 import os
@@ -44,6 +45,15 @@ app.add_typer(admin, name="admin")
 console = Console(stderr=True)
 out = Console()
 PLACEHOLDER = "0" * 32  # dry-run storage ids: clearly not real
+
+
+class Provider(enum.StrEnum):
+    """The judges a CJ Service can run (the contract's JudgeProvider)."""
+
+    heuristic = "heuristic"
+    simulated = "simulated"
+    openai = "openai"
+    anthropic = "anthropic"
 
 
 def say(message: str) -> None:
@@ -253,7 +263,7 @@ async def run(
     ] = "",
     label: Annotated[str, typer.Option(help="the batch's label; default: the folder's name")] = "",
     budget: Annotated[int, typer.Option(help="maximum comparisons; 0: the service's default")] = 0,
-    provider: Annotated[str, typer.Option(help="judge: heuristic, simulated, openai, anthropic")] = "",
+    provider: Annotated[Provider | None, typer.Option(help="the judge; default: the service's")] = None,
     model: Annotated[str, typer.Option(help="the judge's model; default: the service's")] = "",
     temperature: Annotated[float | None, typer.Option(help="the judge's temperature, 0 to 2")] = None,
     seed: Annotated[
@@ -317,7 +327,7 @@ async def run(
         if failures:
             raise RunnerError(f"{len(failures)} file(s) could not be uploaded; fix them and run again")
         console.print(f"uploaded {uploaded} file(s); {len(items) - uploaded} already stored")
-        spec = batch_spec(found, ids, label or folder.name, assignment_id, budget=budget, provider=provider,
+        spec = batch_spec(found, ids, label or folder.name, assignment_id, budget=budget, provider=provider.value if provider else "",
                           model=model, temperature=temperature, seed=seed, decided_share=decided_share,
                           decided_probability=decided_probability, grade_stop=grade_stop)  # fmt: skip
         Interrupted.hint = "interrupted before the batch was submitted; run the same command again"

@@ -320,7 +320,7 @@ def _submit_request(spec: BatchSpec, new: bool) -> assessment_pb2.SubmitBatchReq
     if spec.budget:
         request.comparison_budget = spec.budget
     if spec.provider:
-        request.judge.provider = spec.provider
+        request.judge.provider = assessment_pb2.JudgeProvider.Value(f"JUDGE_PROVIDER_{spec.provider.upper()}")
     if spec.model:
         request.judge.model = spec.model
     if spec.temperature is not None:

@@ -74,7 +74,7 @@ SUBMIT_CASES = [
     ("temperature above 2", lambda r: setattr(r.judge, "temperature", 2.01), "judge.temperature"),
     ("negative temperature", lambda r: setattr(r.judge, "temperature", -0.1), "judge.temperature"),
     ("max tokens 0", lambda r: setattr(r.judge, "max_tokens", 0), "judge.max_tokens"),
-    ("unknown judge provider", lambda r: setattr(r.judge, "provider", "gpt"), "judge.provider"),
+    ("unknown judge provider", lambda r: setattr(r.judge, "provider", 99), "judge.provider"),
     ("budget 0", lambda r: setattr(r, "comparison_budget", 0), "comparison_budget"),
     ("language that is no tag", lambda r: setattr(r, "language", "English"), "language"),
     ("grade stop for no students", lambda r: setattr(r.grade_stop, "share", 0.0), "grade_stop.share"),

@@ -38,3 +38,15 @@ def test_the_mesh_reports_exactly_the_contracts_error_codes() -> None:
     assert error_code_value("RATE_LIMIT") == common_pb2.ERROR_CODE_RATE_LIMIT
     with pytest.raises(ValueError, match="KAFKA_PUBLISH_ERROR"):
         error_code_value("KAFKA_PUBLISH_ERROR")  # a code of the system the mesh replaces
+
+
+def test_every_judge_provider_of_the_contract_is_a_judge_the_service_runs() -> None:
+    from cj_svc.assessment_service import JUDGE_PROVIDERS
+    from cj_svc.judges.factory import PROVIDERS
+
+    assert set(assessment_pb2.JudgeProvider.values()) - set(JUDGE_PROVIDERS) == {
+        assessment_pb2.JUDGE_PROVIDER_UNSPECIFIED
+    }
+    assert sorted(JUDGE_PROVIDERS.values()) == sorted(PROVIDERS)
+    for value, name in JUDGE_PROVIDERS.items():  # the runner's --provider names are the contract's
+        assert assessment_pb2.JudgeProvider.Name(value) == f"JUDGE_PROVIDER_{name.upper()}"

@@ -180,7 +180,7 @@ async def test_a_judge_the_service_cannot_use_is_refused_before_any_batch_exists
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     ids = await store_texts(mesh.content, ESSAYS)
-    request = submit_request(ids, judge=assessment_pb2.JudgeConfig(provider="openai"))
+    request = submit_request(ids, judge=assessment_pb2.JudgeConfig(provider=assessment_pb2.JUDGE_PROVIDER_OPENAI))
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await mesh.assessment.SubmitBatch(request)
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION

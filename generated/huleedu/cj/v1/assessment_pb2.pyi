@@ -109,6 +109,38 @@ CONFIDENCE_LABEL_HIGH: ConfidenceLabel.ValueType  # 3
 """Probability of at least 0.75."""
 Global___ConfidenceLabel: _TypeAlias = ConfidenceLabel  # noqa: Y015
 
+class _JudgeProvider:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JudgeProviderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JudgeProvider.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JUDGE_PROVIDER_UNSPECIFIED: _JudgeProvider.ValueType  # 0
+    """The service's default judge (cj-svc --judge-provider)."""
+    JUDGE_PROVIDER_HEURISTIC: _JudgeProvider.ValueType  # 1
+    """Offline: text features (spelling, vocabulary, organisation), no LLM and no cost."""
+    JUDGE_PROVIDER_SIMULATED: _JudgeProvider.ValueType  # 2
+    """Bradley-Terry on known true scores, for tests and benchmarks."""
+    JUDGE_PROVIDER_OPENAI: _JudgeProvider.ValueType  # 3
+    """OpenAI's chat completions API, or any server compatible with it."""
+    JUDGE_PROVIDER_ANTHROPIC: _JudgeProvider.ValueType  # 4
+    """Anthropic's messages API."""
+
+class JudgeProvider(_JudgeProvider, metaclass=_JudgeProviderEnumTypeWrapper):
+    """The judges a CJ Service can run."""
+
+JUDGE_PROVIDER_UNSPECIFIED: JudgeProvider.ValueType  # 0
+"""The service's default judge (cj-svc --judge-provider)."""
+JUDGE_PROVIDER_HEURISTIC: JudgeProvider.ValueType  # 1
+"""Offline: text features (spelling, vocabulary, organisation), no LLM and no cost."""
+JUDGE_PROVIDER_SIMULATED: JudgeProvider.ValueType  # 2
+"""Bradley-Terry on known true scores, for tests and benchmarks."""
+JUDGE_PROVIDER_OPENAI: JudgeProvider.ValueType  # 3
+"""OpenAI's chat completions API, or any server compatible with it."""
+JUDGE_PROVIDER_ANTHROPIC: JudgeProvider.ValueType  # 4
+"""Anthropic's messages API."""
+Global___JudgeProvider: _TypeAlias = JudgeProvider  # noqa: Y015
+
 class _ResultWarningCode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -170,8 +202,10 @@ class JudgeConfig(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
-    provider: _builtins.str
-    """heuristic, simulated, openai or anthropic."""
+    provider: Global___JudgeProvider.ValueType
+    """Which judge; unspecified: the service's default. INVALID_ARGUMENT when the service has no
+    key for it (FAILED_PRECONDITION with LLM_CONFIGURATION_ERROR).
+    """
     model: _builtins.str
     """The provider's model; empty: the service's default."""
     temperature: _builtins.float
@@ -183,7 +217,7 @@ class JudgeConfig(_message.Message):
     def __init__(
         self,
         *,
-        provider: _builtins.str = ...,
+        provider: Global___JudgeProvider.ValueType = ...,
         model: _builtins.str = ...,
         temperature: _builtins.float | None = ...,
         max_tokens: _builtins.int | None = ...,
