@@ -31,7 +31,7 @@ WATCH_POLL_SECONDS = 0.5
 def add_diagnostics(
     message: assessment_pb2.BatchResults, stored: str | None, grade_scale: str | None, note: str
 ) -> None:
-    """The anchor diagnostics and warnings kept with the results (workflow._Grades), into the answer."""
+    """The anchor diagnostics and warnings kept with the results (workflow.finalize.StoredGrades), into the answer."""
     if stored is None:
         if grade_scale:  # an assignment's batch without grades: that is the first thing to say
             message.warnings.add(

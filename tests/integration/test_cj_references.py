@@ -126,7 +126,7 @@ async def test_a_prompt_stored_with_nul_before_the_rule_is_refused_not_internal(
 async def test_a_text_damaged_during_a_batch_fails_only_itself(mesh) -> None:
     """The workflow fetches texts a hundred per BatchGet; one damaged text must not take the others down."""
     from cj_svc.content_client import ContentClient
-    from cj_svc.workflow import _Texts
+    from cj_svc.workflow.judging import Texts as _Texts
     from mesh_server import errors
     from tests.support.blobs import damage
 

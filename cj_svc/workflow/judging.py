@@ -1,0 +1,134 @@
+"""Judging a batch's comparisons: its texts fetched ahead, each pair asked with retries, and the
+answer turned into the values its row is updated with."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from cj_svc.content_client import ContentClient
+from cj_svc.judges.base import JudgeError, JudgeRequest
+from cj_svc.judges.factory import Judges
+from cj_svc.models import Batch
+from cj_svc.settings import CJSettings
+from cj_svc.vocabulary import ComparisonStatus
+from cj_svc.workflow.store import ComparisonRow
+from mesh_server import errors
+
+COMPARISONS = Counter(
+    "huleedu_cj_comparisons_total", "Comparisons answered, by outcome and error code.", ["outcome", "error_code"]
+)
+JUDGE_SECONDS = Histogram("huleedu_cj_judge_seconds", "Latency of one judge call.", ["provider"])
+CONTENT_ATTEMPTS = 6
+
+
+class Texts:
+    """Essay texts fetched in the background, a group per BatchGet, and awaited by the comparisons
+    that need them, so judging starts as soon as the first group has arrived. Retries while the
+    Content Service is unavailable."""
+
+    GROUP = 100
+
+    def __init__(self, content: ContentClient, storage_ids: list[str]) -> None:
+        self.content = content
+        loop = asyncio.get_running_loop()
+        self.fetches: dict[str, asyncio.Future[str]] = {i: loop.create_future() for i in storage_ids}
+        wanted = list(self.fetches)
+        self.task = asyncio.ensure_future(
+            self._fetch_all([wanted[start : start + self.GROUP] for start in range(0, len(wanted), self.GROUP)])
+        )
+
+    def get(self, storage_id: str) -> asyncio.Future[str]:
+        return self.fetches[storage_id]
+
+    async def _fetch_all(self, groups: list[list[str]]) -> None:
+        pending = collections.deque(groups)
+        while pending:
+            group = pending.popleft()
+            try:
+                for attempt in range(CONTENT_ATTEMPTS):
+                    try:
+                        found = await self.content.texts(group)
+                        break
+                    except errors.Unavailable:
+                        if attempt == CONTENT_ATTEMPTS - 1:
+                            raise
+                        await asyncio.sleep(0.5 * 2**attempt)
+            except errors.DataLoss as error:
+                if len(group) == 1:
+                    self.fetches[group[0]].set_exception(error)
+                    continue
+                # One damaged text fails the whole BatchGet: ask for each alone, so only it fails.
+                pending.extendleft([storage_id] for storage_id in reversed(group))
+                continue
+            except errors.DomainError as error:
+                for storage_id in group:
+                    self.fetches[storage_id].set_exception(error)
+                continue
+            for storage_id in group:
+                self.fetches[storage_id].set_result(found[storage_id])
+
+    def close(self) -> None:
+        self.task.cancel()
+        for fetch in self.fetches.values():
+            if fetch.done() and not fetch.cancelled():
+                fetch.exception()  # retrieved: no "never retrieved" warning for texts nobody awaited
+            fetch.cancel()
+
+
+class Judging:
+    """This process's judges, the calls in flight across all its batches, and how they retry."""
+
+    def __init__(self, settings: CJSettings) -> None:
+        self.settings = settings
+        self.judges = Judges(settings)
+        self.service_limit = asyncio.Semaphore(settings.service_concurrency)
+
+    def request(self, batch: Batch, essay_a: str, essay_b: str) -> JudgeRequest:
+        """The judge's request for a pair of the batch, with the batch's overrides of the service's judge."""
+        temperature = batch.judge_temperature
+        return JudgeRequest(
+            essay_a=essay_a, essay_b=essay_b, prompt=batch.prompt_text, instructions=batch.instructions,
+            model=batch.judge_model,
+            temperature=self.settings.judge_temperature if temperature is None else temperature,
+            max_tokens=batch.judge_max_tokens or self.settings.judge_max_tokens,
+            system_prompt=batch.judge_system_prompt,
+        )  # fmt: skip
+
+    async def judge(self, batch: Batch, row: ComparisonRow, request: JudgeRequest) -> dict[str, Any]:
+        """Ask the judge, retrying retryable failures with backoff; the row's new values."""
+        judge = self.judges.get(batch.judge_provider)
+        attempts = row.attempts
+        while True:
+            attempts += 1
+            started = time.perf_counter()
+            try:
+                verdict = await judge.compare(request)
+            except JudgeError as error:
+                if error.retryable and attempts < self.settings.max_attempts:
+                    await asyncio.sleep(
+                        self.settings.retry_base_seconds * 2 ** (attempts - 1) * (0.5 + random.random())
+                    )
+                    continue
+                COMPARISONS.labels("failed", error.error_code).inc()
+                return {"status": ComparisonStatus.FAILED, "error_code": error.error_code,
+                        "error_message": error.message[:2000], "model": row.model, "attempts": attempts,
+                        "completed_at": datetime.now(UTC)}  # fmt: skip
+            latency = (time.perf_counter() - started) * 1000
+            JUDGE_SECONDS.labels(judge.provider).observe(latency / 1000)
+            COMPARISONS.labels("done", "").inc()
+            return {
+                "status": ComparisonStatus.DONE, "winner": verdict.winner,
+                "confidence": verdict.confidence, "justification": verdict.justification, "model": verdict.model,
+                "tokens_in": verdict.tokens_in, "tokens_out": verdict.tokens_out, "latency_ms": latency,
+                "attempts": attempts, "completed_at": datetime.now(UTC),
+            }  # fmt: skip
+
+    async def close(self) -> None:
+        await self.judges.close()

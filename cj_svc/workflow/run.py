@@ -1,0 +1,213 @@
+"""One batch's run: waves of comparisons judged concurrently, a fit after each, until the engine
+says stop; then the batch is finalized (or failed, with a reason)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cj_svc.content_client import ContentClient
+from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_reliability
+from cj_svc.engine.pairing import PairingState, next_wave
+from cj_svc.engine.prior import PriorChoice
+from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, decide
+from cj_svc.models import Batch, BatchEssay
+from cj_svc.settings import CJSettings
+from cj_svc.vocabulary import ANSWERED, BatchState, ComparisonStatus
+from cj_svc.workflow.finalize import decided, finalize
+from cj_svc.workflow.judging import Judging, Texts
+from cj_svc.workflow.offload import off_loop
+from cj_svc.workflow.store import ComparisonRow, Recorder, RunStore, answered
+
+log = logging.getLogger("cj_svc.workflow")
+
+# A student's grade counts as decided at this probability unless the batch's GradeStop says otherwise.
+DECIDED_PROBABILITY = 0.8
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every run of this process shares."""
+
+    settings: CJSettings
+    store: RunStore
+    judging: Judging
+    content: ContentClient
+    changed: Callable[[str], None]  # tells watchers of a batch that it changed
+
+
+def fitted(n: int, data: Comparisons, start: NDArray[np.float64] | None, alpha: float) -> Fit | None:
+    return fit(n, data, alpha, start=start) if len(data) else None
+
+
+def feed_prior(prior: PriorChoice, rows: list[ComparisonRow], position: dict[str, int], fed: int) -> int:
+    """Add every fully answered wave after wave `fed` to the prior choice, in order; returns the
+    last wave added."""
+    pending = {r.wave for r in rows if r.status == ComparisonStatus.PENDING}
+    for wave in sorted({r.wave for r in rows if r.wave > fed}):
+        if wave in pending:
+            break
+        prior.add_wave(answered([r for r in rows if r.wave == wave], position))
+        fed = wave
+    return fed
+
+
+def planned_wave(
+    is_anchor: NDArray[np.bool_],
+    rows: list[ComparisonRow],
+    position: dict[str, int],
+    result: Fit | None,
+    rng: np.random.Generator,
+    remaining: int,
+    busy: set[int],
+) -> list[tuple[int, int]]:
+    """The next pairs (positions of essays), given every comparison asked so far."""
+    if remaining <= 0:
+        return []
+    state = PairingState.new(len(is_anchor), is_anchor)
+    for row in rows:  # in wave order (see RunStore.batch_and_comparisons)
+        if row.status != ComparisonStatus.CANCELLED:
+            state.record(position[row.essay_a_id], position[row.essay_b_id])
+    if result is not None:
+        state.scores, state.standard_errors = result.scores, result.standard_errors
+        state.covariance = result.covariance
+    return next_wave(state, rng, max_pairs=remaining, busy=busy)
+
+
+class BatchRun:
+    """One batch worked by this process: its essays and their texts, the answers waiting to be
+    recorded, the judge calls in flight, and the wave loop that drives them. `stop` asks it to end
+    at its next safe point."""
+
+    def __init__(self, context: RunContext, batch: Batch, essays: list[BatchEssay], stop: asyncio.Event) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.store = context.store
+        self.batch_id = batch.batch_id
+        self.essays = essays
+        self.stop = stop
+        self.position = {e.essay_id: e.position for e in essays}
+        self.is_anchor = np.array([e.is_anchor for e in essays])
+        self.rng = np.random.default_rng(batch.seed if batch.seed is not None else int(batch.batch_id[:8], 16))
+        # A seeded batch plans each wave from complete waves only, so that timing cannot change it.
+        self.reproducible = batch.seed is not None
+        self.recorder: Recorder = self.store.recorder(batch.batch_id)
+        # Waves overlap: the next one is queued as soon as the judge slots can take more, pairing
+        # only essays that are not being judged right now, so slow tails do not idle the judge.
+        self.inflight: dict[str, asyncio.Task[None]] = {}
+        self.limit = asyncio.Semaphore(self.settings.batch_concurrency)
+        # Keep a backlog of comparisons queued behind the judge slots, so that a slot that frees up
+        # is refilled at once while this loop records, fits and plans the next wave.
+        self.refill_at = max(1, self.settings.batch_concurrency + self.settings.batch_concurrency // 2)
+        # Stopping for decided grades: for batches with anchors, unless the request turned it off.
+        self.rules = StoppingRules(decided_share=batch.grade_stop_share or StoppingRules.decided_share)
+        self.decided_at = batch.grade_stop_probability or DECIDED_PROBABILITY
+        self.by_grades = bool(batch.grade_scale) and bool(self.is_anchor.any()) and not batch.grade_stop_off
+
+    async def work(self) -> None:
+        """Waves until the engine says stop, the batch is stopped, or it leaves RUNNING."""
+        texts = Texts(self.context.content, [e.text_storage_id for e in self.essays])
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            await self._waves(texts, stopping)
+        finally:
+            stopping.cancel()
+            for task in self.inflight.values():
+                task.cancel()
+            await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+            texts.close()
+
+    async def _waves(self, texts: Texts, stopping: asyncio.Future[Any]) -> None:
+        previous: NDArray[np.float64] | None = None
+        # The prior's width is re-chosen each time a wave is fully answered (after a restart, the
+        # waves answered before are replayed first).
+        prior, fed = PriorChoice(len(self.essays)), 0
+        while not self.stop.is_set():
+            batch, rows = await self.store.batch_and_comparisons(self.batch_id)
+            if batch.state != BatchState.RUNNING:
+                return
+            orphans = [r for r in rows if r.status == ComparisonStatus.PENDING and r.comparison_id not in self.inflight]
+            if orphans:  # sent before a restart, never answered: ask again
+                self._judge(batch, orphans, texts)
+            fed = await off_loop(feed_prior, prior, rows, self.position, fed)
+            # The answers once per wave, for the fit and the grades alike.
+            data = await off_loop(answered, rows, self.position)
+            result = await off_loop(fitted, len(self.essays), data, previous, prior.alpha)
+            change = None
+            if result is not None:
+                if previous is not None:
+                    change = float(np.max(np.abs(result.scores - previous)))
+                previous = result.scores
+                await self.store.record_fit(self.batch_id, self.essays, result, change)
+            share = None
+            if self.by_grades and result is not None:
+                share = await off_loop(decided, batch, self.essays, result, data, self.decided_at)
+            attempted = sum(r.status in ANSWERED for r in rows)
+            succeeded = sum(r.status == ComparisonStatus.DONE for r in rows)
+            reason = decide(
+                BatchProgress(
+                    essays=len(self.essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
+                    max_score_change=change,
+                    ssr=None if result is None else scale_separation_reliability(result.scores, result.standard_errors),
+                    decided=share,
+                ),
+                self.rules,
+            )  # fmt: skip
+            if reason == StopReason.CONTINUE and len(self.inflight) <= (0 if self.reproducible else self.refill_at):
+                busy = {self.position[r.essay_a_id] for r in rows if r.comparison_id in self.inflight}
+                busy |= {self.position[r.essay_b_id] for r in rows if r.comparison_id in self.inflight}
+                wave = await off_loop(
+                    planned_wave,
+                    self.is_anchor, rows, self.position, result, self.rng, batch.comparison_budget - len(rows), busy,
+                )  # fmt: skip
+                if wave:
+                    self._judge(batch, await self.store.write_wave(batch, wave, self.essays), texts)
+                elif not self.inflight:
+                    reason = StopReason.EXHAUSTED
+            if reason != StopReason.CONTINUE and not self.inflight:
+                await self._end(reason, attempted, succeeded, prior.alpha)
+                return
+            # Wait for at least one answer (for all of them once the batch is stopping).
+            goal = (
+                min(self.refill_at, len(self.inflight) - 1)
+                if reason == StopReason.CONTINUE and not self.reproducible
+                else 0
+            )
+            while self.inflight and len(self.inflight) > goal and not self.stop.is_set():
+                waiting: list[asyncio.Future[Any]] = [*self.inflight.values(), stopping]
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in [t for t in self.inflight.values() if t.done()]:
+                    task.result()  # a judging task that crashed fails the batch
+                self.inflight = {cid: t for cid, t in self.inflight.items() if not t.done()}
+            await self.recorder.flush()
+            self.context.changed(self.batch_id)
+
+    async def _end(self, reason: StopReason, attempted: int, succeeded: int, alpha: float) -> None:
+        if reason == StopReason.TOO_MANY_FAILURES:
+            await self.store.fail(self.batch_id, await self.store.failure_reason(self.batch_id, attempted, succeeded))
+        elif succeeded == 0:
+            await self.store.fail(self.batch_id, "no comparison succeeded")
+        else:
+            log.info("batch %s stops: %s", self.batch_id, reason.value)
+            await finalize(self.store, self.batch_id, reason.value, alpha)
+
+    def _judge(self, batch: Batch, rows: Sequence[ComparisonRow], texts: Texts) -> None:
+        """Judge rows in background tasks; their answers go to the recorder."""
+        storage = {e.essay_id: e.text_storage_id for e in self.essays}
+        judging = self.context.judging
+
+        async def one(row: ComparisonRow) -> None:
+            async with self.limit, judging.service_limit:
+                request = judging.request(
+                    batch, await texts.get(storage[row.essay_a_id]), await texts.get(storage[row.essay_b_id])
+                )
+                self.recorder.add(row.comparison_id, await judging.judge(batch, row, request))
+
+        for row in rows:
+            self.inflight[row.comparison_id] = asyncio.create_task(one(row))
