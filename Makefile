@@ -28,7 +28,7 @@ test: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m mypy cj_svc/engine runner/client.py mesh_server mesh_common
+	$(PY) -m mypy cj_svc/engine cj_svc/workflow runner/client.py mesh_server mesh_common
 	$(PY) scripts/generate.py --check
 	$(BUF) lint
 	$(BUF) format --diff --exit-code

@@ -43,7 +43,7 @@ def _assignment_references(prompt_id: str | None, rubric_id: str | None) -> list
 
 @dataclass
 class AdminStore:
-    sessions: async_sessionmaker
+    sessions: async_sessionmaker[AsyncSession]
     content: ContentClient
 
     async def _check_stored(self, *references: Reference) -> None:
@@ -107,25 +107,25 @@ class AdminStore:
     async def update_assignment(
         self, assignment_id: str, request: RequestKey | None = None, **changes: str | None
     ) -> Assignment:
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if "grade_scale" in changes:
-            known_scale(changes["grade_scale"])
+        given = {k: v for k, v in changes.items() if v is not None}
+        if "grade_scale" in given:
+            known_scale(given["grade_scale"])
         await self._check_stored(
-            *_assignment_references(changes.get("student_prompt_storage_id"), changes.get("judge_rubric_storage_id"))
+            *_assignment_references(given.get("student_prompt_storage_id"), given.get("judge_rubric_storage_id"))
         )
 
         async def transaction(session: AsyncSession) -> Any:
             row = await session.get(Assignment, assignment_id, with_for_update=True)
             if row is None:
                 raise not_found(assignment_id)
-            scale = changes.pop("grade_scale", None)
+            scale = given.pop("grade_scale", None)
             if scale is not None and scale != row.grade_scale:
                 raise errors.FailedPrecondition(
                     f"the grade scale of {assignment_id!r} is {row.grade_scale} and cannot change once set; "
                     "create a new assignment for another scale",
                     field="grade_scale",
                 )
-            for key, value in changes.items():
+            for key, value in given.items():
                 setattr(row, key, value or (None if key.endswith("storage_id") else ""))
             row.updated_at = datetime.now(UTC)
             remember(session, request)

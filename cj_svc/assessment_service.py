@@ -254,7 +254,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
 
     async def ListBatches(self, request: assessment_pb2.ListBatchesRequest, context: grpc.aio.ServicerContext):
         state = STATES_BY_VALUE[request.state] if request.state else None
-        views, token = await self.batches.list(request.page_size, request.page_token, state, caller())
+        views, token = await self.batches.list_batches(request.page_size, request.page_token, state, caller())
         return assessment_pb2.ListBatchesResponse(batches=[batch_message(v) for v in views], next_page_token=token)
 
     async def WatchBatch(

@@ -112,7 +112,7 @@ async def transition(
     """Move a batch to `to_state` if its current state allows it; False if it did not. `release`:
     let go of the batch's lease in the same write (its worker's own last transition), so that no
     one sees the batch ended and still held."""
-    values: dict = {"state": to_state, "updated_at": datetime.now(UTC)}
+    values: dict[str, Any] = {"state": to_state, "updated_at": datetime.now(UTC)}
     if reason is not None:
         values["state_reason"] = reason
     if to_state in FINAL_STATES:
@@ -122,7 +122,7 @@ async def transition(
     result = await session.execute(
         update(Batch).where(Batch.batch_id == batch_id, Batch.state.in_(ALLOWED_FROM[to_state])).values(**values)
     )
-    return result.rowcount == 1
+    return database.changed_rows(result) == 1
 
 
 def unique_essay_ids(essays: list[EssayInput]) -> None:
@@ -145,12 +145,16 @@ async def failure_counts(session: AsyncSession, batch_id: str) -> Counter[str]:
         .where(Comparison.batch_id == batch_id, Comparison.status == ComparisonStatus.FAILED)
         .group_by(Comparison.error_code)
     )
-    return Counter(dict((await session.execute(query)).all()))
+    return Counter({code or "": count for code, count in (await session.execute(query)).all()})
 
 
 class Batches:
     def __init__(
-        self, sessions: async_sessionmaker, content: ContentClient, default_provider: str, budget_per_essay: int
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        content: ContentClient,
+        default_provider: str,
+        budget_per_essay: int,
     ) -> None:
         self.sessions = sessions
         self.content = content
@@ -337,7 +341,7 @@ class Batches:
                 raise errors.NotFound(f"no batch {batch_id} among the batches you may see", field="batch_id")
             return await self._view(session, batch)
 
-    async def list(
+    async def list_batches(
         self, page_size: int, page_token: str, state: str | None, caller: Caller = EVERYONE
     ) -> tuple[list[BatchView], str]:
         size = page_size or 50

@@ -74,7 +74,7 @@ class ContentClient:
             if error.code() == grpc.StatusCode.DATA_LOSS:
                 raise self._damaged(error) from None
             raise self._unavailable(error) from None
-        return response.content.decode("utf-8", errors="replace")
+        return str(response.content.decode("utf-8", errors="replace"))
 
     async def texts(self, storage_ids: list[str]) -> dict[str, str]:
         """Many texts by BatchGet (storage id -> text), asking again for what did not fit in one

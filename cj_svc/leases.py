@@ -26,7 +26,7 @@ class LeaseLost(Exception):
 
 
 class Leases:
-    def __init__(self, sessions: async_sessionmaker, owner: str, seconds: float) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], owner: str, seconds: float) -> None:
         self.sessions = sessions
         self.owner = owner
         self.seconds = seconds
@@ -47,7 +47,7 @@ class Leases:
                 .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=self.seconds))
             ),
         )
-        return result.rowcount == 1
+        return database.changed_rows(result) == 1
 
     async def claim_free(self, limit: int = 20) -> list[str]:
         """Claim up to `limit` unfinished batches that nobody holds (or whose lease expired)."""
@@ -86,7 +86,7 @@ class Leases:
                 .values(lease_expires_at=now + timedelta(seconds=self.seconds))
             ),
         )
-        if result.rowcount != 1:
+        if database.changed_rows(result) != 1:
             raise LeaseLost(f"batch {batch_id} is no longer leased to {self.owner}")
 
     async def release(self, batch_id: str) -> None:

@@ -39,7 +39,7 @@ def _kind_name(kind: str) -> str:
     return kind.removeprefix("CONTENT_KIND_").lower().replace("_", " ")
 
 
-def problem(reference: Reference, held: Held | None) -> tuple[str, str] | None:
+def problem(reference: Reference, held: Held | None) -> tuple[ErrorCode, str] | None:
     """(error code, what is wrong and how to fix it) for one reference, or None when it is fine."""
     where = f"{reference.what} ({reference.field}, storage id {reference.storage_id})"
     if held is None:

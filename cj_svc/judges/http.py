@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import httpx
 
@@ -33,7 +34,7 @@ class _HttpJudge:
         self.default_model = default_model
         self.client = httpx.AsyncClient(timeout=timeout)
 
-    async def _post(self, path: str, body: dict, headers: dict[str, str]) -> dict:
+    async def _post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         try:
             response = await self.client.post(f"{self.base_url}{path}", json=body, headers=headers)
         except httpx.TimeoutException as error:
@@ -43,11 +44,12 @@ class _HttpJudge:
         if response.status_code != 200:
             raise _status_error(response)
         try:
-            return response.json()
+            answer: dict[str, Any] = response.json()
         except ValueError:
             raise JudgeError(
                 ErrorCode.PARSING_ERROR, f"the provider's answer is not JSON: {response.text[:200]}"
             ) from None
+        return answer
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -60,7 +62,7 @@ class OpenAIJudge(_HttpJudge):
 
     async def compare(self, request: JudgeRequest) -> Verdict:
         model = request.model or self.default_model
-        body: dict = {
+        body: dict[str, Any] = {
             "model": model,
             "messages": [
                 {"role": "system", "content": request.system_prompt or DEFAULT_SYSTEM_PROMPT},
@@ -93,7 +95,7 @@ class AnthropicJudge(_HttpJudge):
 
     async def compare(self, request: JudgeRequest) -> Verdict:
         model = request.model or self.default_model
-        body: dict = {
+        body: dict[str, Any] = {
             "model": model,
             "max_tokens": request.max_tokens or 400,
             "system": request.system_prompt or DEFAULT_SYSTEM_PROMPT,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from prometheus_client import Histogram
-from sqlalchemy import CursorResult, ScalarSelect, Table, bindparam, func, insert, select, update
+from sqlalchemy import ScalarSelect, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cj_svc.batches import failure_counts, transition
@@ -226,15 +226,12 @@ class RunStore:
         async def transaction(session: AsyncSession) -> None:
             await session.execute(insert(Comparison), values)
             # Fenced by the lease: a replica that lost the batch writes no new comparisons.
-            owned = cast(
-                "CursorResult[Any]",
-                await session.execute(
-                    update(Batch)
-                    .where(Batch.batch_id == batch.batch_id, Batch.lease_owner == self.replica_id)
-                    .values(wave=number, updated_at=now)
-                ),
+            owned = await session.execute(
+                update(Batch)
+                .where(Batch.batch_id == batch.batch_id, Batch.lease_owner == self.replica_id)
+                .values(wave=number, updated_at=now)
             )
-            if owned.rowcount != 1:
+            if database.changed_rows(owned) != 1:
                 raise LeaseLost(f"batch {batch.batch_id} is no longer leased to {self.replica_id}")  # rolls back
 
         await database.write(self.sessions, transaction)
