@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from cj_svc.settings import CJSettings
 from mesh_server import database
 from mesh_server.auth import hash_token
-from mesh_server.cli import serve_command
+from mesh_server.cli import serve_command, started_by
 
 app = typer.Typer(
     help="The CJ mesh CJ Service: assignments, anchors, batches, comparisons, results.", no_args_is_help=True
@@ -21,14 +21,8 @@ DatabaseUrl = Annotated[
 ]
 
 
-async def _start(settings: CJSettings) -> Any:
-    from cj_svc.app import start  # imported when serving: the other commands start faster
-
-    return await start(settings)
-
-
 serve_command(
-    app, CJSettings, "CJ_SVC_", "cj-svc", _start,
+    app, CJSettings, "CJ_SVC_", "cj-svc", started_by("cj_svc.app"),
     "Serve huleedu.cj.v1.AdminService and AssessmentService until SIGTERM or SIGINT.",
 )  # fmt: skip
 

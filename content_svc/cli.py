@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from content_svc.settings import BlobStoreKind, ContentSettings
 from mesh_server import database
-from mesh_server.cli import serve_command
+from mesh_server.cli import serve_command, started_by
 
 app = typer.Typer(help="The CJ mesh Content Service: stores texts, hands out storage ids.", no_args_is_help=True)
 _defaults = ContentSettings()
@@ -27,14 +27,8 @@ BlobStoreOption = Annotated[
 ]
 
 
-async def _start(settings: ContentSettings) -> Any:
-    from content_svc.app import start  # imported when serving: the other commands start faster
-
-    return await start(settings)
-
-
 serve_command(
-    app, ContentSettings, "CONTENT_SVC_", "content-svc", _start,
+    app, ContentSettings, "CONTENT_SVC_", "content-svc", started_by("content_svc.app"),
     "Serve huleedu.content.v1.ContentService until SIGTERM or SIGINT.",
 )  # fmt: skip
 
