@@ -19,7 +19,6 @@ from cj_svc.settings import CJSettings
 from cj_svc.workflow import Workflow
 from mesh_common.tokens import secret
 from mesh_server import database
-from mesh_server.auth import Authorizer
 from mesh_server.metrics import serve_metrics
 from mesh_server.server import MeshServer, Registration
 
@@ -54,14 +53,14 @@ async def start(settings: CJSettings) -> CJApp:
     engine = await database.open_migrated("cj", settings.database_url, settings.migrate)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     content = ContentClient(settings.content_address, settings.content_tls, content_token)
-    authorizer = Authorizer.parse(settings.tokens, {ADMIN_SERVICE: "admin"})
     batches = Batches(sessions, content, settings.judge_provider, settings.default_budget_per_essay)
     workflow = Workflow(settings, sessions, content, batches)
 
     async def readiness() -> str | None:
         return await database.probe_write(sessions, HealthProbe) or await content.ready()
 
-    server = MeshServer(
+    server = MeshServer.of(
+        settings,
         [
             Registration(
                 admin_pb2_grpc.add_AdminServiceServicer_to_server,
@@ -74,15 +73,9 @@ async def start(settings: CJSettings) -> CJApp:
                 ASSESSMENT_SERVICE,
             ),
         ],
-        listen=settings.listen,
-        grace_seconds=settings.grace_seconds,
         readiness=readiness,
-        authorizer=authorizer,
-        tls=settings.tls,
+        roles={ADMIN_SERVICE: "admin"},
     )
     await server.start()
     await workflow.start()
-    app = CJApp(settings, server, content, engine, workflow)
-    if settings.metrics_listen:
-        app.metrics_port = serve_metrics(settings.metrics_listen)
-    return app
+    return CJApp(settings, server, content, engine, workflow, serve_metrics(settings.metrics_listen))

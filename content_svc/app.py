@@ -18,7 +18,6 @@ from content_svc.settings import ContentSettings
 from content_svc.store import ContentStore
 from mesh_server import database
 from mesh_server.allocator import retain_freed_memory
-from mesh_server.auth import Authorizer
 from mesh_server.metrics import serve_metrics
 from mesh_server.server import MeshServer, Registration
 
@@ -82,20 +81,14 @@ async def start(settings: ContentSettings) -> ContentApp:
     store = ContentStore(engine, blobs, settings.max_object_bytes, settings.max_text_bytes)
     await report_broken_content(store)
     limits = UploadLimits(settings.max_uploads, settings.max_uploads_per_connection, settings.upload_idle_seconds)
-    server = MeshServer(
+    server = MeshServer.of(
+        settings,
         [
             Registration(
                 content_pb2_grpc.add_ContentServiceServicer_to_server, ContentService(store, limits), SERVICE_NAME
             )
         ],
-        listen=settings.listen,
-        grace_seconds=settings.grace_seconds,
         readiness=store.problem,
-        authorizer=Authorizer.parse(settings.tokens),
-        tls=settings.tls,
     )
     await server.start()
-    app = ContentApp(settings, server, store)
-    if settings.metrics_listen:
-        app.metrics_port = serve_metrics(settings.metrics_listen)
-    return app
+    return ContentApp(settings, server, store, serve_metrics(settings.metrics_listen))

@@ -23,7 +23,10 @@ HANDLING_SECONDS = Histogram(
 
 
 def serve_metrics(listen: str) -> int:
-    """Serve /metrics on `host:port` (port 0 picks one); returns the bound port."""
+    """Serve /metrics on `host:port` (port 0 picks one); returns the bound port, or 0 when
+    `listen` is empty (no metrics served)."""
+    if not listen:
+        return 0
     host, _, port = listen.rpartition(":")
     server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
     return int(server.server_address[1])

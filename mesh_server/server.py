@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from mesh_common.tls import MESSAGE_SIZE_OPTIONS, TlsFiles
 from mesh_server.auth import Authorizer
 from mesh_server.interceptor import ServerInterceptor
+from mesh_server.settings import ServiceSettings
 
 log = logging.getLogger("mesh.server")
 
@@ -56,6 +57,21 @@ class MeshServer:
     port: int = 0
     interceptor: ServerInterceptor | None = None
     _watch: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        settings: ServiceSettings,
+        registrations: list[Registration],
+        readiness: Callable[[], Awaitable[str | None]],
+        roles: dict[str, str] | None = None,
+    ) -> MeshServer:
+        """A server as a service's settings say: where it listens, its grace, tokens (each service
+        in `roles` needs that role) and TLS."""
+        return cls(
+            registrations, listen=settings.listen, grace_seconds=settings.grace_seconds, readiness=readiness,
+            authorizer=Authorizer.parse(settings.tokens, roles), tls=settings.tls,
+        )  # fmt: skip
 
     @property
     def address(self) -> str:
