@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cj_svc.content_client import ContentClient
 from cj_svc.engine.scales import SCALES, get_scale
 from cj_svc.models import Anchor, Assignment
-from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
+from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check, unknown_assignment
 from cj_svc.requests import RequestKey, remember
 from mesh_server import database, errors, pages
 
@@ -24,14 +24,6 @@ def known_scale(key: str, field: str = "grade_scale") -> str:
             f"unknown grade scale {key!r}; known scales: {', '.join(sorted(SCALES))}", field=field
         )
     return key
-
-
-def not_found(assignment_id: str) -> errors.NotFound:
-    return errors.NotFound(
-        f"no assignment {assignment_id!r}; create it first (cj-runner admin create-assignment "
-        f"--assignment-id {assignment_id} ...)",
-        field="assignment_id",
-    )
 
 
 def _assignment_references(prompt_id: str | None, rubric_id: str | None) -> list[Reference]:
@@ -91,7 +83,7 @@ class AdminStore:
         async with self.sessions() as session:
             row = await session.get(Assignment, assignment_id)
         if row is None:
-            raise not_found(assignment_id)
+            raise unknown_assignment(assignment_id)
         return row
 
     async def list_assignments(self, page_size: int, page_token: str) -> tuple[list[Assignment], str]:
@@ -117,7 +109,7 @@ class AdminStore:
         async def transaction(session: AsyncSession) -> Any:
             row = await session.get(Assignment, assignment_id, with_for_update=True)
             if row is None:
-                raise not_found(assignment_id)
+                raise unknown_assignment(assignment_id)
             scale = given.pop("grade_scale", None)
             if scale is not None and scale != row.grade_scale:
                 raise errors.FailedPrecondition(
@@ -137,7 +129,7 @@ class AdminStore:
         async def transaction(session: AsyncSession) -> Any:
             row = await session.get(Assignment, assignment_id)
             if row is None:
-                raise not_found(assignment_id)
+                raise unknown_assignment(assignment_id)
             for anchor in (
                 await session.execute(select(Anchor).where(Anchor.assignment_id == assignment_id))
             ).scalars():

@@ -18,10 +18,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cj_svc.admin import not_found
 from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
-from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check
+from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check, unknown_assignment
 from cj_svc.requests import RequestKey, remember
 from cj_svc.vocabulary import ALLOWED_FROM, FINAL_STATES, BatchState, ComparisonStatus
 from mesh_common.error_codes import ErrorCode
@@ -274,7 +273,7 @@ class Batches:
         async with self.sessions() as session:
             assignment = await session.get(Assignment, assignment_id)
             if assignment is None:
-                raise not_found(assignment_id)
+                raise unknown_assignment(assignment_id)
             query = select(Anchor).where(
                 Anchor.assignment_id == assignment_id, Anchor.grade_scale == assignment.grade_scale
             )

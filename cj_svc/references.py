@@ -1,5 +1,6 @@
-"""What stored content a reference may point at: the rule SubmitBatch and the AdminService check
-before they accept a storage id. No grpc here: the Content Service's answer comes in as `Held`."""
+"""What a request may refer to: stored content of the right kind (the rule SubmitBatch and the
+AdminService check before they accept a storage id) and an assignment that exists. No grpc here:
+the Content Service's answer comes in as `Held`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ PROMPT_KINDS = frozenset({"CONTENT_KIND_STUDENT_PROMPT"})
 RUBRIC_KINDS = frozenset({"CONTENT_KIND_JUDGE_RUBRIC"})
 # The CJ Service reads texts with Get and BatchGet, which answer up to this much content.
 MAX_TEXT_BYTES = 4 * 1024 * 1024
+
+
+def unknown_assignment(assignment_id: str) -> errors.NotFound:
+    """The refusal of a request that names an assignment there is none of."""
+    return errors.NotFound(
+        f"no assignment {assignment_id!r}; create it first (cj-runner admin create-assignment "
+        f"--assignment-id {assignment_id} ...)",
+        field="assignment_id",
+    )
 
 
 @dataclass(frozen=True)
