@@ -126,7 +126,7 @@ async def test_a_prompt_stored_with_nul_before_the_rule_is_refused_not_internal(
 async def test_a_text_damaged_during_a_batch_fails_only_itself(mesh) -> None:
     """The workflow fetches texts a hundred per BatchGet; one damaged text must not take the others down."""
     from cj_svc.content_client import ContentClient
-    from cj_svc.workflow.judging import Texts as _Texts
+    from cj_svc.workflow.judging import Texts
     from mesh_server import errors
     from tests.support.blobs import damage
 
@@ -134,7 +134,7 @@ async def test_a_text_damaged_during_a_batch_fails_only_itself(mesh) -> None:
     ids = await store_texts(mesh.content, texts)
     await damage(mesh.content_app, ids[42], "flipped byte")
     client = ContentClient(mesh.content_app.address)
-    fetching = _Texts(client, ids)
+    fetching = Texts(client, ids)
     try:
         results = await asyncio.gather(*(fetching.get(i) for i in ids), return_exceptions=True)
     finally:
