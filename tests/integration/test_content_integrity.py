@@ -228,9 +228,15 @@ async def test_client_cancels_at_random_points_over_grpc(content_app) -> None:
             writing = asyncio.ensure_future(write_all(call, iter_upload(data, 16 * 1024)))
             await asyncio.sleep(rng.random() * 0.02)
             call.cancel()
-            await asyncio.gather(writing, return_exceptions=True)
+            try:
+                await asyncio.wait_for(asyncio.gather(writing, return_exceptions=True), 10)
+            except TimeoutError:
+                raise AssertionError("HANG-IN-CLIENT-WRITE") from None
     await asyncio.sleep(0.5)  # the server sees the cancels asynchronously
-    await content_app.store.close()
+    try:
+        await asyncio.wait_for(content_app.store.close(), 10)
+    except TimeoutError:
+        raise AssertionError(f"HANG-IN-STORE-CLOSE {content_app.store._committing}") from None
     assert (await invariants(content_app))[1] == []
 
 
