@@ -371,19 +371,37 @@ STREAM_ENDED = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateE
 
 
 async def write_all(call: Any, messages: Iterable[Any]) -> None:
-    """Write a client stream and half-close it, stopping as soon as the server has ended the call.
+    """Write a client stream and half-close it, stopping as soon as the call has ended (refused by
+    the server, or cancelled).
 
     The call's own status (await it) then says what happened: a grpc.aio client whose write fails
     after the server refused would otherwise see a client-side error instead (grpc/grpc#36066).
+    Each write also stops when the call ends: a write waiting on flow control when the call is
+    cancelled is otherwise never resolved, and the writer would wait forever.
     """
+    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def end(_: Any) -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    call.add_done_callback(end)
     try:
         for message in messages:
             if call.done():
                 return
-            await call.write(message)
+            writing = asyncio.ensure_future(call.write(message))
+            await asyncio.wait([writing, ended], return_when=asyncio.FIRST_COMPLETED)
+            if not writing.done():
+                writing.cancel()
+                await asyncio.gather(writing, return_exceptions=True)
+                return
+            writing.result()
         await call.done_writing()
     except STREAM_ENDED:
         pass
+    finally:
+        ended.cancel()
 
 
 def upload_messages(item: Item, kind: Kind) -> Iterator[content_pb2.UploadRequest]:
