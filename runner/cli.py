@@ -29,6 +29,7 @@ from mesh_common.tokens import secret
 from runner import inventory as inv
 from runner.client import (
     BATCH_STATES,
+    PROVIDERS,
     Batch,
     BatchSpec,
     EssaySpec,
@@ -47,13 +48,8 @@ out = Console()
 PLACEHOLDER = "0" * 32  # dry-run storage ids: clearly not real
 
 
-class Provider(enum.StrEnum):
-    """The judges a CJ Service can run (the contract's JudgeProvider)."""
-
-    heuristic = "heuristic"
-    simulated = "simulated"
-    openai = "openai"
-    anthropic = "anthropic"
+# `--provider`'s choices: the contract's judge providers, by name.
+Provider = enum.StrEnum("Provider", {name: name for name in PROVIDERS})
 
 
 def say(message: str) -> None:

@@ -47,6 +47,12 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".docx": "text/plain; charset=utf-8",
 }
+# The judges a CJ Service can run, by name: the contract's JudgeProvider values, lower case.
+PROVIDERS = tuple(
+    name.removeprefix("JUDGE_PROVIDER_").lower()
+    for name in assessment_pb2.JudgeProvider.keys()
+    if name != "JUDGE_PROVIDER_UNSPECIFIED"
+)
 Kind = Literal["student", "prompt", "anchor", "rubric"]
 _KINDS: dict[str, common_pb2.ContentKind.ValueType] = {
     "student": common_pb2.CONTENT_KIND_ESSAY_TEXT,
