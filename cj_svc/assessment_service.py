@@ -100,6 +100,8 @@ def batch_message(view: BatchView) -> assessment_pb2.Batch:
             comparison_budget=b.comparison_budget,
             wave=b.wave,
             current_ssr=b.current_ssr,
+            cost_usd=b.cost_usd,
+            max_cost_usd=b.max_cost_usd,
         ),
         state_reason=b.state_reason,
         request_id=b.request_id,
@@ -126,10 +128,16 @@ def comparison_message(row: Comparison) -> assessment_pb2.Comparison:
         correlation_id=row.request_correlation_id,
         create_time=timestamp(row.created_at),
         complete_time=timestamp(row.completed_at),
+        cached=row.cached,
+        tokens_in=row.tokens_in or 0,
+        tokens_out=row.tokens_out or 0,
+        tokens_cached=row.tokens_cached or 0,
+        cost_usd=row.cost_usd,
     )
 
 
-def results_message(results: Results) -> assessment_pb2.BatchResults:
+def results_message(results: Results, model: str) -> assessment_pb2.BatchResults:
+    """The results of a batch whose judge asked `model`."""
     batch = results.batch.batch
     message = assessment_pb2.BatchResults(batch=batch_message(results.batch), grade_scale=batch.grade_scale or "")
     anchors = [e for e in results.essays if e.is_anchor]
@@ -183,8 +191,10 @@ def results_message(results: Results) -> assessment_pb2.BatchResults:
     usage = results.usage
     message.judge_usage.CopyFrom(
         assessment_pb2.JudgeUsage(
-            provider=batch.judge_provider, model=batch.judge_model, calls=int(usage["calls"]),
+            provider=batch.judge_provider, model=model, calls=int(usage["calls"]),
             tokens_in=int(usage["tokens_in"]), tokens_out=int(usage["tokens_out"]), mean_latency_ms=float(usage["latency_ms"]),
+            cached_answers=int(usage["cached_answers"]), tokens_cached=int(usage["tokens_cached"]),
+            tokens_cache_written=int(usage["tokens_cache_written"]), cost_usd=batch.cost_usd,
         )
     )  # fmt: skip
     return message
@@ -216,6 +226,10 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
             raise errors.FailedPrecondition(
                 problem, field="judge.provider", error_code=ErrorCode.LLM_CONFIGURATION_ERROR
             )
+        if request.HasField("max_cost_usd"):
+            unpriced = self.workflow.judging.unpriced(provider or self.workflow.settings.judge_provider, judge.model)
+            if unpriced:
+                raise errors.InvalidArgument(unpriced, field="max_cost_usd")
         view, created = await self.batches.submit(
             BatchRequest(
                 # One UUID, however it is spelled (AIP-155): the contract checked it is one.
@@ -242,6 +256,8 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 grade_stop_share=stop.share if stop.HasField("share") else None,
                 grade_stop_probability=stop.probability if stop.HasField("probability") else None,
                 grade_stop_off=stop.off,
+                max_cost_usd=request.max_cost_usd if request.HasField("max_cost_usd") else None,
+                no_cache=request.no_cache,
                 correlation_id=correlation.current.get(),
                 submitted_by=principal,
             )
@@ -278,9 +294,10 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 )
 
     async def GetBatchResults(self, request: assessment_pb2.GetBatchResultsRequest, context: grpc.aio.ServicerContext):
-        return assessment_pb2.GetBatchResultsResponse(
-            results=results_message(await self.batches.results(request.batch_id, caller()))
-        )
+        results = await self.batches.results(request.batch_id, caller())
+        batch = results.batch.batch
+        model = self.workflow.judges.model(batch.judge_provider, batch.judge_model)
+        return assessment_pb2.GetBatchResultsResponse(results=results_message(results, model))
 
     async def ListComparisons(self, request: assessment_pb2.ListComparisonsRequest, context: grpc.aio.ServicerContext):
         rows, token = await self.batches.comparisons(request.batch_id, request.page_size, request.page_token, caller())

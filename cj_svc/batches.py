@@ -83,6 +83,8 @@ class BatchRequest:
     grade_stop_share: float | None = None
     grade_stop_probability: float | None = None
     grade_stop_off: bool = False
+    max_cost_usd: float | None = None
+    no_cache: bool = False
     correlation_id: str = ""
     # Who submits: the essays and the prompt it sends must be content it may read.
     submitted_by: Principal | None = None
@@ -232,6 +234,8 @@ class Batches:
             grade_stop_share=request.grade_stop_share,
             grade_stop_probability=request.grade_stop_probability,
             grade_stop_off=request.grade_stop_off,
+            max_cost_usd=request.max_cost_usd,
+            no_cache=request.no_cache,
             wave=0,
             comparisons_done=0,
             comparisons_failed=0,
@@ -420,11 +424,13 @@ class Batches:
                 await session.execute(
                     select(
                         func.count(Comparison.latency_ms), func.sum(Comparison.tokens_in), func.sum(Comparison.tokens_out),
-                        func.avg(Comparison.latency_ms),
+                        func.avg(Comparison.latency_ms), func.count(Comparison.cached).filter(Comparison.cached),
+                        func.sum(Comparison.tokens_cached), func.sum(Comparison.tokens_cache_written),
                     ).where(Comparison.batch_id == batch_id)
                 )
             ).one()  # fmt: skip
         return Results(
             view, essays, result, projections, failures,
-            {"calls": usage[0] or 0, "tokens_in": usage[1] or 0, "tokens_out": usage[2] or 0, "latency_ms": usage[3] or 0.0},
+            {"calls": usage[0] or 0, "tokens_in": usage[1] or 0, "tokens_out": usage[2] or 0, "latency_ms": usage[3] or 0.0,
+             "cached_answers": usage[4] or 0, "tokens_cached": usage[5] or 0, "tokens_cache_written": usage[6] or 0},
         )  # fmt: skip

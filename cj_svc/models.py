@@ -103,10 +103,15 @@ class Batch(Base):
     grade_stop_share: Mapped[float | None] = mapped_column(Float)
     grade_stop_probability: Mapped[float | None] = mapped_column(Float)
     grade_stop_off: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Its cost ceiling in US dollars (the request's max_cost_usd), and whether it may reuse answers.
+    max_cost_usd: Mapped[float | None] = mapped_column(Float)
+    no_cache: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     wave: Mapped[int] = mapped_column(Integer, default=0)
     comparisons_done: Mapped[int] = mapped_column(Integer, default=0)
     comparisons_failed: Mapped[int] = mapped_column(Integer, default=0)
     current_ssr: Mapped[float | None] = mapped_column(Float)
+    # What its answers cost so far (recounted with comparisons_done); None without a price.
+    cost_usd: Mapped[float | None] = mapped_column(Float)
     max_score_change: Mapped[float | None] = mapped_column(Float)
     correlation_id: Mapped[str] = mapped_column(String(100), default="")
     # Which replica works the batch, until when (renewed while it works).
@@ -164,6 +169,13 @@ class Comparison(Base):
     model: Mapped[str] = mapped_column(String(200), default="")
     tokens_in: Mapped[int | None] = mapped_column(Integer)
     tokens_out: Mapped[int | None] = mapped_column(Integer)
+    # Parts of tokens_in: read from and written to the provider's prompt cache.
+    tokens_cached: Mapped[int | None] = mapped_column(Integer)
+    tokens_cache_written: Mapped[int | None] = mapped_column(Integer)
+    # US dollars, priced when answered; None when the model has no price.
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    # Answered from the judgement cache: no call was made.
+    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
     completed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
@@ -227,3 +239,18 @@ class HandledRequest(Base):
     # sha256 of the request without its request_id (see cj_svc.requests.fingerprint)
     fingerprint: Mapped[str] = mapped_column(String(64))
     handled_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class Judgement(Base):
+    """A judge's answer kept for reuse: the same two texts in the same order, asked of the same judge
+    with the same settings, are not paid for twice (see cj_svc.judgements)."""
+
+    __tablename__ = "judgements"
+
+    # sha256 of everything the answer depends on (cj_svc.judgements.judgement_key)
+    judgement_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    winner: Mapped[str] = mapped_column(String(10))
+    confidence: Mapped[int] = mapped_column(Integer)
+    justification: Mapped[str] = mapped_column(Text, default="")
+    model: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)

@@ -25,8 +25,6 @@ from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -522,8 +520,7 @@ class ContentStore:
             rows = [{"storage_id": i, "user_id": uploader.user_id, "org_id": uploader.org_id, "created_at": now}
                     for i in new]  # fmt: skip
             async with self.sessions.begin() as session:
-                insert = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
-                await session.execute(insert(ContentGrant).on_conflict_do_nothing(), rows)
+                await database.insert_new(session, ContentGrant, rows)
         return [s if s.storage_id in had else replace(s, deduplicated=False, repaired=False) for s in stored]
 
     # -- state -----------------------------------------------------------------------------

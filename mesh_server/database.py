@@ -6,7 +6,7 @@ PostgreSQL via asyncpg in production; SQLite via aiosqlite as the embedded defau
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -16,6 +16,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, event, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, CursorResult, Result, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -140,6 +142,12 @@ def changed_rows(result: Result[Any]) -> int:
     """How many rows an UPDATE or DELETE changed (its result is a cursor result; the ORM's
     `session.execute` is typed as returning any result)."""
     return cast("CursorResult[Any]", result).rowcount
+
+
+async def insert_new(session: AsyncSession, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert `rows` into `table` (an ORM class), skipping those whose key is there already."""
+    dialect_insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+    await session.execute(dialect_insert(table).on_conflict_do_nothing(), rows)
 
 
 async def write(sessions: async_sessionmaker[AsyncSession], work: Callable[[AsyncSession], Awaitable[T]]) -> T:

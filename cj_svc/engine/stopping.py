@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 
@@ -12,6 +13,7 @@ class StopReason(enum.Enum):
     TARGET_RELIABILITY = "target_reliability"  # SSR reached the target
     GRADES_DECIDED = "grades_decided"  # enough students hold a grade with enough probability
     BUDGET = "budget"  # the comparison budget is used
+    COST_CEILING = "cost_ceiling"  # the recorded cost reached the batch's ceiling
     TOO_MANY_FAILURES = "too_many_failures"  # too few comparisons succeeded
     EXHAUSTED = "exhausted"  # no pair can be asked any more
 
@@ -38,6 +40,8 @@ class BatchProgress:
     # Share of students holding a grade at the batch's probability; None without grades or when the
     # batch does not stop for decided grades.
     decided: float | None = None
+    cost: float | None = None  # US dollars recorded so far; None: not priced
+    max_cost: float | None = None  # the batch's ceiling; None: none
 
 
 def decide(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> StopReason:
@@ -47,6 +51,8 @@ def decide(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> S
             return StopReason.TOO_MANY_FAILURES
     if progress.attempted >= progress.budget:
         return StopReason.BUDGET
+    if progress.max_cost is not None and progress.cost is not None and progress.cost >= progress.max_cost:
+        return StopReason.COST_CEILING
     per_essay = 2 * progress.succeeded / max(progress.essays, 1)
     if per_essay < rules.min_comparisons_per_essay:
         return StopReason.CONTINUE
@@ -57,3 +63,11 @@ def decide(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> S
     if progress.max_score_change is not None and progress.max_score_change < rules.stability_threshold:
         return StopReason.STABLE
     return StopReason.CONTINUE
+
+
+def affordable(cost: float | None, max_cost: float | None, paid: int, in_flight: int) -> int | None:
+    """How many more comparisons fit under the cost ceiling at the mean cost of the `paid` ones so
+    far, less those in flight; None when there is no ceiling or no cost to go by yet."""
+    if max_cost is None or cost is None or paid == 0 or cost <= 0:
+        return None
+    return max(0, math.floor((max_cost - cost) / (cost / paid)) - in_flight)

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from cj_svc.vocabulary import Winner
 from mesh_common.error_codes import ErrorCode
+from mesh_common.pricing import Usage
 
 JUSTIFICATION_MAX = 500
 
@@ -34,8 +35,7 @@ class Verdict:
     confidence: int  # 1..5
     justification: str
     model: str = ""
-    tokens_in: int | None = None
-    tokens_out: int | None = None
+    usage: Usage | None = None  # None: the judge reports no tokens (offline judges)
 
 
 class JudgeError(Exception):

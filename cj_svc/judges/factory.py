@@ -14,6 +14,8 @@ from cj_svc.settings import CJSettings
 PROVIDERS = ("heuristic", "simulated", "openai", "anthropic")
 # The hosted APIs answer nothing without a key; a self-hosted OpenAI-compatible server may need none.
 HOSTED = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+# The model a provider's judge asks for when neither the batch nor the service names one.
+DEFAULT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}
 
 
 class Judges:
@@ -43,6 +45,10 @@ class Judges:
             )
         return None
 
+    def model(self, provider: str, batch_model: str) -> str:
+        """The model a batch's comparisons are asked of (empty for the offline judges)."""
+        return batch_model or self.settings.judge_model or DEFAULT_MODELS.get(provider, "")
+
     def get(self, provider: str) -> Judge:
         if provider not in self._judges:
             self._judges[provider] = self._make(provider)
@@ -62,13 +68,16 @@ class Judges:
             )
         if provider == "openai":
             return OpenAIJudge(
-                s.openai_base_url, s.openai_api_key_env, s.judge_model or "gpt-4o-mini", s.judge_timeout_seconds
+                s.openai_base_url,
+                s.openai_api_key_env,
+                s.judge_model or DEFAULT_MODELS["openai"],
+                s.judge_timeout_seconds,
             )
         if provider == "anthropic":
             return AnthropicJudge(
                 s.anthropic_base_url,
                 s.anthropic_api_key_env,
-                s.judge_model or "claude-3-5-haiku-latest",
+                s.judge_model or DEFAULT_MODELS["anthropic"],
                 s.judge_timeout_seconds,
             )
         raise ValueError(f"unknown judge provider {provider!r}; use one of {', '.join(PROVIDERS)}")

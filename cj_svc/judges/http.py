@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 
 from cj_svc.judges.base import JudgeError, JudgeRequest, Verdict
-from cj_svc.judges.prompting import DEFAULT_SYSTEM_PROMPT, parse_verdict, user_message
+from cj_svc.judges.prompting import pair_message, parse_verdict, shared_prefix
 from mesh_common.error_codes import ErrorCode
+from mesh_common.pricing import Usage
 
 
 def _status_error(response: httpx.Response) -> JudgeError:
@@ -22,6 +23,37 @@ def _status_error(response: httpx.Response) -> JudgeError:
     if code >= 500:
         return JudgeError(ErrorCode.EXTERNAL_SERVICE_ERROR, f"provider error (HTTP {code}): {detail}", retryable=True)
     return JudgeError(ErrorCode.INVALID_REQUEST, f"the provider refused the request (HTTP {code}): {detail}")
+
+
+def _count(value: Any) -> int:
+    """A token count from a provider's answer; anything but a non-negative integer counts 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def openai_usage(usage: Any) -> Usage | None:
+    """Chat completions' usage: prompt_tokens include the cached ones
+    (prompt_tokens_details.cached_tokens)."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("prompt_tokens_details")
+    return Usage(
+        tokens_in=_count(usage.get("prompt_tokens")),
+        tokens_out=_count(usage.get("completion_tokens")),
+        tokens_cached=_count(details.get("cached_tokens")) if isinstance(details, dict) else 0,
+    )
+
+
+def anthropic_usage(usage: Any) -> Usage | None:
+    """Messages' usage: input_tokens exclude the tokens read from and written to the prompt cache."""
+    if not isinstance(usage, dict):
+        return None
+    read, written = _count(usage.get("cache_read_input_tokens")), _count(usage.get("cache_creation_input_tokens"))
+    return Usage(
+        tokens_in=_count(usage.get("input_tokens")) + read + written,
+        tokens_out=_count(usage.get("output_tokens")),
+        tokens_cached=read,
+        tokens_cache_written=written,
+    )
 
 
 class _HttpJudge:
@@ -64,9 +96,10 @@ class OpenAIJudge(_HttpJudge):
         model = request.model or self.default_model
         body: dict[str, Any] = {
             "model": model,
+            # The shared part first: OpenAI caches prompt prefixes (of 1,024 tokens or more) itself.
             "messages": [
-                {"role": "system", "content": request.system_prompt or DEFAULT_SYSTEM_PROMPT},
-                {"role": "user", "content": user_message(request)},
+                {"role": "system", "content": shared_prefix(request)},
+                {"role": "user", "content": pair_message(request)},
             ],
         }
         if request.temperature is not None:
@@ -81,10 +114,7 @@ class OpenAIJudge(_HttpJudge):
             raise JudgeError(
                 ErrorCode.PARSING_ERROR, "the provider's answer has no choices[0].message.content"
             ) from None
-        usage = answer.get("usage") or {}
-        return parse_verdict(
-            text, answer.get("model", model), usage.get("prompt_tokens"), usage.get("completion_tokens")
-        )
+        return parse_verdict(text, answer.get("model", model), openai_usage(answer.get("usage")))
 
 
 class AnthropicJudge(_HttpJudge):
@@ -98,8 +128,10 @@ class AnthropicJudge(_HttpJudge):
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": request.max_tokens or 400,
-            "system": request.system_prompt or DEFAULT_SYSTEM_PROMPT,
-            "messages": [{"role": "user", "content": user_message(request)}],
+            # The shared part is marked for Anthropic's prompt cache (used from 1,024-4,096 tokens,
+            # by model; shorter prefixes are simply not cached).
+            "system": [{"type": "text", "text": shared_prefix(request), "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": pair_message(request)}],
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
@@ -109,5 +141,4 @@ class AnthropicJudge(_HttpJudge):
             text = "".join(block["text"] for block in answer["content"] if block.get("type") == "text")
         except (KeyError, TypeError):
             raise JudgeError(ErrorCode.PARSING_ERROR, "the provider's answer has no text content") from None
-        usage = answer.get("usage") or {}
-        return parse_verdict(text, answer.get("model", model), usage.get("input_tokens"), usage.get("output_tokens"))
+        return parse_verdict(text, answer.get("model", model), anthropic_usage(answer.get("usage")))

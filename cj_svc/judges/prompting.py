@@ -8,6 +8,7 @@ import re
 from cj_svc.judges.base import JUSTIFICATION_MAX, JudgeError, JudgeRequest, Verdict
 from cj_svc.vocabulary import Winner
 from mesh_common.error_codes import ErrorCode
+from mesh_common.pricing import Usage
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an experienced teacher assessing student essays by comparative judgement. "
@@ -21,19 +22,35 @@ ANSWER_FORMAT = (
 )
 
 
-def user_message(request: JudgeRequest) -> str:
-    parts = []
+# Part of every judgement's cache key: a change to what judges are asked must change it.
+PROMPT_VERSION = "cj-pairwise-2"
+
+
+def shared_prefix(request: JudgeRequest) -> str:
+    """What every comparison of a batch is told first, the same for all its pairs: the role, the
+    task, the rubric and the answer format. Sent as a stable prefix, so that providers' prompt
+    caches (Anthropic's cache_control, OpenAI's automatic prefix caching) bill it cheaper."""
+    parts = [request.system_prompt or DEFAULT_SYSTEM_PROMPT]
     if request.prompt:
         parts.append(f"## The task the students were given\n{request.prompt.strip()}")
     if request.instructions:
         parts.append(f"## Assessment instructions\n{request.instructions.strip()}")
-    parts.append(f"## Essay A\n{request.essay_a.strip()}")
-    parts.append(f"## Essay B\n{request.essay_b.strip()}")
     parts.append(ANSWER_FORMAT)
     return "\n\n".join(parts)
 
 
-def parse_verdict(text: str, model: str = "", tokens_in: int | None = None, tokens_out: int | None = None) -> Verdict:
+def pair_message(request: JudgeRequest) -> str:
+    """What differs between comparisons: the two essays, in their order."""
+    return "\n\n".join(
+        [
+            f"## Essay A\n{request.essay_a.strip()}",
+            f"## Essay B\n{request.essay_b.strip()}",
+            "Which essay is better? Answer with the JSON described above.",
+        ]
+    )
+
+
+def parse_verdict(text: str, model: str = "", usage: Usage | None = None) -> Verdict:
     """Read the judge's JSON answer; anything else is a PARSING_ERROR (not retried)."""
     match = re.search(r"\{.*\}", text, re.DOTALL)
     try:
@@ -51,6 +68,5 @@ def parse_verdict(text: str, model: str = "", tokens_in: int | None = None, toke
         confidence=min(5, max(1, confidence)),
         justification=str(answer.get("justification", ""))[:JUSTIFICATION_MAX],
         model=model,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
+        usage=usage,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from cj_svc.judges.base import JudgeError, JudgeRequest, Verdict
 from cj_svc.vocabulary import Winner
 from mesh_common.error_codes import ErrorCode
+from mesh_common.pricing import Usage
 
 
 class SimulatedJudge:
@@ -64,8 +65,7 @@ class SimulatedJudge:
             confidence=min(5, 1 + int(abs(delta))),
             justification="simulated judgement",
             model="simulated",
-            tokens_in=len(request.essay_a.split()) + len(request.essay_b.split()),
-            tokens_out=5,
+            usage=Usage(tokens_in=len(request.essay_a.split()) + len(request.essay_b.split()), tokens_out=5),
         )
 
     async def close(self) -> None:

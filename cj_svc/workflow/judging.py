@@ -13,12 +13,14 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from cj_svc.content_client import ContentClient
+from cj_svc.judgements import REUSED_PROVIDERS, Judgements, judgement_key
 from cj_svc.judges.base import JudgeError, JudgeRequest
 from cj_svc.judges.factory import Judges
 from cj_svc.models import Batch
 from cj_svc.settings import CJSettings
 from cj_svc.vocabulary import ComparisonStatus
 from cj_svc.workflow.store import ComparisonRow
+from mesh_common.pricing import Price, PriceTable, priced
 from mesh_server import errors
 
 COMPARISONS = Counter(
@@ -83,26 +85,53 @@ class Texts:
 
 
 class Judging:
-    """This process's judges, the calls in flight across all its batches, and how they retry."""
+    """This process's judges, the calls in flight across all its batches, how they retry, what
+    they cost, and the answers kept for reuse."""
 
-    def __init__(self, settings: CJSettings) -> None:
+    def __init__(self, settings: CJSettings, judgements: Judgements) -> None:
         self.settings = settings
         self.judges = Judges(settings)
         self.service_limit = asyncio.Semaphore(settings.service_concurrency)
+        self.prices = PriceTable.load(settings.price_table)
+        self.judgements = judgements
+
+    def unpriced(self, provider: str, batch_model: str) -> str | None:
+        """Why a cost ceiling cannot be kept for this judge (None when it can)."""
+        model = self.judges.model(provider, batch_model)
+        if self.prices.price(provider, model) is not None:
+            return None
+        return (
+            f"max_cost_usd needs the price of the {provider} model {model!r}, and the price table "
+            f"{self.prices.source} has none; add it (cj-svc serve --price-table FILE) or drop max_cost_usd"
+        )
+
+    def price(self, batch: Batch) -> Price | None:
+        """The price of the batch's judge, None when the price table has none."""
+        return self.prices.price(batch.judge_provider, self.judges.model(batch.judge_provider, batch.judge_model))
 
     def request(self, batch: Batch, essay_a: str, essay_b: str) -> JudgeRequest:
         """The judge's request for a pair of the batch, with the batch's overrides of the service's judge."""
         temperature = batch.judge_temperature
         return JudgeRequest(
             essay_a=essay_a, essay_b=essay_b, prompt=batch.prompt_text, instructions=batch.instructions,
-            model=batch.judge_model,
+            model=self.judges.model(batch.judge_provider, batch.judge_model),
             temperature=self.settings.judge_temperature if temperature is None else temperature,
             max_tokens=batch.judge_max_tokens or self.settings.judge_max_tokens,
             system_prompt=batch.judge_system_prompt,
         )  # fmt: skip
 
-    async def judge(self, batch: Batch, row: ComparisonRow, request: JudgeRequest) -> dict[str, Any]:
-        """Ask the judge, retrying retryable failures with backoff; the row's new values."""
+    async def judge(self, batch: Batch, row: ComparisonRow, request: JudgeRequest, occurrence: int) -> dict[str, Any]:
+        """The row's new values: an answer kept from before when there is one (see
+        cj_svc.judgements), else the judge's, retrying retryable failures with backoff."""
+        key = None
+        if batch.judge_provider in REUSED_PROVIDERS and not batch.no_cache:
+            key = judgement_key(batch.judge_provider, request, occurrence)
+            kept = await self.judgements.find(key)
+            if kept is not None:
+                COMPARISONS.labels("reused", "").inc()
+                return {"status": ComparisonStatus.DONE, "winner": kept.winner, "confidence": kept.confidence,
+                        "justification": kept.justification, "model": kept.model, "cached": True, "cost_usd": 0.0,
+                        "attempts": row.attempts, "completed_at": datetime.now(UTC)}  # fmt: skip
         judge = self.judges.get(batch.judge_provider)
         attempts = row.attempts
         while True:
@@ -123,11 +152,15 @@ class Judging:
             latency = (time.perf_counter() - started) * 1000
             JUDGE_SECONDS.labels(judge.provider).observe(latency / 1000)
             COMPARISONS.labels("done", "").inc()
+            usage = verdict.usage
             return {
                 "status": ComparisonStatus.DONE, "winner": verdict.winner,
                 "confidence": verdict.confidence, "justification": verdict.justification, "model": verdict.model,
-                "tokens_in": verdict.tokens_in, "tokens_out": verdict.tokens_out, "latency_ms": latency,
-                "attempts": attempts, "completed_at": datetime.now(UTC),
+                "tokens_in": usage and usage.tokens_in, "tokens_out": usage and usage.tokens_out,
+                "tokens_cached": usage and usage.tokens_cached,
+                "tokens_cache_written": usage and usage.tokens_cache_written,
+                "cost_usd": priced(self.price(batch), usage), "cached": False, "judgement_key": key,
+                "latency_ms": latency, "attempts": attempts, "completed_at": datetime.now(UTC),
             }  # fmt: skip
 
     async def close(self) -> None:

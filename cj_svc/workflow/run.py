@@ -4,6 +4,7 @@ says stop; then the batch is finalized (or failed, with a reason)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from cj_svc.content_client import ContentClient
 from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_reliability
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
-from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, decide
+from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, affordable, decide
 from cj_svc.models import Batch, BatchEssay
 from cj_svc.settings import CJSettings
 from cj_svc.vocabulary import ANSWERED, BatchState, ComparisonStatus
@@ -56,6 +57,17 @@ def feed_prior(prior: PriorChoice, rows: list[ComparisonRow], position: dict[str
         prior.add_wave(answered([r for r in rows if r.wave == wave], position))
         fed = wave
     return fed
+
+
+def occurrences(rows: Sequence[ComparisonRow]) -> dict[str, int]:
+    """For each row, how many rows asked earlier (by wave, then id) show the same two essays in
+    the same order: a repeated question is a new one, not a kept answer (see cj_svc.judgements)."""
+    seen: collections.Counter[tuple[str, str]] = collections.Counter()
+    counts = {}
+    for row in sorted(rows, key=lambda r: (r.wave, r.comparison_id)):
+        counts[row.comparison_id] = seen[(row.essay_a_id, row.essay_b_id)]
+        seen[(row.essay_a_id, row.essay_b_id)] += 1
+    return counts
 
 
 def planned_wave(
@@ -134,7 +146,7 @@ class BatchRun:
                 return
             orphans = [r for r in rows if r.status == ComparisonStatus.PENDING and r.comparison_id not in self.inflight]
             if orphans:  # sent before a restart, never answered: ask again
-                self._judge(batch, orphans, texts)
+                self._judge(batch, orphans, texts, rows)
             fed = await off_loop(feed_prior, prior, rows, self.position, fed)
             # The answers once per wave, for the fit and the grades alike.
             data = await off_loop(answered, rows, self.position)
@@ -155,23 +167,27 @@ class BatchRun:
                     essays=len(self.essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
                     max_score_change=change,
                     ssr=None if result is None else scale_separation_reliability(result.scores, result.standard_errors),
-                    decided=share,
+                    decided=share, cost=batch.cost_usd, max_cost=batch.max_cost_usd,
                 ),
                 self.rules,
             )  # fmt: skip
             if reason == StopReason.CONTINUE and len(self.inflight) <= (0 if self.reproducible else self.refill_at):
                 busy = {self.position[r.essay_a_id] for r in rows if r.comparison_id in self.inflight}
                 busy |= {self.position[r.essay_b_id] for r in rows if r.comparison_id in self.inflight}
+                remaining = batch.comparison_budget - len(rows)
+                paid = affordable(batch.cost_usd, batch.max_cost_usd, attempted, len(self.inflight))
                 wave = await off_loop(
                     planned_wave,
-                    self.is_anchor, rows, self.position, result, self.rng, batch.comparison_budget - len(rows), busy,
+                    self.is_anchor, rows, self.position, result, self.rng,
+                    remaining if paid is None else min(remaining, paid), busy,
                 )  # fmt: skip
                 if wave:
-                    self._judge(batch, await self.store.write_wave(batch, wave, self.essays), texts)
+                    new_rows = await self.store.write_wave(batch, wave, self.essays)
+                    self._judge(batch, new_rows, texts, [*rows, *new_rows])
                 elif not self.inflight:
-                    reason = StopReason.EXHAUSTED
+                    reason = StopReason.COST_CEILING if paid == 0 else StopReason.EXHAUSTED
             if reason != StopReason.CONTINUE and not self.inflight:
-                await self._end(reason, attempted, succeeded, prior.alpha)
+                await self._end(reason, attempted, succeeded, prior.alpha, batch)
                 return
             # Wait for at least one answer (for all of them once the batch is stopping).
             goal = (
@@ -188,26 +204,33 @@ class BatchRun:
             await self.recorder.flush()
             self.context.changed(self.batch_id)
 
-    async def _end(self, reason: StopReason, attempted: int, succeeded: int, alpha: float) -> None:
+    async def _end(self, reason: StopReason, attempted: int, succeeded: int, alpha: float, batch: Batch) -> None:
         if reason == StopReason.TOO_MANY_FAILURES:
             await self.store.fail(self.batch_id, await self.store.failure_reason(self.batch_id, attempted, succeeded))
         elif succeeded == 0:
             await self.store.fail(self.batch_id, "no comparison succeeded")
         else:
-            log.info("batch %s stops: %s", self.batch_id, reason.value)
-            await finalize(self.store, self.batch_id, reason.value, alpha)
+            why = reason.value
+            if reason == StopReason.COST_CEILING:
+                why += f" (recorded cost ${batch.cost_usd or 0:.4f}, ceiling ${batch.max_cost_usd:.4f})"
+            log.info("batch %s stops: %s", self.batch_id, why)
+            await finalize(self.store, self.batch_id, why, alpha)
 
-    def _judge(self, batch: Batch, rows: Sequence[ComparisonRow], texts: Texts) -> None:
-        """Judge rows in background tasks; their answers go to the recorder."""
+    def _judge(self, batch: Batch, rows: Sequence[ComparisonRow], texts: Texts, asked: Sequence[ComparisonRow]) -> None:
+        """Judge rows in background tasks; their answers go to the recorder. `asked` is every row
+        of the batch, these included."""
         storage = {e.essay_id: e.text_storage_id for e in self.essays}
         judging = self.context.judging
+        occurrence = occurrences(asked)
 
         async def one(row: ComparisonRow) -> None:
             async with self.limit, judging.service_limit:
                 request = judging.request(
                     batch, await texts.get(storage[row.essay_a_id]), await texts.get(storage[row.essay_b_id])
                 )
-                self.recorder.add(row.comparison_id, await judging.judge(batch, row, request))
+                self.recorder.add(
+                    row.comparison_id, await judging.judge(batch, row, request, occurrence[row.comparison_id])
+                )
 
         for row in rows:
             self.inflight[row.comparison_id] = asyncio.create_task(one(row))

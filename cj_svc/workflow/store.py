@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cj_svc.batches import failure_counts, transition
 from cj_svc.engine.bradley_terry import Comparisons, Fit, scale_separation_reliability
 from cj_svc.leases import LeaseLost
-from cj_svc.models import Batch, BatchEssay, Comparison
+from cj_svc.models import Batch, BatchEssay, Comparison, Judgement
 from cj_svc.vocabulary import BatchState, ComparisonStatus, Winner
 from mesh_common.ids import new_id
 from mesh_server import database
@@ -31,8 +31,9 @@ BATCH_SECONDS = Histogram(
 )
 
 ANSWER_COLUMNS = (
-    "status", "winner", "confidence", "justification", "model", "tokens_in", "tokens_out", "latency_ms",
-    "error_code", "error_message", "attempts", "completed_at",
+    "status", "winner", "confidence", "justification", "model", "tokens_in", "tokens_out", "tokens_cached",
+    "tokens_cache_written", "cost_usd", "cached", "latency_ms", "error_code", "error_message", "attempts",
+    "completed_at",
 )  # fmt: skip
 
 # The columns of a comparison that the wave loop reads (rows carry them as attributes).
@@ -111,6 +112,16 @@ class Recorder:
             {"cid": comparison_id, **{f"new_{c}": values.get(c) for c in ANSWER_COLUMNS}}
             for comparison_id, values in taken
         ]
+        for row in rows:
+            row["new_cached"] = bool(row["new_cached"])
+        # Answers the judge was paid for, kept for reuse in the same transaction as their rows.
+        now = datetime.now(UTC)
+        kept = [
+            {"judgement_key": values["judgement_key"], "winner": values["winner"], "confidence": values["confidence"],
+             "justification": values["justification"], "model": values["model"] or "", "created_at": now}
+            for _, values in taken
+            if values.get("judgement_key") and values["status"] == ComparisonStatus.DONE
+        ]  # fmt: skip
         table = cast("Table", Comparison.__table__)  # Core, not the ORM's bulk update by primary key
 
         async def transaction(session: AsyncSession) -> None:
@@ -120,6 +131,8 @@ class Recorder:
                 .values({c: bindparam(f"new_{c}") for c in ANSWER_COLUMNS}),
                 rows,
             )
+            if kept:
+                await database.insert_new(session, Judgement, kept)
 
             def counted(status: str) -> ScalarSelect[int]:
                 return (
@@ -135,7 +148,10 @@ class Recorder:
                 .values(
                     comparisons_done=counted(ComparisonStatus.DONE),
                     comparisons_failed=counted(ComparisonStatus.FAILED),
-                    updated_at=datetime.now(UTC),
+                    cost_usd=select(func.sum(Comparison.cost_usd))
+                    .where(Comparison.batch_id == self.batch_id)
+                    .scalar_subquery(),
+                    updated_at=now,
                 )
             )
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cj_svc.batches import EVERYONE, Batches, BatchView, Caller
 from cj_svc.content_client import ContentClient
+from cj_svc.judgements import Judgements
 from cj_svc.judges.factory import Judges
 from cj_svc.leases import LeaseLost, Leases
 from cj_svc.models import Batch
@@ -43,7 +44,7 @@ class Workflow:
         self.settings = settings
         self.sessions = sessions
         self.batches = batches
-        self.judging = Judging(settings)
+        self.judging = Judging(settings, Judgements(sessions))
         # Replicas sharing a database must have distinct ids; a restarted process with the same id
         # takes its own leases back at once.
         self.replica_id = settings.replica_id or socket.gethostname()

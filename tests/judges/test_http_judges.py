@@ -12,6 +12,7 @@ import pytest
 from cj_svc.judges.base import JudgeError, JudgeRequest
 from cj_svc.judges.http import AnthropicJudge, OpenAIJudge
 from cj_svc.vocabulary import Winner
+from mesh_common.pricing import Usage
 
 GOOD = json.dumps({"winner": "Essay B", "confidence": 4, "justification": "B argues better." + "x" * 600})
 
@@ -57,7 +58,7 @@ def openai_answer(content: str) -> str:
         {
             "model": "local-model",
             "choices": [{"message": {"content": content}}],
-            "usage": {"prompt_tokens": 120, "completion_tokens": 30},
+            "usage": {"prompt_tokens": 120, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": 64}},
         }
     )
 
@@ -67,7 +68,8 @@ def anthropic_answer(content: str) -> str:
         {
             "model": "claude-x",
             "content": [{"type": "text", "text": content}],
-            "usage": {"input_tokens": 90, "output_tokens": 20},
+            "usage": {"input_tokens": 90, "output_tokens": 20, "cache_read_input_tokens": 1500,
+                      "cache_creation_input_tokens": 0},
         }
     )
 
@@ -83,14 +85,18 @@ async def test_openai_good_answer_and_request_shape(provider, monkeypatch) -> No
     judge = OpenAIJudge(url, "TEST_OPENAI_KEY", "default-model", 5)
     verdict = await judge.compare(REQUEST)
     await judge.close()
-    assert (verdict.winner, verdict.confidence, verdict.tokens_in, verdict.tokens_out) == (Winner.ESSAY_B, 4, 120, 30)
+    assert (verdict.winner, verdict.confidence) == (Winner.ESSAY_B, 4)
+    assert verdict.usage == Usage(tokens_in=120, tokens_out=30, tokens_cached=64)  # cached: part of prompt_tokens
     assert len(verdict.justification) == 500
     sent = state.requests[0]
     assert sent["path"] == "/v1/chat/completions" and sent["model"] == "m1"
     assert sent["temperature"] == 0.0 and sent["max_tokens"] == 300  # 0.0 is sent, not dropped
     assert state.headers[0]["Authorization"] == "Bearer sk-test"
-    user = sent["messages"][1]["content"]
-    assert "Essay A" in user and "Essay B" in user and "Describe a place." in user
+    # The shared part (role, task, rubric, answer format) is a stable prefix; the essays come last.
+    system, user = sent["messages"][0]["content"], sent["messages"][1]["content"]
+    assert "Describe a place." in system and "Rubric." in system and "JSON" in system
+    assert "Essay" not in system.split("JSON")[0] and "First essay." not in system
+    assert user.index("First essay.") < user.index("Second essay.")
 
 
 @pytest.mark.parametrize(
@@ -120,12 +126,12 @@ async def test_anthropic_good_answer_and_errors(provider, monkeypatch) -> None:
     state.script = [(200, anthropic_answer(GOOD)), (429, "{}"), (401, "{}"), (200, anthropic_answer("{broken"))]
     judge = AnthropicJudge(url, "TEST_ANTHROPIC_KEY", "claude-default", 5)
     verdict = await judge.compare(REQUEST)
-    assert (verdict.winner, verdict.tokens_in, verdict.tokens_out, verdict.model) == (
-        Winner.ESSAY_B,
-        90,
-        20,
-        "claude-x",
-    )
+    assert (verdict.winner, verdict.model) == (Winner.ESSAY_B, "claude-x")
+    # Anthropic's input_tokens exclude the cache's: the usage counts all input, the cached as a part.
+    assert verdict.usage == Usage(tokens_in=1590, tokens_out=20, tokens_cached=1500, tokens_cache_written=0)
+    system = state.requests[0]["system"]
+    assert system[-1]["cache_control"] == {"type": "ephemeral"} and "Rubric." in system[-1]["text"]
+    assert "First essay." not in system[-1]["text"] and "First essay." in state.requests[0]["messages"][0]["content"]
     assert state.requests[0]["path"] == "/v1/messages" and state.headers[0]["x-api-key"] == "ak-test"
     assert state.headers[0]["anthropic-version"] == "2023-06-01"
     for expected in ("RATE_LIMIT", "AUTHENTICATION_ERROR", "PARSING_ERROR"):

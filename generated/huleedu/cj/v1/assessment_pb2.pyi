@@ -257,6 +257,8 @@ class SubmitBatchRequest(_message.Message):
     COMPARISON_BUDGET_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     GRADE_STOP_FIELD_NUMBER: _builtins.int
+    MAX_COST_USD_FIELD_NUMBER: _builtins.int
+    NO_CACHE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A UUID the client picks for this request. The same request sent again with the same id is
     answered from what the first one did, not done twice; the id on a different request is
@@ -280,6 +282,16 @@ class SubmitBatchRequest(_message.Message):
     """Makes the batch reproducible: pairs are drawn from this seed, and each wave is planned only
     once the one before is fully answered, so the same essays, judge settings and seed give the
     same results with a deterministic judge. Unset: waves overlap (faster), pairs vary.
+    """
+    max_cost_usd: _builtins.float
+    """Stop asking the judge once the batch's recorded cost reaches this many US dollars (priced by
+    the service's price table, see JudgeUsage); the batch then completes with state_reason
+    "cost_ceiling" and its results are served as usual. Refused when the judge's model has no
+    price. Unset: no ceiling.
+    """
+    no_cache: _builtins.bool
+    """True: ask the judge for every pair, even one it answered before for the same two texts in the
+    same order with the same judge settings (by default such an answer is reused at no cost).
     """
     @_builtins.property
     def essays(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.EssayRef]:
@@ -317,17 +329,23 @@ class SubmitBatchRequest(_message.Message):
         comparison_budget: _builtins.int | None = ...,
         seed: _builtins.int | None = ...,
         grade_stop: Global___GradeStop | None = ...,
+        max_cost_usd: _builtins.float | None = ...,
+        no_cache: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_seed", b"_seed", "comparison_budget", b"comparison_budget", "grade_stop", b"grade_stop", "judge", b"judge", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_max_cost_usd", b"_max_cost_usd", "_seed", b"_seed", "comparison_budget", b"comparison_budget", "grade_stop", b"grade_stop", "judge", b"judge", "max_cost_usd", b"max_cost_usd", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_seed", b"_seed", "assignment_id", b"assignment_id", "batch_label", b"batch_label", "comparison_budget", b"comparison_budget", "course_code", b"course_code", "essays", b"essays", "grade_stop", b"grade_stop", "judge", b"judge", "language", b"language", "org_id", b"org_id", "request_id", b"request_id", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_max_cost_usd", b"_max_cost_usd", "_seed", b"_seed", "assignment_id", b"assignment_id", "batch_label", b"batch_label", "comparison_budget", b"comparison_budget", "course_code", b"course_code", "essays", b"essays", "grade_stop", b"grade_stop", "judge", b"judge", "language", b"language", "max_cost_usd", b"max_cost_usd", "no_cache", b"no_cache", "org_id", b"org_id", "request_id", b"request_id", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__comparison_budget: _TypeAlias = _typing.Literal["comparison_budget"]  # noqa: Y015
     _WhichOneofArgType__comparison_budget: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget"]  # noqa: Y015
+    _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__comparison_budget) -> _WhichOneofReturnType__comparison_budget | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_cost_usd) -> _WhichOneofReturnType__max_cost_usd | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
 
@@ -385,6 +403,8 @@ class BatchProgress(_message.Message):
     COMPARISON_BUDGET_FIELD_NUMBER: _builtins.int
     WAVE_FIELD_NUMBER: _builtins.int
     CURRENT_SSR_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    MAX_COST_USD_FIELD_NUMBER: _builtins.int
     comparisons_done: _builtins.int
     """Comparisons the judge answered."""
     comparisons_failed: _builtins.int
@@ -395,6 +415,10 @@ class BatchProgress(_message.Message):
     """Waves of comparisons sent so far (from 1)."""
     current_ssr: _builtins.float
     """Scale separation reliability after the last fitted wave, from 0 to 1; unset before the first fit."""
+    cost_usd: _builtins.float
+    """What the judge's answers so far cost, in US dollars; unset when the judge's model has no price."""
+    max_cost_usd: _builtins.float
+    """The batch's cost ceiling in US dollars (its request's max_cost_usd); unset: none."""
     def __init__(
         self,
         *,
@@ -403,14 +427,25 @@ class BatchProgress(_message.Message):
         comparison_budget: _builtins.int = ...,
         wave: _builtins.int = ...,
         current_ssr: _builtins.float | None = ...,
+        cost_usd: _builtins.float | None = ...,
+        max_cost_usd: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_current_ssr", b"_current_ssr", "current_ssr", b"current_ssr"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_current_ssr", b"_current_ssr", "_max_cost_usd", b"_max_cost_usd", "cost_usd", b"cost_usd", "current_ssr", b"current_ssr", "max_cost_usd", b"max_cost_usd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_current_ssr", b"_current_ssr", "comparison_budget", b"comparison_budget", "comparisons_done", b"comparisons_done", "comparisons_failed", b"comparisons_failed", "current_ssr", b"current_ssr", "wave", b"wave"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_current_ssr", b"_current_ssr", "_max_cost_usd", b"_max_cost_usd", "comparison_budget", b"comparison_budget", "comparisons_done", b"comparisons_done", "comparisons_failed", b"comparisons_failed", "cost_usd", b"cost_usd", "current_ssr", b"current_ssr", "max_cost_usd", b"max_cost_usd", "wave", b"wave"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
     _WhichOneofReturnType__current_ssr: _TypeAlias = _typing.Literal["current_ssr"]  # noqa: Y015
     _WhichOneofArgType__current_ssr: _TypeAlias = _typing.Literal["_current_ssr", b"_current_ssr"]  # noqa: Y015
+    _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_usd) -> _WhichOneofReturnType__cost_usd | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__current_ssr) -> _WhichOneofReturnType__current_ssr | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_cost_usd) -> _WhichOneofReturnType__max_cost_usd | None: ...
 
 Global___BatchProgress: _TypeAlias = BatchProgress  # noqa: Y015
 
@@ -844,6 +879,10 @@ class JudgeUsage(_message.Message):
     TOKENS_IN_FIELD_NUMBER: _builtins.int
     TOKENS_OUT_FIELD_NUMBER: _builtins.int
     MEAN_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    CACHED_ANSWERS_FIELD_NUMBER: _builtins.int
+    TOKENS_CACHED_FIELD_NUMBER: _builtins.int
+    TOKENS_CACHE_WRITTEN_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """The judge's provider."""
     model: _builtins.str
@@ -856,6 +895,18 @@ class JudgeUsage(_message.Message):
     """Output tokens the provider reported."""
     mean_latency_ms: _builtins.float
     """Mean time per call, in milliseconds."""
+    cached_answers: _builtins.int
+    """Comparisons answered from earlier judgements of the same pair (no call, no cost)."""
+    tokens_cached: _builtins.int
+    """Input tokens the provider read from its prompt cache (part of tokens_in, billed cheaper)."""
+    tokens_cache_written: _builtins.int
+    """Input tokens the provider wrote to its prompt cache (part of tokens_in; Anthropic bills them
+    dearer).
+    """
+    cost_usd: _builtins.float
+    """What the batch's judge calls cost in US dollars, by the service's price table; unset when the
+    judge's model has no price.
+    """
     def __init__(
         self,
         *,
@@ -865,12 +916,18 @@ class JudgeUsage(_message.Message):
         tokens_in: _builtins.int = ...,
         tokens_out: _builtins.int = ...,
         mean_latency_ms: _builtins.float = ...,
+        cached_answers: _builtins.int = ...,
+        tokens_cached: _builtins.int = ...,
+        tokens_cache_written: _builtins.int = ...,
+        cost_usd: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cost_usd", b"cost_usd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "mean_latency_ms", b"mean_latency_ms", "model", b"model", "provider", b"provider", "tokens_in", b"tokens_in", "tokens_out", b"tokens_out"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "cached_answers", b"cached_answers", "calls", b"calls", "cost_usd", b"cost_usd", "mean_latency_ms", b"mean_latency_ms", "model", b"model", "provider", b"provider", "tokens_cache_written", b"tokens_cache_written", "tokens_cached", b"tokens_cached", "tokens_in", b"tokens_in", "tokens_out", b"tokens_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_usd) -> _WhichOneofReturnType__cost_usd | None: ...
 
 Global___JudgeUsage: _TypeAlias = JudgeUsage  # noqa: Y015
 
@@ -1201,6 +1258,11 @@ class Comparison(_message.Message):
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    TOKENS_IN_FIELD_NUMBER: _builtins.int
+    TOKENS_OUT_FIELD_NUMBER: _builtins.int
+    TOKENS_CACHED_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
     comparison_id: _builtins.str
     """Its id."""
     essay_a_id: _builtins.str
@@ -1223,6 +1285,18 @@ class Comparison(_message.Message):
     """Judge calls it took, retries included."""
     correlation_id: _builtins.str
     """The correlation id of its judge calls, in the logs."""
+    cached: _builtins.bool
+    """True when the answer was reused from an earlier judgement of the same two texts in the same
+    order with the same judge settings: no judge call was made and it cost nothing.
+    """
+    tokens_in: _builtins.int
+    """Input tokens the provider billed for it, cached ones included; 0 when unknown or cached."""
+    tokens_out: _builtins.int
+    """Output tokens the provider billed for it."""
+    tokens_cached: _builtins.int
+    """Input tokens the provider read from its prompt cache (part of tokens_in, billed cheaper)."""
+    cost_usd: _builtins.float
+    """What it cost in US dollars; unset when the judge's model has no price."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was asked."""
@@ -1247,12 +1321,19 @@ class Comparison(_message.Message):
         correlation_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
+        cached: _builtins.bool = ...,
+        tokens_in: _builtins.int = ...,
+        tokens_out: _builtins.int = ...,
+        tokens_cached: _builtins.int = ...,
+        cost_usd: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "complete_time", b"complete_time", "cost_usd", b"cost_usd", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "comparison_id", b"comparison_id", "complete_time", b"complete_time", "confidence", b"confidence", "correlation_id", b"correlation_id", "create_time", b"create_time", "error_code", b"error_code", "error_message", b"error_message", "essay_a_id", b"essay_a_id", "essay_b_id", b"essay_b_id", "justification", b"justification", "wave", b"wave", "winner", b"winner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "attempts", b"attempts", "cached", b"cached", "comparison_id", b"comparison_id", "complete_time", b"complete_time", "confidence", b"confidence", "correlation_id", b"correlation_id", "cost_usd", b"cost_usd", "create_time", b"create_time", "error_code", b"error_code", "error_message", b"error_message", "essay_a_id", b"essay_a_id", "essay_b_id", b"essay_b_id", "justification", b"justification", "tokens_cached", b"tokens_cached", "tokens_in", b"tokens_in", "tokens_out", b"tokens_out", "wave", b"wave", "winner", b"winner"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_usd) -> _WhichOneofReturnType__cost_usd | None: ...
 
 Global___Comparison: _TypeAlias = Comparison  # noqa: Y015
 
