@@ -12,6 +12,8 @@ from pathlib import Path
 
 SHIPPED = Path(__file__).with_name("prices.toml")
 PER = 1_000_000
+# The model a provider's judge asks for when neither the batch nor the CJ Service names one.
+DEFAULT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}
 
 
 @dataclass(frozen=True)

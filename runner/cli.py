@@ -7,6 +7,7 @@ preflight failed, 4 timed out with partial results, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import json
@@ -24,6 +25,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from mesh_common.pricing import DEFAULT_MODELS, PriceError, PriceTable
 from mesh_common.tls import TlsFiles
 from mesh_common.tokens import secret
 from runner import inventory as inv
@@ -38,6 +40,7 @@ from runner.client import (
     RunnerError,
     request_document,
 )
+from runner.estimate import Estimate, dollars, estimate
 from runner.results import run_folder, write_run
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -148,6 +151,12 @@ CacheDir = Annotated[
 MaxWords = Annotated[
     int, typer.Option("--max-words", min=1, help="refuse essays longer than this many words (they cost the judge most)")
 ]
+Budget = Annotated[int, typer.Option(help="maximum comparisons; 0: the service's default")]
+ProviderOption = Annotated[Provider | None, typer.Option("--provider", help="the judge; default: the service's")]
+Model = Annotated[str, typer.Option(help="the judge's model; default: the provider's default")]
+PriceTableFile = Annotated[
+    Path | None, typer.Option(help="TOML price table (US dollars per million tokens); default: the shipped one")
+]
 AllowDuplicates = Annotated[
     bool, typer.Option("--allow-duplicates", help="accept student essays with the same text (refused by default)")
 ]
@@ -200,6 +209,44 @@ def inventory_table(found: inv.Inventory) -> Table:
     return table
 
 
+RUBRIC_NAMES = ("rubric.md", "rubric.txt")
+
+
+def cost_estimate(
+    found: inv.Inventory, budget: int, provider: Provider | None, model: str, price_table: Path | None
+) -> tuple[Estimate, str]:
+    """The run's estimate (see runner.estimate) and what it was priced for, in words. The anchors
+    in the folder count as essays; a rubric.md beside the prompt counts as shared text."""
+    rubric_words = sum(len(p.read_text(errors="replace").split()) for p in (found.root / n for n in RUBRIC_NAMES)
+                       if p.is_file())  # fmt: skip
+    shared = (found.prompt.words if found.prompt else 0) + rubric_words
+    words = [e.words for e in found.students + found.anchors]
+    if provider is None:
+        return estimate(words, shared, budget, None), "no price: name the judge with --provider (and --model)"
+    chosen = model or DEFAULT_MODELS.get(provider.value, "")
+    try:
+        table = PriceTable.load(price_table or "")
+    except PriceError as error:
+        raise RunnerError(str(error), 2) from None
+    price = table.price(provider.value, chosen)
+    named = f"{provider.value} {chosen}".strip()
+    if price is None:
+        return estimate(words, shared, budget, None), f"no price for {named} in {table.source}; add it there"
+    return estimate(words, shared, budget, price), f"priced for {named}"
+
+
+def estimate_line(found: Estimate, priced_for: str) -> str:
+    cost = (
+        f"~{dollars(found.cost_usd)} (at most {dollars(found.most_cost_usd)}), {priced_for}"
+        if found.cost_usd is not None and found.most_cost_usd is not None
+        else priced_for
+    )
+    return (
+        f"estimate: {found.essays} essays, ~{found.comparisons:,} comparisons (at most {found.most_comparisons:,}, "
+        f"the budget), ~{found.tokens_in:,} input and ~{found.tokens_out:,} output tokens; {cost}"
+    )
+
+
 def batch_spec(found: inv.Inventory, ids: dict[str, str], label: str, assignment_id: str, **options: Any) -> BatchSpec:
     """What a run of `found` asks for, its files stored under `ids` (sha256 -> storage id)."""
     return BatchSpec(
@@ -214,9 +261,16 @@ def batch_spec(found: inv.Inventory, ids: dict[str, str], label: str, assignment
 
 @app.command(epilog="Example: cj-runner plan essays/class-9b")
 def plan(
-    folder: Folder, max_words: MaxWords = inv.DEFAULT_MAX_WORDS, allow_duplicates: AllowDuplicates = False
+    folder: Folder,
+    budget: Budget = 0,
+    provider: ProviderOption = None,
+    model: Model = "",
+    price_table: PriceTableFile = None,
+    max_words: MaxWords = inv.DEFAULT_MAX_WORDS,
+    allow_duplicates: AllowDuplicates = False,
 ) -> None:
-    """Inventory a folder with no network: students, anchors, prompt, what is skipped and what must be fixed."""
+    """Inventory a folder with no network: students, anchors, prompt, what is skipped and what must
+    be fixed; and what a run would cost."""
     if not folder.is_dir():
         say_error(f"{folder} is not a folder")
         raise typer.Exit(2)
@@ -224,6 +278,7 @@ def plan(
     out.print(inventory_table(found))
     try:
         check_inventory(found, least_students=0)
+        out.print(estimate_line(*cost_estimate(found, budget, provider, model, price_table)), soft_wrap=True)
     except RunnerError as error:
         say_error(str(error))
         raise typer.Exit(error.exit_code) from None
@@ -234,19 +289,31 @@ def dry_run(
     folder: Folder,
     assignment_id: Annotated[str, typer.Option(help="the assignment the run would be graded against")] = "",
     label: Annotated[str, typer.Option(help="the batch's label; default: the folder's name")] = "",
+    budget: Budget = 0,
+    provider: ProviderOption = None,
+    model: Model = "",
+    price_table: PriceTableFile = None,
     max_words: MaxWords = inv.DEFAULT_MAX_WORDS,
     allow_duplicates: AllowDuplicates = False,
 ) -> None:
-    """Build and validate the exact request `run` would send, with placeholder storage ids; print it."""
+    """Build and validate the exact request `run` would send, with placeholder storage ids; print it
+    with what the run would cost."""
     try:
         found = take_inventory(folder, max_words, allow_duplicates)
         items = found.students + ([found.prompt] if found.prompt else [])
-        spec = batch_spec(found, {i.sha256: PLACEHOLDER for i in items}, label or folder.name, assignment_id)
+        spec = batch_spec(found, {i.sha256: PLACEHOLDER for i in items}, label or folder.name, assignment_id,
+                          budget=budget, provider=provider.value if provider else "", model=model)  # fmt: skip
         request = request_document(spec)
+        expected, priced_for = cost_estimate(found, budget, provider, model, price_table)
     except RunnerError as error:
         say_error(str(error))
         raise typer.Exit(error.exit_code) from None
-    out.print_json(json.dumps({"note": f"storage ids are placeholders ({PLACEHOLDER})", "request": request}))
+    out.print_json(
+        json.dumps(
+            {"note": f"storage ids are placeholders ({PLACEHOLDER})", "request": request,
+             "estimate": {**dataclasses.asdict(expected), "priced_for": priced_for}}
+        )
+    )  # fmt: skip
 
 
 @app.command(epilog="Example: cj-runner run essays/class-9b --assignment-id eng5 --budget 400 --seed 7")
@@ -258,9 +325,9 @@ async def run(
         str, typer.Option(help="stop unless the assignment uses this grade scale (a check, not a setting)")
     ] = "",
     label: Annotated[str, typer.Option(help="the batch's label; default: the folder's name")] = "",
-    budget: Annotated[int, typer.Option(help="maximum comparisons; 0: the service's default")] = 0,
-    provider: Annotated[Provider | None, typer.Option(help="the judge; default: the service's")] = None,
-    model: Annotated[str, typer.Option(help="the judge's model; default: the service's")] = "",
+    budget: Budget = 0,
+    provider: ProviderOption = None,
+    model: Model = "",
     temperature: Annotated[float | None, typer.Option(help="the judge's temperature, 0 to 2")] = None,
     seed: Annotated[
         int | None,
@@ -286,6 +353,15 @@ async def run(
     cancel_on_interrupt: Annotated[
         bool, typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the batch instead of leaving it running")
     ] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(help="US dollars: ask before a run estimated above it, and stop the batch when it costs this"),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="run even when the estimate is above --max-cost")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="ask the judge even for pairs it answered before (they are paid again)")
+    ] = False,
+    price_table: PriceTableFile = None,
     max_words: MaxWords = inv.DEFAULT_MAX_WORDS,
     allow_duplicates: AllowDuplicates = False,
 ) -> None:
@@ -305,7 +381,18 @@ async def run(
         raise RunnerError(f"--decided-share must be more than 0 and at most 1, not {decided_share:g}", 2)
     if decided_probability is not None and not 0.5 <= decided_probability < 1:
         raise RunnerError(f"--decided-probability must be at least 0.5 and less than 1, not {decided_probability:g}", 2)
+    if max_cost is not None and not 0 < max_cost <= 1_000_000:
+        raise RunnerError(f"--max-cost must be more than 0 and at most 1000000 US dollars, not {max_cost:g}", 2)
     found = take_inventory(folder, max_words, allow_duplicates)
+    expected, priced_for = cost_estimate(found, budget, provider, model, price_table)
+    say(estimate_line(expected, priced_for))
+    if max_cost is not None and expected.cost_usd is not None and expected.cost_usd > max_cost and not yes:
+        question = f"the estimate ({dollars(expected.cost_usd)}) is above --max-cost {dollars(max_cost)}; run anyway?"
+        if not sys.stdin.isatty():
+            raise RunnerError(f"{question.removesuffix('; run anyway?')}: nothing was sent. Raise --max-cost, "
+                              f"lower --budget, or add --yes to run (the batch stops at {dollars(max_cost)})", 2)  # fmt: skip
+        if not typer.confirm(question, err=True):
+            raise RunnerError("nothing was sent", 1)
     async with connect() as mesh:
         await mesh.preflight(assignment_id, expected_grade_scale)
         Interrupted.hint = (
@@ -325,7 +412,8 @@ async def run(
         console.print(f"uploaded {uploaded} file(s); {len(items) - uploaded} already stored")
         spec = batch_spec(found, ids, label or folder.name, assignment_id, budget=budget, provider=provider.value if provider else "",
                           model=model, temperature=temperature, seed=seed, decided_share=decided_share,
-                          decided_probability=decided_probability, grade_stop=grade_stop)  # fmt: skip
+                          decided_probability=decided_probability, grade_stop=grade_stop, max_cost_usd=max_cost,
+                          no_cache=no_cache)  # fmt: skip
         Interrupted.hint = "interrupted before the batch was submitted; run the same command again"
         submitted = await mesh.submit_batch(spec, new)
         batch = submitted.batch

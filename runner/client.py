@@ -257,6 +257,8 @@ class BatchSpec:
     decided_share: float | None = None
     decided_probability: float | None = None
     grade_stop: bool = True
+    max_cost_usd: float | None = None  # the batch stops once its recorded cost reaches this
+    no_cache: bool = False  # ask the judge even for pairs it answered before
 
 
 @dataclass(frozen=True)
@@ -339,6 +341,9 @@ def _submit_request(spec: BatchSpec, new: bool) -> assessment_pb2.SubmitBatchReq
         request.grade_stop.probability = spec.decided_probability
     if not spec.grade_stop:
         request.grade_stop.off = True
+    if spec.max_cost_usd is not None:
+        request.max_cost_usd = spec.max_cost_usd
+    request.no_cache = spec.no_cache
     request.request_id = str(uuid.uuid4()) if new else same_run_request_id(request)
     _validate(request)
     return request

@@ -10,12 +10,11 @@ from cj_svc.judges.heuristic import HeuristicJudge
 from cj_svc.judges.http import AnthropicJudge, OpenAIJudge
 from cj_svc.judges.simulated import SimulatedJudge
 from cj_svc.settings import CJSettings
+from mesh_common.pricing import DEFAULT_MODELS
 
 PROVIDERS = ("heuristic", "simulated", "openai", "anthropic")
 # The hosted APIs answer nothing without a key; a self-hosted OpenAI-compatible server may need none.
 HOSTED = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
-# The model a provider's judge asks for when neither the batch nor the service names one.
-DEFAULT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}
 
 
 class Judges:

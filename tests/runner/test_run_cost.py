@@ -1,0 +1,156 @@
+"""What a run costs, against a local server speaking the OpenAI and Anthropic protocols: the plan's
+estimate against the recorded cost, a rerun that pays for no pair twice, prompt-cache tokens read
+and priced, and a cost ceiling that stops a batch whose results are still served."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import grpc
+import pytest
+from huleedu.cj.v1 import assessment_pb2
+
+from mesh_common.pricing import PriceTable, Usage, cost
+from tests.runner.test_runner_cli import essays_folder, runner
+from tests.support.cj import register_anchor, submit_request
+from tests.support.providers import provider_server
+from tests.support.tools import run, tool
+
+ENG5 = Path(__file__).parents[2] / "examples" / "eng5"
+
+
+async def eng5_assignment(mesh, tmp_path: Path, assignment_id: str) -> list[str]:
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    made = await runner(mesh, "admin", "create-assignment", "--assignment-id", assignment_id, "--grade-scale",
+                        "eng5_np_legacy_9_step", "--prompt", str(ENG5 / "prompt.md"), "--rubric",
+                        str(ENG5 / "rubric.md"), *cache)  # fmt: skip
+    assert made.code == 0, made.output
+    anchors = await runner(mesh, "admin", "register-anchors", str(ENG5), "--assignment-id", assignment_id, *cache)
+    assert anchors.code == 0, anchors.output
+    return cache
+
+
+def results_of(output: str, runs: Path) -> dict:
+    batch_id = re.search(r"(?:submitted|attached to) batch ([0-9a-f]{32})", output).group(1)
+    (folder,) = [f for f in runs.iterdir() if f.name.endswith(batch_id)]
+    return json.loads((folder / "results.json").read_text())
+
+
+@pytest.mark.timeout(300)
+async def test_estimate_within_a_quarter_of_the_recorded_cost_and_a_rerun_pays_nothing(mesh, tmp_path) -> None:
+    with provider_server() as provider:
+        await mesh.restart_cj(judge_provider="openai", openai_base_url=provider.url, batch_concurrency=8)
+        cache = await eng5_assignment(mesh, tmp_path, "eng5-cost")
+        judge = ["--provider", "openai", "--model", "gpt-4o-mini"]
+        plan = await run(tool("cj-runner"), "plan", str(ENG5), *judge)
+        assert plan.code == 0 and "priced for openai gpt-4o-mini" in plan.stdout, plan.output
+        dry = await run(tool("cj-runner"), "dry-run", str(ENG5), "--assignment-id", "eng5-cost", *judge)
+        estimate = json.loads(dry.stdout)["estimate"]
+        assert f"~{estimate['comparisons']} comparisons" in plan.stdout
+
+        runs = ["--runs-dir", str(tmp_path / "runs")]
+        first = await runner(mesh, "run", str(ENG5), "--assignment-id", "eng5-cost", *judge, "--seed", "1",
+                             *runs, *cache)  # fmt: skip
+        assert first.code == 0, first.output
+        results = results_of(first.output, tmp_path / "runs")
+        usage = results["judge_usage"]
+        done = results["batch"]["progress"]["comparisons_done"]
+        assert usage["model"] == "gpt-4o-mini" and usage["calls"] == done == provider.calls
+        assert usage["cached_answers"] == 0
+        # The recorded cost is the tokens the provider reported, priced by the shipped table.
+        price = PriceTable.load().price("openai", "gpt-4o-mini")
+        assert usage["cost_usd"] == pytest.approx(
+            cost(price, Usage(int(usage["tokens_in"]), int(usage["tokens_out"]), int(usage["tokens_cached"])))
+        )
+        error = abs(usage["cost_usd"] - estimate["cost_usd"]) / usage["cost_usd"]
+        print(f"estimate ${estimate['cost_usd']:.5f} for {estimate['comparisons']} comparisons; recorded "
+              f"${usage['cost_usd']:.5f} for {done} ({error:.0%} apart)")  # fmt: skip
+        assert error <= 0.25
+
+        # The same folder again as a fresh batch: every pair's answer is reused, nothing is paid.
+        again = await runner(mesh, "run", str(ENG5), "--assignment-id", "eng5-cost", *judge, "--seed", "1", "--new",
+                             *runs, *cache)  # fmt: skip
+        assert again.code == 0, again.output
+        assert provider.calls == done  # zero new judge calls
+        rerun = results_of(again.output, tmp_path / "runs")
+        assert rerun["batch"]["batch_id"] != results["batch"]["batch_id"]
+        assert rerun["judge_usage"]["cached_answers"] == rerun["batch"]["progress"]["comparisons_done"] == done
+        assert rerun["judge_usage"]["calls"] == 0 and rerun["judge_usage"]["cost_usd"] == 0
+        assert [(e["essay_id"], e["score"]) for e in rerun["essays"]] == [
+            (e["essay_id"], e["score"]) for e in results["essays"]
+        ]
+        comparisons = (await mesh.assessment.ListComparisons(assessment_pb2.ListComparisonsRequest(
+            batch_id=rerun["batch"]["batch_id"], page_size=1000))).comparisons  # fmt: skip
+        assert all(c.cached and c.cost_usd == 0 and c.tokens_in == 0 for c in comparisons)
+
+        # --no-cache pays again, for every pair.
+        paid = await runner(mesh, "run", str(ENG5), "--assignment-id", "eng5-cost", *judge, "--seed", "1", "--new",
+                            "--no-cache", "--budget", "40", *runs, *cache)  # fmt: skip
+        assert paid.code == 0, paid.output
+        assert provider.calls == done + results_of(paid.output, tmp_path / "runs")["judge_usage"]["calls"] > done
+
+
+@pytest.mark.timeout(300)
+async def test_max_cost_asks_first_then_stops_the_batch_at_the_ceiling_with_results(mesh, tmp_path) -> None:
+    with provider_server() as provider:
+        await mesh.restart_cj(judge_provider="openai", openai_base_url=provider.url, batch_concurrency=4)
+        cache = await eng5_assignment(mesh, tmp_path, "eng5-ceiling")
+        runs = ["--runs-dir", str(tmp_path / "runs")]
+        judge = ["--provider", "openai", "--model", "gpt-4o-mini"]
+        ceiling = "0.02"  # the estimate is about $0.05
+        refused = await runner(mesh, "run", str(ENG5), "--assignment-id", "eng5-ceiling", *judge, "--max-cost",
+                               ceiling, *runs, *cache)  # fmt: skip
+        assert refused.code == 2 and "is above --max-cost $0.02: nothing was sent" in refused.stderr
+        assert "add --yes" in refused.stderr and provider.calls == 0
+
+        stopped = await runner(mesh, "run", str(ENG5), "--assignment-id", "eng5-ceiling", *judge, "--max-cost",
+                               ceiling, "--yes", *runs, *cache)  # fmt: skip
+        assert stopped.code == 0, stopped.output
+        results = results_of(stopped.output, tmp_path / "runs")
+        batch = results["batch"]
+        assert batch["state"] == "BATCH_STATE_COMPLETED" and "cost_ceiling" in batch["state_reason"]
+        recorded, per_call = results["judge_usage"]["cost_usd"], results["judge_usage"]["cost_usd"] / provider.calls
+        print(f"ceiling $0.02: stopped at ${recorded:.5f} after {provider.calls} calls ({batch['state_reason']})")
+        # At the ceiling: it stops when the next call would not fit, or once the ceiling is passed by
+        # the calls in flight when it was reached (4 at most here).
+        assert 0.02 - 2 * per_call <= recorded <= 0.02 + 4 * per_call
+        assert batch["progress"]["max_cost_usd"] == 0.02 and batch["progress"]["cost_usd"] == recorded
+        # The results are served as usual: every essay scored, students graded.
+        assert len(results["essays"]) == 42 and results["grades_projected"]
+
+        # A ceiling needs a price: a model the table does not know is refused, naming the field.
+        request = submit_request(["0" * 32, "1" * 32], max_cost_usd=1.0)
+        request.judge.model = "llama-local"
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await mesh.assessment.SubmitBatch(request)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "max_cost_usd" in caught.value.details() and "llama-local" in caught.value.details()
+
+
+@pytest.mark.timeout(300)
+async def test_prompt_cache_tokens_of_anthropic_are_read_and_priced(mesh, tmp_path) -> None:
+    """A rubric long enough for the provider's prompt cache: the first call writes the shared prefix,
+    the others read it; both are recorded and priced at their own rates."""
+    with provider_server() as provider:
+        await mesh.restart_cj(judge_provider="anthropic", anthropic_base_url=provider.url, batch_concurrency=1)
+        folder = essays_folder(tmp_path)
+        rubric = " ".join(f"Criterion {i}: the essay states its point clearly and supports it." for i in range(120))
+        cache = ["--cache-dir", str(tmp_path / "cache")]
+        made = await runner(mesh, "admin", "create-assignment", "--assignment-id", "cached", "--grade-scale",
+                            "eng5_np_legacy_9_step", "--instructions", rubric, *cache)  # fmt: skip
+        assert made.code == 0, made.output
+        for grade, words in (("E-", 8), ("B", 40)):
+            await register_anchor(mesh, "cached", f"anchor_{grade}", grade, "My journey was long. " * words)
+        done = await runner(mesh, "run", str(folder), "--assignment-id", "cached", "--provider", "anthropic",
+                            "--budget", "10", "--runs-dir", str(tmp_path / "runs"), *cache)  # fmt: skip
+        assert done.code == 0, done.output
+        usage = results_of(done.output, tmp_path / "runs")["judge_usage"]
+        assert usage["model"] == "claude-3-5-haiku-latest" and usage["calls"] == provider.calls == 10
+        prefix = int(usage["tokens_cache_written"])
+        assert prefix >= 1024 and int(usage["tokens_cached"]) == 9 * prefix  # written once, read nine times
+        price = PriceTable.load().price("anthropic", "claude-3-5-haiku-latest")
+        expected = cost(price, Usage(int(usage["tokens_in"]), int(usage["tokens_out"]), 9 * prefix, prefix))
+        assert usage["cost_usd"] == pytest.approx(expected)
+        assert usage["cost_usd"] < cost(price, Usage(int(usage["tokens_in"]), int(usage["tokens_out"]))) / 2
