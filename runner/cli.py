@@ -499,6 +499,10 @@ def _ssr(batch: Batch) -> str:
     return "n/a" if batch.current_ssr is None else f"{batch.current_ssr:.2f}"
 
 
+def _cost(batch: Batch) -> str:
+    return "" if batch.cost_usd is None else f", {dollars(batch.cost_usd)}"
+
+
 def _when(batch: Batch) -> str:
     return batch.created.strftime("%Y-%m-%d %H:%M") if batch.created else ""
 
@@ -529,7 +533,7 @@ async def watch(mesh: MeshClient, batch: Batch, timeout: float) -> tuple[Batch, 
             async with asyncio.timeout(timeout):
                 async for latest in mesh.watch_batch(batch.batch_id):
                     bar.update(task, completed=latest.judged,
-                               description=f"{latest.state}, wave {latest.wave}, SSR {_ssr(latest)}")  # fmt: skip
+                               description=f"{latest.state}, wave {latest.wave}, SSR {_ssr(latest)}{_cost(latest)}")  # fmt: skip
         except TimeoutError:
             return latest, True
     return latest, False

@@ -179,6 +179,7 @@ class Batch:
     comparison_budget: int
     wave: int
     current_ssr: float | None  # None before the first fit
+    cost_usd: float | None  # what its answers cost so far; None when its judge has no price
     created: datetime | None
     updated: datetime | None
     document: dict[str, Any] = field(repr=False, compare=False)
@@ -276,7 +277,8 @@ def _batch(message: assessment_pb2.Batch) -> Batch:
         state_reason=message.state_reason, assignment_id=message.assignment_id, essay_count=message.essay_count,
         anchor_count=message.anchor_count, comparisons_done=progress.comparisons_done,
         comparisons_failed=progress.comparisons_failed, comparison_budget=progress.comparison_budget,
-        wave=progress.wave, current_ssr=progress.current_ssr if progress.HasField("current_ssr") else None, created=_time(message.create_time),
+        wave=progress.wave, current_ssr=progress.current_ssr if progress.HasField("current_ssr") else None,
+        cost_usd=progress.cost_usd if progress.HasField("cost_usd") else None, created=_time(message.create_time),
         updated=_time(message.update_time), document=document_of(message),
     )  # fmt: skip
 

@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
+from runner.estimate import dollars
 from runner.inventory import essay_id_for
 
 KNOWN_GRADES = "known_grades.csv"
@@ -225,6 +226,13 @@ def agreement_section(report: Report) -> list[str]:
     return lines + [""]
 
 
+def judge_cost(usage: dict) -> str:
+    """The judge's recorded cost in words."""
+    if "cost_usd" not in usage:
+        return "not known (the judge's model has no price in the CJ Service's price table)"
+    return f"{dollars(usage['cost_usd'])} (US dollars, by the CJ Service's price table)"
+
+
 def render(report: Report, with_essays: bool = True) -> str:
     """report.md; without the essays' table for a terminal (its ids would be cut to fit)."""
     r, batch = report.results, report.results["batch"]
@@ -250,7 +258,10 @@ def render(report: Report, with_essays: bool = True) -> str:
         f"- position bias: {r['position_bias']:+.2f} logits (SE {r['position_bias_standard_error']:.2f}); "
         f"self-consistency: {_fmt(r.get('self_consistency'), 2)}",
         f"- judge: {usage['provider'] or 'n/a'} {usage['model']}, {usage['calls']} calls, "
-        f"{usage['tokens_in']} tokens in, {usage['tokens_out']} out, mean latency {usage['mean_latency_ms']:.0f} ms",
+        f"{usage['tokens_in']} tokens in ({usage.get('tokens_cached', 0)} from the provider's prompt cache), "
+        f"{usage['tokens_out']} out, mean latency {usage['mean_latency_ms']:.0f} ms",
+        f"- cost: {judge_cost(usage)}; {usage.get('cached_answers', 0)} answers reused from earlier judgements "
+        "(no call, no cost)",
         f"- grades: {'projected on ' + r['grade_scale'] if r['grades_projected'] else 'not projected'}"
         + (f" ({r['projection_note']})" if r["projection_note"] else ""),
         "",

@@ -32,10 +32,14 @@ async def eng5_assignment(mesh, tmp_path: Path, assignment_id: str) -> list[str]
     return cache
 
 
-def results_of(output: str, runs: Path) -> dict:
+def run_folder(output: str, runs: Path) -> Path:
     batch_id = re.search(r"(?:submitted|attached to) batch ([0-9a-f]{32})", output).group(1)
     (folder,) = [f for f in runs.iterdir() if f.name.endswith(batch_id)]
-    return json.loads((folder / "results.json").read_text())
+    return folder
+
+
+def results_of(output: str, runs: Path) -> dict:
+    return json.loads((run_folder(output, runs) / "results.json").read_text())
 
 
 @pytest.mark.timeout(300)
@@ -84,6 +88,10 @@ async def test_estimate_within_a_quarter_of_the_recorded_cost_and_a_rerun_pays_n
         comparisons = (await mesh.assessment.ListComparisons(assessment_pb2.ListComparisonsRequest(
             batch_id=rerun["batch"]["batch_id"], page_size=1000))).comparisons  # fmt: skip
         assert all(c.cached and c.cost_usd == 0 and c.tokens_in == 0 for c in comparisons)
+        report = (run_folder(again.output, tmp_path / "runs") / "report.md").read_text()
+        assert "- cost: $0 (US dollars" in report and f"{done} answers reused from earlier judgements" in report
+        report = (run_folder(first.output, tmp_path / "runs") / "report.md").read_text()
+        assert f"- cost: ${usage['cost_usd']:.4g} (US dollars" in report
 
         # --no-cache pays again, for every pair.
         paid = await runner(mesh, "run", str(ENG5), "--assignment-id", "eng5-cost", *judge, "--seed", "1", "--new",
