@@ -14,9 +14,10 @@ from cj_svc import requests
 from cj_svc.batches import EVERYONE, Batches, BatchRequest, BatchView, Caller, EssayInput, Results
 from cj_svc.engine.diagnostics import anchor_ranks
 from cj_svc.engine.scales import get_scale
+from cj_svc.judges.factory import BATCH_API_PROVIDERS
 from cj_svc.models import Comparison
 from cj_svc.requests import RequestKey
-from cj_svc.vocabulary import FINAL_STATES, BatchState, Winner
+from cj_svc.vocabulary import FINAL_STATES, BatchState, JudgeMode, Winner
 from cj_svc.workflow import Workflow
 from mesh_common import correlation
 from mesh_common.error_codes import ErrorCode
@@ -73,6 +74,8 @@ JUDGE_PROVIDERS = {
     assessment_pb2.JUDGE_PROVIDER_OPENAI: "openai",
     assessment_pb2.JUDGE_PROVIDER_ANTHROPIC: "anthropic",
 }
+# The contract's judge modes, by the names batches store.
+JUDGE_MODES = {assessment_pb2.JUDGE_MODE_DIRECT: JudgeMode.DIRECT, assessment_pb2.JUDGE_MODE_BATCH: JudgeMode.BATCH}
 WINNERS = {Winner.ESSAY_A: assessment_pb2.WINNER_ESSAY_A, Winner.ESSAY_B: assessment_pb2.WINNER_ESSAY_B}
 FINAL_STATE_VALUES = frozenset(BATCH_STATES[state] for state in FINAL_STATES)
 
@@ -226,6 +229,13 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
             raise errors.FailedPrecondition(
                 problem, field="judge.provider", error_code=ErrorCode.LLM_CONFIGURATION_ERROR
             )
+        mode = JUDGE_MODES.get(judge.mode, JudgeMode.DIRECT)
+        if mode == JudgeMode.BATCH and (provider or self.workflow.settings.judge_provider) not in BATCH_API_PROVIDERS:
+            raise errors.FailedPrecondition(
+                f"JUDGE_MODE_BATCH needs a judge with a batch API ({', '.join(sorted(BATCH_API_PROVIDERS))}), not "
+                f"{provider or self.workflow.settings.judge_provider!r}; choose one of them, or JUDGE_MODE_DIRECT",
+                field="judge.mode",
+            )
         if request.HasField("max_cost_usd"):
             unpriced = self.workflow.judging.unpriced(provider or self.workflow.settings.judge_provider, judge.model)
             if unpriced:
@@ -251,6 +261,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 judge_temperature=judge.temperature if judge.HasField("temperature") else None,
                 judge_max_tokens=judge.max_tokens if judge.HasField("max_tokens") else None,
                 judge_system_prompt=judge.system_prompt,
+                judge_mode=mode,
                 comparison_budget=request.comparison_budget if request.HasField("comparison_budget") else None,
                 seed=request.seed if request.HasField("seed") else None,
                 grade_stop_share=stop.share if stop.HasField("share") else None,

@@ -22,7 +22,7 @@ from cj_svc.content_client import ContentClient
 from cj_svc.models import Anchor, Assignment, Batch, BatchEssay, BatchResult, Comparison, GradeProjection
 from cj_svc.references import ESSAY_KINDS, PROMPT_KINDS, RUBRIC_KINDS, Reference, check, unknown_assignment
 from cj_svc.requests import RequestKey, remember
-from cj_svc.vocabulary import ALLOWED_FROM, FINAL_STATES, BatchState, ComparisonStatus
+from cj_svc.vocabulary import ALLOWED_FROM, FINAL_STATES, BatchState, ComparisonStatus, JudgeMode
 from mesh_common.error_codes import ErrorCode
 from mesh_common.ids import new_id
 from mesh_server import database, errors, pages
@@ -78,6 +78,7 @@ class BatchRequest:
     judge_temperature: float | None = None
     judge_max_tokens: int | None = None
     judge_system_prompt: str = ""
+    judge_mode: str = JudgeMode.DIRECT
     comparison_budget: int | None = None
     seed: int | None = None
     grade_stop_share: float | None = None
@@ -226,6 +227,7 @@ class Batches:
             judge_temperature=request.judge_temperature,
             judge_max_tokens=request.judge_max_tokens,
             judge_system_prompt=request.judge_system_prompt,
+            judge_mode=request.judge_mode,
             prompt_storage_id=prompt_id or None,
             prompt_text=prompt_text,
             instructions=instructions,

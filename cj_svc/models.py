@@ -93,6 +93,8 @@ class Batch(Base):
     judge_temperature: Mapped[float | None] = mapped_column(Float)
     judge_max_tokens: Mapped[int | None] = mapped_column(Integer)
     judge_system_prompt: Mapped[str] = mapped_column(Text, default="")
+    # A JudgeMode name, as text.
+    judge_mode: Mapped[str] = mapped_column(String(10), default="DIRECT", server_default="DIRECT")
     prompt_storage_id: Mapped[str | None] = mapped_column(STORAGE_ID)
     prompt_text: Mapped[str] = mapped_column(Text, default="")
     instructions: Mapped[str] = mapped_column(Text, default="")
@@ -176,6 +178,8 @@ class Comparison(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float)
     # Answered from the judgement cache: no call was made.
     cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The provider's batch job it was sent in (batch mode): polled again after a restart.
+    provider_batch_id: Mapped[str | None] = mapped_column(String(100))
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
     completed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)

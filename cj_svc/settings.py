@@ -34,6 +34,7 @@ class CJSettings(ServiceSettings):
     openai_api_key_env: str = setting("OPENAI_API_KEY", "environment variable holding the OpenAI key")
     anthropic_base_url: str = setting("https://api.anthropic.com/v1", "the Anthropic API")
     anthropic_api_key_env: str = setting("ANTHROPIC_API_KEY", "environment variable holding the Anthropic key")
+    batch_poll_seconds: float = setting(30.0, "how often a provider's batch job is polled (batch mode)")
     price_table: str = setting("", "TOML file of judge prices per million tokens; empty: the shipped table")
     max_attempts: int = setting(4, "judge calls per comparison before it fails (retryable errors only)")
     retry_base_seconds: float = setting(0.5, "first backoff between judge attempts; doubled each time")

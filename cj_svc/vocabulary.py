@@ -41,6 +41,11 @@ class ComparisonStatus(StrEnum):
 ANSWERED = (ComparisonStatus.DONE, ComparisonStatus.FAILED)
 
 
+class JudgeMode(StrEnum):
+    DIRECT = "DIRECT"  # one call per comparison
+    BATCH = "BATCH"  # a wave as one job of the provider's batch API
+
+
 class Winner(StrEnum):
     ESSAY_A = "essay_a"  # the essay shown first
     ESSAY_B = "essay_b"

@@ -24,6 +24,7 @@ class Price:
     output: float
     cached_input: float | None = None  # default: input
     cache_write: float | None = None  # default: input
+    batch: float = 1.0  # the share of these prices paid through the provider's batch API
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class Usage:
     tokens_cache_written: int = 0
 
 
-def cost(price: Price, usage: Usage) -> float:
-    """US dollars for `usage` at `price`."""
+def cost(price: Price, usage: Usage, batch: bool = False) -> float:
+    """US dollars for `usage` at `price` (through the provider's batch API when `batch`)."""
     fresh = max(0, usage.tokens_in - usage.tokens_cached - usage.tokens_cache_written)
     cached = price.input if price.cached_input is None else price.cached_input
     written = price.input if price.cache_write is None else price.cache_write
@@ -47,17 +48,17 @@ def cost(price: Price, usage: Usage) -> float:
         + usage.tokens_cached * cached
         + usage.tokens_cache_written * written
         + usage.tokens_out * price.output
-    ) / PER
+    ) / PER * (price.batch if batch else 1.0)
 
 
-def priced(price: Price | None, usage: Usage | None) -> float | None:
+def priced(price: Price | None, usage: Usage | None, batch: bool = False) -> float | None:
     """The cost of a call, or None when it cannot be known: no price, or a paid model whose
     provider reported no tokens."""
     if price is None:
         return None
     if usage is None:
         return 0.0 if price.input == price.output == 0 else None
-    return cost(price, usage)
+    return cost(price, usage, batch)
 
 
 class PriceError(ValueError):
@@ -104,9 +105,11 @@ def _price(file: Path, provider: str, model: str, entry: object) -> Price:
     where = f'{file}: [{provider}."{model}"]'
     if not isinstance(entry, dict):
         raise PriceError(f"{where} must be a table with input and output prices")
-    unknown = set(entry) - {"input", "output", "cached_input", "cache_write"}
+    unknown = set(entry) - {"input", "output", "cached_input", "cache_write", "batch"}
     if unknown:
-        raise PriceError(f"{where} has unknown keys {sorted(unknown)}; use input, output, cached_input, cache_write")
+        raise PriceError(
+            f"{where} has unknown keys {sorted(unknown)}; use input, output, cached_input, cache_write, batch"
+        )
     for key in ("input", "output"):
         if key not in entry:
             raise PriceError(f"{where} needs {key} (US dollars per million tokens)")
@@ -118,4 +121,5 @@ def _price(file: Path, provider: str, model: str, entry: object) -> Price:
         output=float(entry["output"]),
         cached_input=None if "cached_input" not in entry else float(entry["cached_input"]),
         cache_write=None if "cache_write" not in entry else float(entry["cache_write"]),
+        batch=float(entry.get("batch", 1.0)),
     )

@@ -213,7 +213,12 @@ RUBRIC_NAMES = ("rubric.md", "rubric.txt")
 
 
 def cost_estimate(
-    found: inv.Inventory, budget: int, provider: Provider | None, model: str, price_table: Path | None
+    found: inv.Inventory,
+    budget: int,
+    provider: Provider | None,
+    model: str,
+    price_table: Path | None,
+    batch_api: bool = False,
 ) -> tuple[Estimate, str]:
     """The run's estimate (see runner.estimate) and what it was priced for, in words. The anchors
     in the folder count as essays; a rubric.md beside the prompt counts as shared text."""
@@ -232,7 +237,9 @@ def cost_estimate(
     named = f"{provider.value} {chosen}".strip()
     if price is None:
         return estimate(words, shared, budget, None), f"no price for {named} in {table.source}; add it there"
-    return estimate(words, shared, budget, price), f"priced for {named}"
+    return estimate(words, shared, budget, price, batch=batch_api), f"priced for {named}" + (
+        " through its batch API" if batch_api else ""
+    )
 
 
 def estimate_line(found: Estimate, priced_for: str) -> str:
@@ -361,6 +368,14 @@ async def run(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="ask the judge even for pairs it answered before (they are paid again)")
     ] = False,
+    batch_api: Annotated[
+        bool,
+        typer.Option(
+            "--batch-api",
+            help="send each wave as one job of the provider's batch API: about half the "
+            "price, answered within the provider's window (up to a day)",
+        ),
+    ] = False,
     price_table: PriceTableFile = None,
     max_words: MaxWords = inv.DEFAULT_MAX_WORDS,
     allow_duplicates: AllowDuplicates = False,
@@ -384,7 +399,7 @@ async def run(
     if max_cost is not None and not 0 < max_cost <= 1_000_000:
         raise RunnerError(f"--max-cost must be more than 0 and at most 1000000 US dollars, not {max_cost:g}", 2)
     found = take_inventory(folder, max_words, allow_duplicates)
-    expected, priced_for = cost_estimate(found, budget, provider, model, price_table)
+    expected, priced_for = cost_estimate(found, budget, provider, model, price_table, batch_api)
     say(estimate_line(expected, priced_for))
     if max_cost is not None and expected.cost_usd is not None and expected.cost_usd > max_cost and not yes:
         question = f"the estimate ({dollars(expected.cost_usd)}) is above --max-cost {dollars(max_cost)}; run anyway?"
@@ -413,7 +428,7 @@ async def run(
         spec = batch_spec(found, ids, label or folder.name, assignment_id, budget=budget, provider=provider.value if provider else "",
                           model=model, temperature=temperature, seed=seed, decided_share=decided_share,
                           decided_probability=decided_probability, grade_stop=grade_stop, max_cost_usd=max_cost,
-                          no_cache=no_cache)  # fmt: skip
+                          no_cache=no_cache, batch_api=batch_api)  # fmt: skip
         Interrupted.hint = "interrupted before the batch was submitted; run the same command again"
         submitted = await mesh.submit_batch(spec, new)
         batch = submitted.batch

@@ -260,6 +260,7 @@ class BatchSpec:
     grade_stop: bool = True
     max_cost_usd: float | None = None  # the batch stops once its recorded cost reaches this
     no_cache: bool = False  # ask the judge even for pairs it answered before
+    batch_api: bool = False  # each wave as one job of the provider's batch API
 
 
 @dataclass(frozen=True)
@@ -346,6 +347,8 @@ def _submit_request(spec: BatchSpec, new: bool) -> assessment_pb2.SubmitBatchReq
     if spec.max_cost_usd is not None:
         request.max_cost_usd = spec.max_cost_usd
     request.no_cache = spec.no_cache
+    if spec.batch_api:
+        request.judge.mode = assessment_pb2.JUDGE_MODE_BATCH
     request.request_id = str(uuid.uuid4()) if new else same_run_request_id(request)
     _validate(request)
     return request

@@ -42,12 +42,18 @@ def dollars(amount: float) -> str:
 
 
 def estimate(
-    essay_words: list[int], shared_words: int, budget: int, price: Price | None, cached_share: float = 0.0
+    essay_words: list[int],
+    shared_words: int,
+    budget: int,
+    price: Price | None,
+    cached_share: float = 0.0,
+    batch: bool = False,
 ) -> Estimate:
     """The expected and largest comparisons, tokens and cost of ranking essays of `essay_words`
     words, each comparison also sending `shared_words` of task and rubric. `budget` 0 means the
     service's default. `cached_share`: the share of input tokens the provider is expected to read
-    from its prompt cache (0 unless the shared part is long enough to be cached)."""
+    from its prompt cache (0 unless the shared part is long enough to be cached); `batch`: priced
+    through the provider's batch API."""
     n = len(essay_words)
     most = budget or max(1, BUDGET_PER_ESSAY * n)
     expected = min(most, round(TYPICAL_PER_ESSAY * n))
@@ -64,6 +70,6 @@ def estimate(
         most_comparisons=most,
         tokens_in=usage(expected).tokens_in,
         tokens_out=usage(expected).tokens_out,
-        cost_usd=None if price is None else cost(price, usage(expected)),
-        most_cost_usd=None if price is None else cost(price, usage(most)),
+        cost_usd=None if price is None else cost(price, usage(expected), batch),
+        most_cost_usd=None if price is None else cost(price, usage(most), batch),
     )

@@ -52,3 +52,21 @@ class Judge(Protocol):
     async def compare(self, request: JudgeRequest) -> Verdict: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobResults:
+    """A batch job's outcome: None while the provider works on it; else each item's verdict or
+    error, by custom id (items missing from it were not answered: expired or cancelled)."""
+
+    answers: dict[str, Verdict | JudgeError] | None
+
+
+class BatchJudge(Judge, Protocol):
+    """A judge that also takes comparisons as one job of its provider's batch API."""
+
+    async def submit_job(self, items: list[tuple[str, JudgeRequest]]) -> str:
+        """Send (custom id, request) pairs as one job; the provider's job id."""
+        ...
+
+    async def job_results(self, job_id: str, model: str) -> JobResults: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import urlparse
 
-from cj_svc.judges.base import Judge
+from cj_svc.judges.base import BatchJudge, Judge
 from cj_svc.judges.heuristic import HeuristicJudge
 from cj_svc.judges.http import AnthropicJudge, OpenAIJudge
 from cj_svc.judges.simulated import SimulatedJudge
@@ -13,6 +13,8 @@ from cj_svc.settings import CJSettings
 from mesh_common.pricing import DEFAULT_MODELS
 
 PROVIDERS = ("heuristic", "simulated", "openai", "anthropic")
+# The providers whose judges also take a wave as one job of their batch API.
+BATCH_API_PROVIDERS = frozenset({"openai", "anthropic"})
 # The hosted APIs answer nothing without a key; a self-hosted OpenAI-compatible server may need none.
 HOSTED = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
 
@@ -47,6 +49,13 @@ class Judges:
     def model(self, provider: str, batch_model: str) -> str:
         """The model a batch's comparisons are asked of (empty for the offline judges)."""
         return batch_model or self.settings.judge_model or DEFAULT_MODELS.get(provider, "")
+
+    def batch_api(self, provider: str) -> BatchJudge:
+        """The provider's judge, for its batch API (openai and anthropic only: see `unusable`)."""
+        judge = self.get(provider)
+        if provider not in BATCH_API_PROVIDERS or not isinstance(judge, AnthropicJudge | OpenAIJudge):
+            raise ValueError(f"the {provider} judge has no batch API")
+        return judge
 
     def get(self, provider: str) -> Judge:
         if provider not in self._judges:

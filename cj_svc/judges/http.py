@@ -1,21 +1,24 @@
-"""LLM judges over HTTP: any OpenAI-compatible chat-completions server, and Anthropic's messages API."""
+"""LLM judges over HTTP: any OpenAI-compatible chat-completions server, and Anthropic's messages API;
+each also through its provider's batch API (OpenAI Batch, Anthropic Message Batches), where a
+wave is one job, answered within the provider's window at about half the price."""
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import httpx
 
-from cj_svc.judges.base import JudgeError, JudgeRequest, Verdict
+from cj_svc.judges.base import JobResults, JudgeError, JudgeRequest, Verdict
 from cj_svc.judges.prompting import pair_message, parse_verdict, shared_prefix
 from mesh_common.error_codes import ErrorCode
 from mesh_common.pricing import Usage
 
 
-def _status_error(response: httpx.Response) -> JudgeError:
-    code = response.status_code
-    detail = response.text[:300]
+def _status_error(code: int, detail: str) -> JudgeError:
+    """The error of an HTTP status from the provider, for a call or for one item of a batch job."""
+    detail = detail[:300]
     if code == 429:
         return JudgeError(ErrorCode.RATE_LIMIT, f"rate limited (HTTP 429): {detail}")
     if code in (401, 403):
@@ -58,6 +61,7 @@ def anthropic_usage(usage: Any) -> Usage | None:
 
 class _HttpJudge:
     provider = ""
+    path = ""
 
     def __init__(self, base_url: str, api_key_env: str, default_model: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
@@ -66,22 +70,68 @@ class _HttpJudge:
         self.default_model = default_model
         self.client = httpx.AsyncClient(timeout=timeout)
 
-    async def _post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    def headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def body(self, request: JudgeRequest) -> dict[str, Any]:
+        """The request body of one comparison."""
+        raise NotImplementedError
+
+    def verdict(self, answer: dict[str, Any], model: str) -> Verdict:
+        """The verdict in a response body."""
+        raise NotImplementedError
+
+    async def compare(self, request: JudgeRequest) -> Verdict:
+        model = request.model or self.default_model
+        return self.verdict(await self._send("POST", self.path, json=self.body(request)), model)
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of a call to the provider (a path under the base URL, or a full URL)."""
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
         try:
-            response = await self.client.post(f"{self.base_url}{path}", json=body, headers=headers)
+            response = await self.client.request(method, url, headers=self.headers(), **kwargs)
         except httpx.TimeoutException as error:
             raise JudgeError(ErrorCode.TIMEOUT, f"the provider did not answer in time: {error}") from None
         except httpx.HTTPError as error:
             raise JudgeError(ErrorCode.CONNECTION_ERROR, f"cannot reach {self.base_url}: {error}") from None
         if response.status_code != 200:
-            raise _status_error(response)
+            raise _status_error(response.status_code, response.text)
         try:
-            answer: dict[str, Any] = response.json()
+            return response.json()
         except ValueError:
             raise JudgeError(
                 ErrorCode.PARSING_ERROR, f"the provider's answer is not JSON: {response.text[:200]}"
             ) from None
-        return answer
+
+    async def _lines(self, path: str) -> list[dict[str, Any]]:
+        """A JSONL file of the provider's, as its lines."""
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        try:
+            response = await self.client.get(url, headers=self.headers())
+        except httpx.HTTPError as error:
+            raise JudgeError(ErrorCode.CONNECTION_ERROR, f"cannot reach {self.base_url}: {error}") from None
+        if response.status_code != 200:
+            raise _status_error(response.status_code, response.text)
+        try:
+            return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+        except ValueError:
+            raise JudgeError(ErrorCode.PARSING_ERROR, "the provider's batch results are not JSON lines") from None
+
+    def _item(self, status: int, body: Any, model: str) -> Verdict | JudgeError:
+        """One answered item of a batch job, as a direct call would have been read."""
+        if status != 200:
+            return _status_error(status, json.dumps(body))
+        try:
+            return self.verdict(body, model)
+        except JudgeError as error:
+            return error
+
+    async def submit_job(self, items: list[tuple[str, JudgeRequest]]) -> str:
+        """Send comparisons (custom id, request) as one batch job; the provider's job id."""
+        raise NotImplementedError
+
+    async def job_results(self, job_id: str, model: str) -> JobResults:
+        raise NotImplementedError
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -91,11 +141,15 @@ class OpenAIJudge(_HttpJudge):
     """Chat completions: OpenAI, vLLM, Ollama, llama.cpp servers (base URL + key + model)."""
 
     provider = "openai"
+    path = "/chat/completions"
+    ENDED = ("completed", "failed", "expired", "cancelled")
 
-    async def compare(self, request: JudgeRequest) -> Verdict:
-        model = request.model or self.default_model
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def body(self, request: JudgeRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": model,
+            "model": request.model or self.default_model,
             # The shared part first: OpenAI caches prompt prefixes (of 1,024 tokens or more) itself.
             "messages": [
                 {"role": "system", "content": shared_prefix(request)},
@@ -106,8 +160,9 @@ class OpenAIJudge(_HttpJudge):
             body["temperature"] = request.temperature
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        answer = await self._post("/chat/completions", body, headers)
+        return body
+
+    def verdict(self, answer: dict[str, Any], model: str) -> Verdict:
         try:
             text = answer["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
@@ -116,17 +171,73 @@ class OpenAIJudge(_HttpJudge):
             ) from None
         return parse_verdict(text, answer.get("model", model), openai_usage(answer.get("usage")))
 
+    async def submit_job(self, items: list[tuple[str, JudgeRequest]]) -> str:
+        lines = "".join(
+            json.dumps({"custom_id": custom_id, "method": "POST", "url": f"/v1{self.path}", "body": self.body(r)})
+            + "\n"
+            for custom_id, r in items
+        )
+        uploaded = await self._send(
+            "POST", "/files", data={"purpose": "batch"}, files={"file": ("wave.jsonl", lines.encode())}
+        )
+        job = await self._send(
+            "POST", "/batches",
+            json={"input_file_id": uploaded["id"], "endpoint": f"/v1{self.path}", "completion_window": "24h"},
+        )  # fmt: skip
+        return str(job["id"])
+
+    async def job_results(self, job_id: str, model: str) -> JobResults:
+        job = await self._send("GET", f"/batches/{job_id}")
+        status = job.get("status")
+        if status not in self.ENDED:
+            return JobResults(None)
+        if status == "failed":  # the job was refused as a whole (its input did not validate)
+            reason = json.dumps(job.get("errors"))[:300]
+            return JobResults(
+                {i: JudgeError(ErrorCode.INVALID_REQUEST, f"the provider refused the batch job: {reason}")
+                 for i in await self._custom_ids(job)}
+            )  # fmt: skip
+        answers: dict[str, Verdict | JudgeError] = {}
+        for file_id in (job.get("output_file_id"), job.get("error_file_id")):
+            if not file_id:
+                continue
+            for line in await self._lines(f"/files/{file_id}/content"):
+                response = line.get("response") or {}
+                if response:
+                    answers[str(line.get("custom_id"))] = self._item(
+                        int(response.get("status_code", 0)), response.get("body"), model
+                    )
+                else:
+                    error = line.get("error") or {}
+                    answers[str(line.get("custom_id"))] = JudgeError(
+                        ErrorCode.EXTERNAL_SERVICE_ERROR, f"the provider could not answer: {error}", retryable=True
+                    )
+        return JobResults(answers)
+
+    async def _custom_ids(self, job: dict[str, Any]) -> list[str]:
+        return [str(line.get("custom_id")) for line in await self._lines(f"/files/{job['input_file_id']}/content")]
+
 
 class AnthropicJudge(_HttpJudge):
     """Anthropic's messages API."""
 
     provider = "anthropic"
+    path = "/messages"
     VERSION = "2023-06-01"
+    # An item's error type -> (error code, worth asking again)
+    ITEM_ERRORS = {
+        "invalid_request_error": (ErrorCode.INVALID_REQUEST, False),
+        "authentication_error": (ErrorCode.AUTHENTICATION_ERROR, False),
+        "permission_error": (ErrorCode.AUTHENTICATION_ERROR, False),
+        "rate_limit_error": (ErrorCode.RATE_LIMIT, True),
+    }
 
-    async def compare(self, request: JudgeRequest) -> Verdict:
-        model = request.model or self.default_model
+    def headers(self) -> dict[str, str]:
+        return {"x-api-key": self.api_key, "anthropic-version": self.VERSION}
+
+    def body(self, request: JudgeRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": model,
+            "model": request.model or self.default_model,
             "max_tokens": request.max_tokens or 400,
             # The shared part is marked for Anthropic's prompt cache (used from 1,024-4,096 tokens,
             # by model; shorter prefixes are simply not cached).
@@ -135,10 +246,37 @@ class AnthropicJudge(_HttpJudge):
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
-        headers = {"x-api-key": self.api_key, "anthropic-version": self.VERSION}
-        answer = await self._post("/messages", body, headers)
+        return body
+
+    def verdict(self, answer: dict[str, Any], model: str) -> Verdict:
         try:
             text = "".join(block["text"] for block in answer["content"] if block.get("type") == "text")
         except (KeyError, TypeError):
             raise JudgeError(ErrorCode.PARSING_ERROR, "the provider's answer has no text content") from None
         return parse_verdict(text, answer.get("model", model), anthropic_usage(answer.get("usage")))
+
+    async def submit_job(self, items: list[tuple[str, JudgeRequest]]) -> str:
+        job = await self._send(
+            "POST", "/messages/batches",
+            json={"requests": [{"custom_id": custom_id, "params": self.body(r)} for custom_id, r in items]},
+        )  # fmt: skip
+        return str(job["id"])
+
+    async def job_results(self, job_id: str, model: str) -> JobResults:
+        job = await self._send("GET", f"/messages/batches/{job_id}")
+        if job.get("processing_status") != "ended":
+            return JobResults(None)
+        answers: dict[str, Verdict | JudgeError] = {}
+        for line in await self._lines(job.get("results_url") or f"/messages/batches/{job_id}/results"):
+            result = line.get("result") or {}
+            kind = result.get("type")
+            if kind == "succeeded":
+                answers[str(line.get("custom_id"))] = self._item(200, result.get("message"), model)
+            elif kind == "errored":
+                error = (result.get("error") or {}).get("error") or {}
+                code, retryable = self.ITEM_ERRORS.get(str(error.get("type")), (ErrorCode.EXTERNAL_SERVICE_ERROR, True))
+                answers[str(line.get("custom_id"))] = JudgeError(
+                    code, f"the provider could not answer: {error.get('message', '')}"[:300], retryable=retryable
+                )
+            # canceled or expired: left out, so asked again
+        return JobResults(answers)

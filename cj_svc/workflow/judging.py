@@ -14,11 +14,11 @@ from prometheus_client import Counter, Histogram
 
 from cj_svc.content_client import ContentClient
 from cj_svc.judgements import REUSED_PROVIDERS, Judgements, judgement_key
-from cj_svc.judges.base import JudgeError, JudgeRequest
+from cj_svc.judges.base import JudgeError, JudgeRequest, Verdict
 from cj_svc.judges.factory import Judges
 from cj_svc.models import Batch
 from cj_svc.settings import CJSettings
-from cj_svc.vocabulary import ComparisonStatus
+from cj_svc.vocabulary import ComparisonStatus, JudgeMode
 from cj_svc.workflow.store import ComparisonRow
 from mesh_common.pricing import Price, PriceTable, priced
 from mesh_server import errors
@@ -120,18 +120,56 @@ class Judging:
             system_prompt=batch.judge_system_prompt,
         )  # fmt: skip
 
-    async def judge(self, batch: Batch, row: ComparisonRow, request: JudgeRequest, occurrence: int) -> dict[str, Any]:
-        """The row's new values: an answer kept from before when there is one (see
-        cj_svc.judgements), else the judge's, retrying retryable failures with backoff."""
-        key = None
+    def reuse_key(self, batch: Batch, request: JudgeRequest, occurrence: int) -> str | None:
+        """The key its answer is kept under, when the batch's answers are kept (see cj_svc.judgements)."""
         if batch.judge_provider in REUSED_PROVIDERS and not batch.no_cache:
-            key = judgement_key(batch.judge_provider, request, occurrence)
-            kept = await self.judgements.find(key)
-            if kept is not None:
-                COMPARISONS.labels("reused", "").inc()
-                return {"status": ComparisonStatus.DONE, "winner": kept.winner, "confidence": kept.confidence,
-                        "justification": kept.justification, "model": kept.model, "cached": True, "cost_usd": 0.0,
-                        "attempts": row.attempts, "completed_at": datetime.now(UTC)}  # fmt: skip
+            return judgement_key(batch.judge_provider, request, occurrence)
+        return None
+
+    async def reused(self, key: str | None, row: ComparisonRow) -> dict[str, Any] | None:
+        """The row's new values from an answer kept from before, if there is one."""
+        kept = None if key is None else await self.judgements.find(key)
+        if kept is None:
+            return None
+        COMPARISONS.labels("reused", "").inc()
+        return {"status": ComparisonStatus.DONE, "winner": kept.winner, "confidence": kept.confidence,
+                "justification": kept.justification, "model": kept.model, "cached": True, "cost_usd": 0.0,
+                "attempts": row.attempts, "completed_at": datetime.now(UTC)}  # fmt: skip
+
+    def answered(
+        self, batch: Batch, verdict: Verdict, attempts: int, latency_ms: float | None, key: str | None
+    ) -> dict[str, Any]:
+        """The row's new values from the judge's answer, priced (at the batch API's rate in batch mode)."""
+        COMPARISONS.labels("done", "").inc()
+        usage = verdict.usage
+        return {
+            "status": ComparisonStatus.DONE, "winner": verdict.winner,
+            "confidence": verdict.confidence, "justification": verdict.justification, "model": verdict.model,
+            "tokens_in": usage and usage.tokens_in, "tokens_out": usage and usage.tokens_out,
+            "tokens_cached": usage and usage.tokens_cached, "tokens_cache_written": usage and usage.tokens_cache_written,
+            "cost_usd": priced(self.price(batch), usage, batch=batch.judge_mode == JudgeMode.BATCH),
+            "cached": False, "judgement_key": key, "latency_ms": latency_ms, "attempts": attempts,
+            "completed_at": datetime.now(UTC),
+        }  # fmt: skip
+
+    @staticmethod
+    def failed(error: JudgeError, model: str | None, attempts: int) -> dict[str, Any]:
+        """The row's new values when it failed for good."""
+        COMPARISONS.labels("failed", error.error_code).inc()
+        return {"status": ComparisonStatus.FAILED, "error_code": error.error_code,
+                "error_message": error.message[:2000], "model": model, "attempts": attempts,
+                "completed_at": datetime.now(UTC)}  # fmt: skip
+
+    async def backoff(self, attempts: int) -> None:
+        await asyncio.sleep(self.settings.retry_base_seconds * 2 ** (attempts - 1) * (0.5 + random.random()))
+
+    async def judge(self, batch: Batch, row: ComparisonRow, request: JudgeRequest, occurrence: int) -> dict[str, Any]:
+        """The row's new values: an answer kept from before when there is one, else the judge's,
+        retrying retryable failures with backoff."""
+        key = self.reuse_key(batch, request, occurrence)
+        kept = await self.reused(key, row)
+        if kept is not None:
+            return kept
         judge = self.judges.get(batch.judge_provider)
         attempts = row.attempts
         while True:
@@ -141,27 +179,12 @@ class Judging:
                 verdict = await judge.compare(request)
             except JudgeError as error:
                 if error.retryable and attempts < self.settings.max_attempts:
-                    await asyncio.sleep(
-                        self.settings.retry_base_seconds * 2 ** (attempts - 1) * (0.5 + random.random())
-                    )
+                    await self.backoff(attempts)
                     continue
-                COMPARISONS.labels("failed", error.error_code).inc()
-                return {"status": ComparisonStatus.FAILED, "error_code": error.error_code,
-                        "error_message": error.message[:2000], "model": row.model, "attempts": attempts,
-                        "completed_at": datetime.now(UTC)}  # fmt: skip
+                return self.failed(error, row.model, attempts)
             latency = (time.perf_counter() - started) * 1000
             JUDGE_SECONDS.labels(judge.provider).observe(latency / 1000)
-            COMPARISONS.labels("done", "").inc()
-            usage = verdict.usage
-            return {
-                "status": ComparisonStatus.DONE, "winner": verdict.winner,
-                "confidence": verdict.confidence, "justification": verdict.justification, "model": verdict.model,
-                "tokens_in": usage and usage.tokens_in, "tokens_out": usage and usage.tokens_out,
-                "tokens_cached": usage and usage.tokens_cached,
-                "tokens_cache_written": usage and usage.tokens_cache_written,
-                "cost_usd": priced(self.price(batch), usage), "cached": False, "judgement_key": key,
-                "latency_ms": latency, "attempts": attempts, "completed_at": datetime.now(UTC),
-            }  # fmt: skip
+            return self.answered(batch, verdict, attempts, latency, key)
 
     async def close(self) -> None:
         await self.judges.close()

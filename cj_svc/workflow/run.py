@@ -18,10 +18,12 @@ from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
 from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, affordable, decide
+from cj_svc.judges.base import JudgeRequest
 from cj_svc.models import Batch, BatchEssay
 from cj_svc.settings import CJSettings
-from cj_svc.vocabulary import ANSWERED, BatchState, ComparisonStatus
+from cj_svc.vocabulary import ANSWERED, BatchState, ComparisonStatus, JudgeMode
 from cj_svc.workflow.finalize import decided, finalize
+from cj_svc.workflow.jobs import Jobs
 from cj_svc.workflow.judging import Judging, Texts
 from cj_svc.workflow.offload import off_loop
 from cj_svc.workflow.store import ComparisonRow, Recorder, RunStore, answered
@@ -108,7 +110,9 @@ class BatchRun:
         self.is_anchor = np.array([e.is_anchor for e in essays])
         self.rng = np.random.default_rng(batch.seed if batch.seed is not None else int(batch.batch_id[:8], 16))
         # A seeded batch plans each wave from complete waves only, so that timing cannot change it.
-        self.reproducible = batch.seed is not None
+        # Whole waves: each planned once the one before is answered (reproducible batches; batch
+        # mode, where a wave is one provider job).
+        self.whole_waves = batch.seed is not None or batch.judge_mode == JudgeMode.BATCH
         self.recorder: Recorder = self.store.recorder(batch.batch_id)
         # Waves overlap: the next one is queued as soon as the judge slots can take more, pairing
         # only essays that are not being judged right now, so slow tails do not idle the judge.
@@ -171,7 +175,7 @@ class BatchRun:
                 ),
                 self.rules,
             )  # fmt: skip
-            if reason == StopReason.CONTINUE and len(self.inflight) <= (0 if self.reproducible else self.refill_at):
+            if reason == StopReason.CONTINUE and len(self.inflight) <= (0 if self.whole_waves else self.refill_at):
                 busy = {self.position[r.essay_a_id] for r in rows if r.comparison_id in self.inflight}
                 busy |= {self.position[r.essay_b_id] for r in rows if r.comparison_id in self.inflight}
                 remaining = batch.comparison_budget - len(rows)
@@ -192,7 +196,7 @@ class BatchRun:
             # Wait for at least one answer (for all of them once the batch is stopping).
             goal = (
                 min(self.refill_at, len(self.inflight) - 1)
-                if reason == StopReason.CONTINUE and not self.reproducible
+                if reason == StopReason.CONTINUE and not self.whole_waves
                 else 0
             )
             while self.inflight and len(self.inflight) > goal and not self.stop.is_set():
@@ -223,14 +227,25 @@ class BatchRun:
         judging = self.context.judging
         occurrence = occurrences(asked)
 
+        async def request(row: ComparisonRow) -> JudgeRequest:
+            return judging.request(
+                batch, await texts.get(storage[row.essay_a_id]), await texts.get(storage[row.essay_b_id])
+            )
+
         async def one(row: ComparisonRow) -> None:
             async with self.limit, judging.service_limit:
-                request = judging.request(
-                    batch, await texts.get(storage[row.essay_a_id]), await texts.get(storage[row.essay_b_id])
-                )
                 self.recorder.add(
-                    row.comparison_id, await judging.judge(batch, row, request, occurrence[row.comparison_id])
+                    row.comparison_id,
+                    await judging.judge(batch, row, await request(row), occurrence[row.comparison_id]),
                 )
 
+        async def as_jobs() -> None:
+            requests = {row.comparison_id: await request(row) for row in rows}
+            await Jobs(judging, self.store, self.recorder, batch).judge_rows(rows, requests, occurrence)
+
+        if batch.judge_mode == JudgeMode.BATCH:
+            task = asyncio.create_task(as_jobs())
+            self.inflight.update(dict.fromkeys((row.comparison_id for row in rows), task))
+            return
         for row in rows:
             self.inflight[row.comparison_id] = asyncio.create_task(one(row))

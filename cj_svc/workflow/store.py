@@ -39,7 +39,7 @@ ANSWER_COLUMNS = (
 # The columns of a comparison that the wave loop reads (rows carry them as attributes).
 WAVE_COLUMNS = (
     Comparison.comparison_id, Comparison.wave, Comparison.essay_a_id, Comparison.essay_b_id,
-    Comparison.status, Comparison.winner, Comparison.attempts, Comparison.model,
+    Comparison.status, Comparison.winner, Comparison.attempts, Comparison.model, Comparison.provider_batch_id,
 )  # fmt: skip
 
 
@@ -62,6 +62,8 @@ class ComparisonRow(Protocol):
     def attempts(self) -> int: ...
     @property
     def model(self) -> str | None: ...
+    @property
+    def provider_batch_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class NewComparison:
     attempts: int
     model: str | None
     winner: str | None = None
+    provider_batch_id: str | None = None
 
 
 def answered(rows: list[ComparisonRow], position: dict[str, int]) -> Comparisons:
@@ -252,6 +255,21 @@ class RunStore:
 
         await database.write(self.sessions, transaction)
         return list(rows)
+
+    async def sent_in_job(self, job_id: str, attempts: dict[str, int]) -> None:
+        """Remember the provider's batch job that PENDING comparisons (id -> attempts so far) were
+        sent in, so that after a restart the job is polled again, not paid for again."""
+        table = cast("Table", Comparison.__table__)
+
+        async def transaction(session: AsyncSession) -> None:
+            await session.execute(
+                update(table)
+                .where(table.c.comparison_id == bindparam("cid"), table.c.status == ComparisonStatus.PENDING)
+                .values(provider_batch_id=job_id, attempts=bindparam("sent")),
+                [{"cid": cid, "sent": sent} for cid, sent in attempts.items()],
+            )
+
+        await database.write(self.sessions, transaction)
 
     async def failure_reason(self, batch_id: str, attempted: int, succeeded: int) -> str:
         async with self.sessions() as session:

@@ -50,3 +50,13 @@ def test_every_judge_provider_of_the_contract_is_a_judge_the_service_runs() -> N
     assert sorted(JUDGE_PROVIDERS.values()) == sorted(PROVIDERS)
     for value, name in JUDGE_PROVIDERS.items():  # the runner's --provider names are the contract's
         assert assessment_pb2.JudgeProvider.Name(value) == f"JUDGE_PROVIDER_{name.upper()}"
+
+
+def test_every_judge_mode_of_the_contract_has_its_name() -> None:
+    from cj_svc.assessment_service import JUDGE_MODES
+    from cj_svc.vocabulary import JudgeMode
+
+    assert set(assessment_pb2.JudgeMode.values()) - set(JUDGE_MODES) == {assessment_pb2.JUDGE_MODE_UNSPECIFIED}
+    assert sorted(JUDGE_MODES.values()) == sorted(JudgeMode)
+    for value, name in JUDGE_MODES.items():
+        assert assessment_pb2.JudgeMode.Name(value) == f"JUDGE_MODE_{name}"

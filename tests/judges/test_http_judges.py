@@ -68,8 +68,12 @@ def anthropic_answer(content: str) -> str:
         {
             "model": "claude-x",
             "content": [{"type": "text", "text": content}],
-            "usage": {"input_tokens": 90, "output_tokens": 20, "cache_read_input_tokens": 1500,
-                      "cache_creation_input_tokens": 0},
+            "usage": {
+                "input_tokens": 90,
+                "output_tokens": 20,
+                "cache_read_input_tokens": 1500,
+                "cache_creation_input_tokens": 0,
+            },
         }
     )
 

@@ -162,3 +162,22 @@ async def test_prompt_cache_tokens_of_anthropic_are_read_and_priced(mesh, tmp_pa
         expected = cost(price, Usage(int(usage["tokens_in"]), int(usage["tokens_out"]), 9 * prefix, prefix))
         assert usage["cost_usd"] == pytest.approx(expected)
         assert usage["cost_usd"] < cost(price, Usage(int(usage["tokens_in"]), int(usage["tokens_out"]))) / 2
+
+
+@pytest.mark.timeout(300)
+async def test_batch_api_run_from_the_runner_costs_half(mesh, tmp_path) -> None:
+    with provider_server() as provider:
+        await mesh.restart_cj(judge_provider="openai", openai_base_url=provider.url, batch_poll_seconds=0.05)
+        folder = essays_folder(tmp_path)
+        judge = ["--provider", "openai", "--budget", "12", "--runs-dir", str(tmp_path / "runs"),
+                 "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+        direct = await runner(mesh, "run", str(folder), *judge)
+        assert direct.code == 0, direct.output
+        batched = await runner(mesh, "run", str(folder), *judge, "--batch-api", "--no-cache")
+        assert batched.code == 0, batched.output
+        assert "priced for openai gpt-4o-mini through its batch API" in batched.stderr
+        assert provider.jobs and sum(len(job) for job in provider.jobs.values()) == 12  # every wave a job
+        by_direct = results_of(direct.output, tmp_path / "runs")["judge_usage"]
+        by_jobs = results_of(batched.output, tmp_path / "runs")["judge_usage"]
+        per_token = [u["cost_usd"] / (int(u["tokens_in"]) + 4 * int(u["tokens_out"])) for u in (by_direct, by_jobs)]
+        assert per_token[1] == pytest.approx(per_token[0] / 2)

@@ -1,6 +1,10 @@
 """A local HTTP server that speaks the OpenAI chat-completions and Anthropic messages protocols as
-the hosted providers do (their usage fields and prompt caching included), and judges with the
-offline judge's essay scores, so a batch against it runs like one against a hosted LLM.
+the hosted providers do (their usage fields, prompt caching and batch APIs included), and judges
+with the offline judge's essay scores, so a batch against it runs like one against a hosted LLM.
+
+Batch jobs (OpenAI: a JSONL file uploaded to /files, then /batches; Anthropic: /messages/batches)
+stay in progress while `hold` is set; items named in `fail_once` fail (retryably) in the first job
+that holds them.
 
 Tokens are counted its own way (words and punctuation marks), not with the runner's estimate.
 Prompt caching follows the providers: a prefix is cached from 1,024 tokens, OpenAI reads it
@@ -17,6 +21,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cj_svc.judges.heuristic import SLOPE, draw, quality
@@ -36,6 +42,34 @@ class Provider:
     cached_prefixes: set[str] = field(default_factory=set)
     scores: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    files: dict[str, str] = field(default_factory=dict)
+    jobs: dict[str, list[str]] = field(default_factory=dict)  # job id -> its custom ids, in order sent
+    hold: bool = False
+    fail_once: set[str] = field(default_factory=set)
+    _job_bodies: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)
+    _results: dict[str, list[dict]] = field(default_factory=dict)
+
+    def new_job(self, items: list[tuple[str, dict]]) -> str:
+        with self.lock:
+            job_id = f"job_{len(self.jobs) + 1}"
+            self.jobs[job_id] = [custom_id for custom_id, _ in items]
+            self._job_bodies[job_id] = items
+        return job_id
+
+    def job_lines(self, job_id: str, answer, failure) -> list[dict] | None:
+        """The job's result lines once it is released (None while held); computed once."""
+        with self.lock:
+            if self.hold:
+                return None
+            if job_id in self._results:
+                return self._results[job_id]
+            failing = {i for i, _ in self._job_bodies[job_id] if i in self.fail_once}
+            self.fail_once -= failing
+        lines = [failure(i) if i in failing else answer(i, body) for i, body in self._job_bodies[job_id]]
+        with self.lock:
+            self.calls += len(lines) - len(failing)
+            self._results[job_id] = lines
+        return lines
 
     def verdict(self, user: str) -> str:
         essay_a = user.split("## Essay A\n", 1)[1].split("\n\n## Essay B\n", 1)[0]
@@ -91,23 +125,86 @@ class Provider:
         }
 
 
+def openai_line(state: Provider, custom_id: str, body: dict) -> dict:
+    return {"custom_id": custom_id, "response": {"status_code": 200, "body": state.openai(body)}, "error": None}
+
+
+def openai_failure(custom_id: str) -> dict:
+    return {"custom_id": custom_id, "response": {"status_code": 500, "body": {"error": {"message": "overloaded"}}}}
+
+
+def anthropic_line(state: Provider, custom_id: str, params: dict) -> dict:
+    return {"custom_id": custom_id, "result": {"type": "succeeded", "message": state.anthropic(params)}}
+
+
+def anthropic_failure(custom_id: str) -> dict:
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    return {"custom_id": custom_id, "result": {"type": "errored", "error": error}}
+
+
 @contextmanager
 def provider_server() -> Iterator[Provider]:
     state = Provider()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with state.lock:
-                state.calls += 1
-                state.paths.append(self.path)
-            answer = state.openai(body) if self.path.endswith("/chat/completions") else state.anthropic(body)
-            data = json.dumps(answer).encode()
+        def answer(self, payload: object, content_type: str = "application/json") -> None:
+            data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            with state.lock:
+                state.paths.append(self.path)
+            if self.path.endswith("/files"):  # OpenAI: the batch's input, multipart
+                message = BytesParser(policy=default).parsebytes(
+                    b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
+                )
+                (upload,) = [part for part in message.iter_parts() if part.get_filename()]
+                file_id = f"file_{len(state.files) + 1}"
+                state.files[file_id] = upload.get_payload(decode=True).decode()
+                self.answer({"id": file_id, "purpose": "batch"})
+                return
+            body = json.loads(raw)
+            if self.path.endswith("/batches") and "input_file_id" in body:  # OpenAI Batch
+                lines = [json.loads(line) for line in state.files[body["input_file_id"]].splitlines()]
+                job_id = state.new_job([(line["custom_id"], line["body"]) for line in lines])
+                self.answer({"id": job_id, "status": "validating", "input_file_id": body["input_file_id"]})
+                return
+            if self.path.endswith("/messages/batches"):  # Anthropic Message Batches
+                job_id = state.new_job([(r["custom_id"], r["params"]) for r in body["requests"]])
+                self.answer({"id": job_id, "processing_status": "in_progress"})
+                return
+            with state.lock:
+                state.calls += 1
+            self.answer(state.openai(body) if self.path.endswith("/chat/completions") else state.anthropic(body))
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            parts = self.path.strip("/").split("/")
+            if parts[-1] == "content":  # OpenAI: a file
+                self.answer(state.files[parts[-2]], "application/jsonl")
+            elif parts[-2:-1] == ["batches"] and parts[-3] != "messages":  # OpenAI: a batch
+                job_id = parts[-1]
+                lines = state.job_lines(job_id, lambda i, b: openai_line(state, i, b), openai_failure)
+                if lines is None:
+                    self.answer({"id": job_id, "status": "in_progress"})
+                    return
+                output = "".join(json.dumps(line) + "\n" for line in lines if line["response"]["status_code"] == 200)
+                errors = "".join(json.dumps(line) + "\n" for line in lines if line["response"]["status_code"] != 200)
+                state.files[f"{job_id}_out"], state.files[f"{job_id}_err"] = output, errors
+                self.answer({"id": job_id, "status": "completed", "output_file_id": f"{job_id}_out",
+                             "error_file_id": f"{job_id}_err" if errors else None})  # fmt: skip
+            elif parts[-1] == "results":  # Anthropic: a batch's results
+                lines = state.job_lines(parts[-2], lambda i, b: anthropic_line(state, i, b), anthropic_failure)
+                self.answer("".join(json.dumps(line) + "\n" for line in lines or []), "application/jsonl")
+            else:  # Anthropic: a batch
+                job_id = parts[-1]
+                ended = state.job_lines(job_id, lambda i, b: anthropic_line(state, i, b), anthropic_failure)
+                self.answer({"id": job_id, "processing_status": "in_progress" if ended is None else "ended",
+                             "results_url": f"{state.url}/messages/batches/{job_id}/results"})  # fmt: skip
 
         def log_message(self, *args: object) -> None:
             pass

@@ -141,6 +141,36 @@ JUDGE_PROVIDER_ANTHROPIC: JudgeProvider.ValueType  # 4
 """Anthropic's messages API."""
 Global___JudgeProvider: _TypeAlias = JudgeProvider  # noqa: Y015
 
+class _JudgeMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JudgeModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JudgeMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JUDGE_MODE_UNSPECIFIED: _JudgeMode.ValueType  # 0
+    """The service's way: JUDGE_MODE_DIRECT."""
+    JUDGE_MODE_DIRECT: _JudgeMode.ValueType  # 1
+    """One call per comparison, answered in seconds."""
+    JUDGE_MODE_BATCH: _JudgeMode.ValueType  # 2
+    """Each wave as one job of the provider's batch API (OpenAI Batch, Anthropic Message Batches):
+    about half the price, answered within the provider's window (up to a day). For the openai and
+    anthropic judges only (FAILED_PRECONDITION otherwise).
+    """
+
+class JudgeMode(_JudgeMode, metaclass=_JudgeModeEnumTypeWrapper):
+    """How a batch's comparisons are sent to an LLM judge."""
+
+JUDGE_MODE_UNSPECIFIED: JudgeMode.ValueType  # 0
+"""The service's way: JUDGE_MODE_DIRECT."""
+JUDGE_MODE_DIRECT: JudgeMode.ValueType  # 1
+"""One call per comparison, answered in seconds."""
+JUDGE_MODE_BATCH: JudgeMode.ValueType  # 2
+"""Each wave as one job of the provider's batch API (OpenAI Batch, Anthropic Message Batches):
+about half the price, answered within the provider's window (up to a day). For the openai and
+anthropic judges only (FAILED_PRECONDITION otherwise).
+"""
+Global___JudgeMode: _TypeAlias = JudgeMode  # noqa: Y015
+
 class _ResultWarningCode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -202,6 +232,7 @@ class JudgeConfig(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     provider: Global___JudgeProvider.ValueType
     """Which judge; unspecified: the service's default. INVALID_ARGUMENT when the service has no
     key for it (FAILED_PRECONDITION with LLM_CONFIGURATION_ERROR).
@@ -214,6 +245,8 @@ class JudgeConfig(_message.Message):
     """Most tokens an LLM judge may answer with, 1 to 32,000; unset: the service's."""
     system_prompt: _builtins.str
     """Replaces the judge's system prompt; empty: the service's."""
+    mode: Global___JudgeMode.ValueType
+    """How comparisons are sent to the judge; unspecified: one call each."""
     def __init__(
         self,
         *,
@@ -222,10 +255,11 @@ class JudgeConfig(_message.Message):
         temperature: _builtins.float | None = ...,
         max_tokens: _builtins.int | None = ...,
         system_prompt: _builtins.str = ...,
+        mode: Global___JudgeMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "max_tokens", b"max_tokens", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "max_tokens", b"max_tokens", "model", b"model", "provider", b"provider", "system_prompt", b"system_prompt", "temperature", b"temperature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "max_tokens", b"max_tokens", "mode", b"mode", "model", b"model", "provider", b"provider", "system_prompt", b"system_prompt", "temperature", b"temperature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
