@@ -157,6 +157,11 @@ Model = Annotated[str, typer.Option(help="the judge's model; default: the provid
 PriceTableFile = Annotated[
     Path | None, typer.Option(help="TOML price table (US dollars per million tokens); default: the shipped one")
 ]
+BatchApi = Annotated[
+    bool,
+    typer.Option("--batch-api", help="each wave as one job of the provider's batch API: about half the price, "
+                 "answered within the provider's window (up to a day)"),
+]  # fmt: skip
 AllowDuplicates = Annotated[
     bool, typer.Option("--allow-duplicates", help="accept student essays with the same text (refused by default)")
 ]
@@ -272,6 +277,7 @@ def plan(
     budget: Budget = 0,
     provider: ProviderOption = None,
     model: Model = "",
+    batch_api: BatchApi = False,
     price_table: PriceTableFile = None,
     max_words: MaxWords = inv.DEFAULT_MAX_WORDS,
     allow_duplicates: AllowDuplicates = False,
@@ -285,7 +291,7 @@ def plan(
     out.print(inventory_table(found))
     try:
         check_inventory(found, least_students=0)
-        out.print(estimate_line(*cost_estimate(found, budget, provider, model, price_table)), soft_wrap=True)
+        out.print(estimate_line(*cost_estimate(found, budget, provider, model, price_table, batch_api)), soft_wrap=True)
     except RunnerError as error:
         say_error(str(error))
         raise typer.Exit(error.exit_code) from None
@@ -299,6 +305,7 @@ def dry_run(
     budget: Budget = 0,
     provider: ProviderOption = None,
     model: Model = "",
+    batch_api: BatchApi = False,
     price_table: PriceTableFile = None,
     max_words: MaxWords = inv.DEFAULT_MAX_WORDS,
     allow_duplicates: AllowDuplicates = False,
@@ -309,9 +316,10 @@ def dry_run(
         found = take_inventory(folder, max_words, allow_duplicates)
         items = found.students + ([found.prompt] if found.prompt else [])
         spec = batch_spec(found, {i.sha256: PLACEHOLDER for i in items}, label or folder.name, assignment_id,
-                          budget=budget, provider=provider.value if provider else "", model=model)  # fmt: skip
+                          budget=budget, provider=provider.value if provider else "", model=model,
+                          batch_api=batch_api)  # fmt: skip
         request = request_document(spec)
-        expected, priced_for = cost_estimate(found, budget, provider, model, price_table)
+        expected, priced_for = cost_estimate(found, budget, provider, model, price_table, batch_api)
     except RunnerError as error:
         say_error(str(error))
         raise typer.Exit(error.exit_code) from None
