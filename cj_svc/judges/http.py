@@ -133,6 +133,9 @@ class _HttpJudge:
     async def job_results(self, job_id: str, model: str) -> JobResults:
         raise NotImplementedError
 
+    async def cancel_job(self, job_id: str) -> None:
+        raise NotImplementedError
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -214,6 +217,9 @@ class OpenAIJudge(_HttpJudge):
                     )
         return JobResults(answers)
 
+    async def cancel_job(self, job_id: str) -> None:
+        await self._send("POST", f"/batches/{job_id}/cancel")
+
     async def _custom_ids(self, job: dict[str, Any]) -> list[str]:
         return [str(line.get("custom_id")) for line in await self._lines(f"/files/{job['input_file_id']}/content")]
 
@@ -280,3 +286,6 @@ class AnthropicJudge(_HttpJudge):
                 )
             # canceled or expired: left out, so asked again
         return JobResults(answers)
+
+    async def cancel_job(self, job_id: str) -> None:
+        await self._send("POST", f"/messages/batches/{job_id}/cancel")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import random
 import time
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ COMPARISONS = Counter(
 )
 JUDGE_SECONDS = Histogram("huleedu_cj_judge_seconds", "Latency of one judge call.", ["provider"])
 CONTENT_ATTEMPTS = 6
+log = logging.getLogger("cj.judging")
 
 
 class Texts:
@@ -185,6 +187,16 @@ class Judging:
             latency = (time.perf_counter() - started) * 1000
             JUDGE_SECONDS.labels(judge.provider).observe(latency / 1000)
             return self.answered(batch, verdict, attempts, latency, key)
+
+    async def cancel_jobs(self, provider: str, job_ids: set[str]) -> None:
+        """Ask the provider to stop batch jobs of a cancelled batch (best effort: a job the
+        provider cannot stop is billed as the provider bills it)."""
+        judge = self.judges.batch_api(provider)
+        for job_id in sorted(job_ids):
+            try:
+                await judge.cancel_job(job_id)
+            except JudgeError as error:
+                log.warning("could not cancel the provider's batch job %s: %s", job_id, error.message)
 
     async def close(self) -> None:
         await self.judges.close()

@@ -289,20 +289,30 @@ class RunStore:
 
         await database.write(self.sessions, transaction)
 
-    async def settle_cancelled(self, batch_id: str) -> None:
-        """Comparisons sent but unanswered when a batch was cancelled are marked CANCELLED."""
+    async def settle_cancelled(self, batch_id: str) -> tuple[str, set[str]]:
+        """Comparisons sent but unanswered when a batch was cancelled are marked CANCELLED; the
+        batch's judge provider and the provider batch jobs those comparisons were waiting on."""
 
-        async def transaction(session: AsyncSession) -> None:
+        async def transaction(session: AsyncSession) -> tuple[str, set[str]]:
             batch = await session.get(Batch, batch_id)
-            if batch is not None and batch.state == BatchState.CANCELLED:
-                await session.execute(
-                    update(Comparison)
-                    .where(Comparison.batch_id == batch_id, Comparison.status == ComparisonStatus.PENDING)
-                    .values(status=ComparisonStatus.CANCELLED, completed_at=datetime.now(UTC))
-                )
-                await observe_duration(session, batch_id, BatchState.CANCELLED)
+            if batch is None or batch.state != BatchState.CANCELLED:
+                return "", set()
+            pending = (Comparison.batch_id == batch_id, Comparison.status == ComparisonStatus.PENDING)
+            jobs = await session.execute(
+                select(Comparison.provider_batch_id)
+                .distinct()
+                .where(*pending, Comparison.provider_batch_id.is_not(None))
+            )
+            waited_on = {str(job) for job in jobs.scalars()}
+            await session.execute(
+                update(Comparison)
+                .where(*pending)
+                .values(status=ComparisonStatus.CANCELLED, completed_at=datetime.now(UTC))
+            )
+            await observe_duration(session, batch_id, BatchState.CANCELLED)
+            return batch.judge_provider, waited_on
 
-        await database.write(self.sessions, transaction)
+        return await database.write(self.sessions, transaction)
 
 
 async def observe_duration(session: AsyncSession, batch_id: str, state: BatchState) -> None:

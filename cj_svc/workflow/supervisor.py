@@ -155,7 +155,9 @@ class Workflow:
             if batch is not None:
                 correlation.current.set(batch.correlation_id)
             await self._work_through_outages(batch_id)
-            await self.store.settle_cancelled(batch_id)
+            provider, jobs = await self.store.settle_cancelled(batch_id)
+            if jobs:
+                await self.judging.cancel_jobs(provider, jobs)
         except asyncio.CancelledError:
             await self.store.settle_cancelled(batch_id)
             raise

@@ -6,6 +6,7 @@ priced at the batch rate."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 
 import grpc
@@ -92,6 +93,31 @@ async def test_a_wave_job_survives_a_restart_and_only_its_failures_are_sent_agai
             assessment_pb2.GetBatchResultsRequest(batch_id=batch.batch_id))).results  # fmt: skip
         assert results.judge_usage.calls == len(comparisons)
         assert results.judge_usage.cost_usd == pytest.approx(sum(c.cost_usd for c in comparisons))
+
+
+@pytest.mark.parametrize("provider_name", ["openai", "anthropic"])
+async def test_cancelling_a_batch_cancels_the_job_it_waits_on(mesh, cj_database_url, provider_name) -> None:
+    with provider_server() as provider:
+        await mesh.restart_cj(judge_provider=provider_name, batch_poll_seconds=0.05,
+                              **{f"{provider_name}_base_url": provider.url})  # fmt: skip
+        storage_ids = await store_texts(mesh.content, ESSAYS)
+        provider.hold = True
+        request = submit_request(storage_ids, comparison_budget=24)
+        request.judge.mode = assessment_pb2.JUDGE_MODE_BATCH
+        batch = (await mesh.assessment.SubmitBatch(request)).batch
+        async with asyncio.timeout(20):
+            while not provider.jobs or None in await jobs_on_rows(cj_database_url, batch.batch_id):  # noqa: ASYNC110 - another thread
+                await asyncio.sleep(0.05)
+        await mesh.assessment.CancelBatch(
+            assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=batch.batch_id)
+        )
+        final = await watch_to_end(mesh, batch.batch_id, timeout=20)
+        assert final.state == assessment_pb2.BATCH_STATE_CANCELLED
+        async with asyncio.timeout(10):
+            while not provider.cancelled:  # noqa: ASYNC110 - another thread
+                await asyncio.sleep(0.05)
+        assert provider.cancelled == list(provider.jobs)  # the one job it waited on, asked to stop
+        assert provider.calls == 0
 
 
 async def test_batch_mode_needs_a_judge_with_a_batch_api(mesh) -> None:

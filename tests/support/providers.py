@@ -46,6 +46,7 @@ class Provider:
     jobs: dict[str, list[str]] = field(default_factory=dict)  # job id -> its custom ids, in order sent
     hold: bool = False
     fail_once: set[str] = field(default_factory=set)
+    cancelled: list[str] = field(default_factory=list)  # jobs the client asked to cancel
     _job_bodies: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)
     _results: dict[str, list[dict]] = field(default_factory=dict)
 
@@ -156,9 +157,14 @@ def provider_server() -> Iterator[Provider]:
             self.wfile.write(data)
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with state.lock:
                 state.paths.append(self.path)
+            if self.path.endswith("/cancel"):  # either provider: stop a batch job
+                job_id = self.path.split("/")[-2]
+                state.cancelled.append(job_id)
+                self.answer({"id": job_id, "status": "cancelling", "processing_status": "canceling"})
+                return
             if self.path.endswith("/files"):  # OpenAI: the batch's input, multipart
                 message = BytesParser(policy=default).parsebytes(
                     b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
