@@ -49,6 +49,8 @@ class CJApp:
 
 
 async def start(settings: CJSettings) -> CJApp:
+    if not 0.5 <= settings.target_reliability <= 0.99:
+        raise ValueError(f"--target-reliability must be from 0.5 to 0.99, not {settings.target_reliability:g}")
     content_token = secret(settings.content_token, settings.content_token_file, "--content-token")
     engine = await database.open_migrated("cj", settings.database_url, settings.migrate)
     sessions = async_sessionmaker(engine, expire_on_commit=False)

@@ -269,6 +269,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
                 grade_stop_off=stop.off,
                 max_cost_usd=request.max_cost_usd if request.HasField("max_cost_usd") else None,
                 no_cache=request.no_cache,
+                target_reliability=request.target_reliability if request.HasField("target_reliability") else None,
                 correlation_id=correlation.current.get(),
                 submitted_by=principal,
             )

@@ -86,6 +86,7 @@ class BatchRequest:
     grade_stop_off: bool = False
     max_cost_usd: float | None = None
     no_cache: bool = False
+    target_reliability: float | None = None
     correlation_id: str = ""
     # Who submits: the essays and the prompt it sends must be content it may read.
     submitted_by: Principal | None = None
@@ -238,6 +239,7 @@ class Batches:
             grade_stop_off=request.grade_stop_off,
             max_cost_usd=request.max_cost_usd,
             no_cache=request.no_cache,
+            target_reliability=request.target_reliability,
             wave=0,
             comparisons_done=0,
             comparisons_failed=0,

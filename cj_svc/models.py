@@ -107,6 +107,8 @@ class Batch(Base):
     grade_stop_off: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Its cost ceiling in US dollars (the request's max_cost_usd), and whether it may reuse answers.
     max_cost_usd: Mapped[float | None] = mapped_column(Float)
+    # The SSR it stops at (the request's target_reliability); None: the service's.
+    target_reliability: Mapped[float | None] = mapped_column(Float)
     no_cache: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     wave: Mapped[int] = mapped_column(Integer, default=0)
     comparisons_done: Mapped[int] = mapped_column(Integer, default=0)

@@ -45,6 +45,7 @@ class CJSettings(ServiceSettings):
     simulated_seed: int = setting(0, "simulated judge: random seed")
     simulated_scores_file: str = setting("", "simulated judge: JSON file of text sha256 -> true score")
     # Batches
+    target_reliability: float = setting(0.9, "SSR at which a batch stops, when it sets none (0.5 to 0.99)")
     default_budget_per_essay: int = setting(12, "a batch's comparison budget, when it sets none, per essay")
     batch_concurrency: int = setting(32, "judge calls in flight per batch")
     service_concurrency: int = setting(128, "judge calls in flight in all")

@@ -359,6 +359,10 @@ async def run(
     grade_stop: Annotated[
         bool, typer.Option("--grade-stop/--no-grade-stop", help="stop once grades are decided (see above)")
     ] = True,
+    target_reliability: Annotated[
+        float | None,
+        typer.Option(help="stop once the scores' reliability (SSR) reaches this, 0.5 to 0.99 (default 0.9)"),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to watch before giving up (exit 4)")] = 3600,
     runs_dir: RunsDir = Path("runs"),
     cache_dir: CacheDir = DEFAULT_CACHE,
@@ -404,6 +408,8 @@ async def run(
         raise RunnerError(f"--decided-share must be more than 0 and at most 1, not {decided_share:g}", 2)
     if decided_probability is not None and not 0.5 <= decided_probability < 1:
         raise RunnerError(f"--decided-probability must be at least 0.5 and less than 1, not {decided_probability:g}", 2)
+    if target_reliability is not None and not 0.5 <= target_reliability <= 0.99:
+        raise RunnerError(f"--target-reliability must be from 0.5 to 0.99, not {target_reliability:g}", 2)
     if max_cost is not None and not 0 < max_cost <= 1_000_000:
         raise RunnerError(f"--max-cost must be more than 0 and at most 1000000 US dollars, not {max_cost:g}", 2)
     found = take_inventory(folder, max_words, allow_duplicates)
@@ -436,7 +442,7 @@ async def run(
         spec = batch_spec(found, ids, label or folder.name, assignment_id, budget=budget, provider=provider.value if provider else "",
                           model=model, temperature=temperature, seed=seed, decided_share=decided_share,
                           decided_probability=decided_probability, grade_stop=grade_stop, max_cost_usd=max_cost,
-                          no_cache=no_cache, batch_api=batch_api)  # fmt: skip
+                          no_cache=no_cache, batch_api=batch_api, target_reliability=target_reliability)  # fmt: skip
         Interrupted.hint = "interrupted before the batch was submitted; run the same command again"
         submitted = await mesh.submit_batch(spec, new)
         batch = submitted.batch

@@ -261,6 +261,7 @@ class BatchSpec:
     max_cost_usd: float | None = None  # the batch stops once its recorded cost reaches this
     no_cache: bool = False  # ask the judge even for pairs it answered before
     batch_api: bool = False  # each wave as one job of the provider's batch API
+    target_reliability: float | None = None  # the SSR to stop at; None: the service's
 
 
 @dataclass(frozen=True)
@@ -349,6 +350,8 @@ def _submit_request(spec: BatchSpec, new: bool) -> assessment_pb2.SubmitBatchReq
     request.no_cache = spec.no_cache
     if spec.batch_api:
         request.judge.mode = assessment_pb2.JUDGE_MODE_BATCH
+    if spec.target_reliability is not None:
+        request.target_reliability = spec.target_reliability
     request.request_id = str(uuid.uuid4()) if new else same_run_request_id(request)
     _validate(request)
     return request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from tests.support.tools import ROOT, run
@@ -36,3 +37,8 @@ async def test_demo_prints_ranking_and_grades_and_writes_the_run_folder(tmp_path
     for name in ("request.json", "results.json", "essays.csv", "comparisons.csv", "report.md", "run.log"):
         assert (run_dir / name).stat().st_size > 0, name
     assert len((run_dir / "essays.csv").read_text().splitlines()) == 1 + 30 + 12
+    # What the offline judge must reach on the example essays (the demo is reproducible: --seed 1).
+    report = (run_dir / "report.md").read_text()
+    tau = float(re.search(r"Kendall tau-b \(anchor grade vs CJ score\): ([0-9.]+)", report).group(1))
+    exact, adjacent = map(int, re.search(r"exact (\d+)%, adjacent \(within one grade\) (\d+)%", report).groups())
+    assert tau >= 0.8 and exact >= 50 and adjacent >= 90, (tau, exact, adjacent)

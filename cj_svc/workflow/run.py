@@ -122,7 +122,10 @@ class BatchRun:
         # is refilled at once while this loop records, fits and plans the next wave.
         self.refill_at = max(1, self.settings.batch_concurrency + self.settings.batch_concurrency // 2)
         # Stopping for decided grades: for batches with anchors, unless the request turned it off.
-        self.rules = StoppingRules(decided_share=batch.grade_stop_share or StoppingRules.decided_share)
+        self.rules = StoppingRules(
+            target_ssr=batch.target_reliability or self.settings.target_reliability,
+            decided_share=batch.grade_stop_share or StoppingRules.decided_share,
+        )
         self.decided_at = batch.grade_stop_probability or DECIDED_PROBABILITY
         self.by_grades = bool(batch.grade_scale) and bool(self.is_anchor.any()) and not batch.grade_stop_off
 

@@ -253,3 +253,20 @@ async def test_cancel_sent_again_answers_and_its_request_id_is_not_reused(mesh) 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in caught.value.details()
     got = (await mesh.assessment.GetBatch(assessment_pb2.GetBatchRequest(batch_id=second))).batch
     assert got.state != assessment_pb2.BATCH_STATE_CANCELLED  # the refused request changed nothing
+
+
+async def test_a_batch_stops_at_its_own_reliability_target(mesh, tmp_path) -> None:
+    texts = [f"essay {i} on the shore, " * (3 + i) for i in range(12)]
+    truth = {hashlib.sha256(t.encode()).hexdigest(): -3.0 + 0.6 * i for i, t in enumerate(texts)}
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    await mesh.restart_cj(judge_provider="simulated", simulated_scores_file=str(tmp_path / "truth.json"))
+    storage_ids = await store_texts(mesh.content, texts)
+    finals = {}
+    for target in (0.6, 0.95):
+        request = submit_request(storage_ids, comparison_budget=400, seed=5, target_reliability=target)
+        batch = (await mesh.assessment.SubmitBatch(request)).batch
+        finals[target] = await watch_to_end(mesh, batch.batch_id)
+    low, high = finals[0.6], finals[0.95]
+    assert low.state_reason == "stopped: target_reliability" and low.progress.current_ssr >= 0.6
+    assert high.progress.comparisons_done > low.progress.comparisons_done
+    assert high.state_reason != "stopped: target_reliability" or high.progress.current_ssr >= 0.95

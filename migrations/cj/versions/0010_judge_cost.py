@@ -1,5 +1,5 @@
-"""what judging costs: comparisons priced, a batch's cost ceiling, judgements kept for reuse, and
-waves sent through the providers' batch APIs
+"""what judging costs: comparisons priced, a batch's cost ceiling and reliability target, judgements
+kept for reuse, and waves sent through the providers' batch APIs
 
 Revision ID: 0010
 Revises: 0009
@@ -18,6 +18,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("batches") as batches:
         batches.add_column(sa.Column("max_cost_usd", sa.Float(), nullable=True))
+        batches.add_column(sa.Column("target_reliability", sa.Float(), nullable=True))
         batches.add_column(sa.Column("no_cache", sa.Boolean(), nullable=False, server_default=sa.false()))
         batches.add_column(sa.Column("cost_usd", sa.Float(), nullable=True))
         batches.add_column(sa.Column("judge_mode", sa.String(10), nullable=False, server_default="DIRECT"))
@@ -44,5 +45,5 @@ def downgrade() -> None:
         for column in ("provider_batch_id", "cached", "cost_usd", "tokens_cache_written", "tokens_cached"):
             comparisons.drop_column(column)
     with op.batch_alter_table("batches") as batches:
-        for column in ("judge_mode", "cost_usd", "no_cache", "max_cost_usd"):
+        for column in ("judge_mode", "cost_usd", "no_cache", "target_reliability", "max_cost_usd"):
             batches.drop_column(column)

@@ -293,6 +293,7 @@ class SubmitBatchRequest(_message.Message):
     GRADE_STOP_FIELD_NUMBER: _builtins.int
     MAX_COST_USD_FIELD_NUMBER: _builtins.int
     NO_CACHE_FIELD_NUMBER: _builtins.int
+    TARGET_RELIABILITY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A UUID the client picks for this request. The same request sent again with the same id is
     answered from what the first one did, not done twice; the id on a different request is
@@ -326,6 +327,12 @@ class SubmitBatchRequest(_message.Message):
     no_cache: _builtins.bool
     """True: ask the judge for every pair, even one it answered before for the same two texts in the
     same order with the same judge settings (by default such an answer is reused at no cost).
+    """
+    target_reliability: _builtins.float
+    """Stop once the scale separation reliability reaches this (and every essay has been compared a
+    few times), from 0.5 to 0.99; the batch's state_reason is then "target_reliability". Higher
+    asks for more comparisons: more cost with a paid judge, steadier grades. Unset: the service's
+    (0.9 unless cj-svc --target-reliability says otherwise).
     """
     @_builtins.property
     def essays(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.EssayRef]:
@@ -365,10 +372,11 @@ class SubmitBatchRequest(_message.Message):
         grade_stop: Global___GradeStop | None = ...,
         max_cost_usd: _builtins.float | None = ...,
         no_cache: _builtins.bool = ...,
+        target_reliability: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_max_cost_usd", b"_max_cost_usd", "_seed", b"_seed", "comparison_budget", b"comparison_budget", "grade_stop", b"grade_stop", "judge", b"judge", "max_cost_usd", b"max_cost_usd", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_max_cost_usd", b"_max_cost_usd", "_seed", b"_seed", "_target_reliability", b"_target_reliability", "comparison_budget", b"comparison_budget", "grade_stop", b"grade_stop", "judge", b"judge", "max_cost_usd", b"max_cost_usd", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref", "target_reliability", b"target_reliability"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_max_cost_usd", b"_max_cost_usd", "_seed", b"_seed", "assignment_id", b"assignment_id", "batch_label", b"batch_label", "comparison_budget", b"comparison_budget", "course_code", b"course_code", "essays", b"essays", "grade_stop", b"grade_stop", "judge", b"judge", "language", b"language", "max_cost_usd", b"max_cost_usd", "no_cache", b"no_cache", "org_id", b"org_id", "request_id", b"request_id", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget", "_max_cost_usd", b"_max_cost_usd", "_seed", b"_seed", "_target_reliability", b"_target_reliability", "assignment_id", b"assignment_id", "batch_label", b"batch_label", "comparison_budget", b"comparison_budget", "course_code", b"course_code", "essays", b"essays", "grade_stop", b"grade_stop", "judge", b"judge", "language", b"language", "max_cost_usd", b"max_cost_usd", "no_cache", b"no_cache", "org_id", b"org_id", "request_id", b"request_id", "seed", b"seed", "student_prompt_ref", b"student_prompt_ref", "target_reliability", b"target_reliability", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__comparison_budget: _TypeAlias = _typing.Literal["comparison_budget"]  # noqa: Y015
     _WhichOneofArgType__comparison_budget: _TypeAlias = _typing.Literal["_comparison_budget", b"_comparison_budget"]  # noqa: Y015
@@ -376,12 +384,16 @@ class SubmitBatchRequest(_message.Message):
     _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__target_reliability: _TypeAlias = _typing.Literal["target_reliability"]  # noqa: Y015
+    _WhichOneofArgType__target_reliability: _TypeAlias = _typing.Literal["_target_reliability", b"_target_reliability"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__comparison_budget) -> _WhichOneofReturnType__comparison_budget | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_cost_usd) -> _WhichOneofReturnType__max_cost_usd | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_reliability) -> _WhichOneofReturnType__target_reliability | None: ...
 
 Global___SubmitBatchRequest: _TypeAlias = SubmitBatchRequest  # noqa: Y015
 
