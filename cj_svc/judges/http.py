@@ -113,14 +113,18 @@ class _HttpJudge:
         if response.status_code != 200:
             raise _status_error(response.status_code, response.text)
         try:
-            return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+            lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
         except ValueError:
             raise JudgeError(ErrorCode.PARSING_ERROR, "the provider's batch results are not JSON lines") from None
+        # A line that is no object answers nothing: its item counts as unanswered and is asked again.
+        return [line for line in lines if isinstance(line, dict)]
 
     def _item(self, status: int, body: Any, model: str) -> Verdict | JudgeError:
         """One answered item of a batch job, as a direct call would have been read."""
         if status != 200:
             return _status_error(status, json.dumps(body))
+        if not isinstance(body, dict):
+            return JudgeError(ErrorCode.PARSING_ERROR, "the provider's batch item has no answer body")
         try:
             return self.verdict(body, model)
         except JudgeError as error:
@@ -205,10 +209,10 @@ class OpenAIJudge(_HttpJudge):
             if not file_id:
                 continue
             for line in await self._lines(f"/files/{file_id}/content"):
-                response = line.get("response") or {}
-                if response:
+                response = line.get("response")
+                if isinstance(response, dict):
                     answers[str(line.get("custom_id"))] = self._item(
-                        int(response.get("status_code", 0)), response.get("body"), model
+                        _count(response.get("status_code")), response.get("body"), model
                     )
                 else:
                     error = line.get("error") or {}
@@ -257,7 +261,7 @@ class AnthropicJudge(_HttpJudge):
     def verdict(self, answer: dict[str, Any], model: str) -> Verdict:
         try:
             text = "".join(block["text"] for block in answer["content"] if block.get("type") == "text")
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):
             raise JudgeError(ErrorCode.PARSING_ERROR, "the provider's answer has no text content") from None
         return parse_verdict(text, answer.get("model", model), anthropic_usage(answer.get("usage")))
 
@@ -274,12 +278,16 @@ class AnthropicJudge(_HttpJudge):
             return JobResults(None)
         answers: dict[str, Verdict | JudgeError] = {}
         for line in await self._lines(job.get("results_url") or f"/messages/batches/{job_id}/results"):
-            result = line.get("result") or {}
+            result = line.get("result")
+            if not isinstance(result, dict):
+                continue  # unanswered: asked again
             kind = result.get("type")
             if kind == "succeeded":
                 answers[str(line.get("custom_id"))] = self._item(200, result.get("message"), model)
             elif kind == "errored":
-                error = (result.get("error") or {}).get("error") or {}
+                outer = result.get("error")
+                error = outer.get("error") if isinstance(outer, dict) else None
+                error = error if isinstance(error, dict) else {}
                 code, retryable = self.ITEM_ERRORS.get(str(error.get("type")), (ErrorCode.EXTERNAL_SERVICE_ERROR, True))
                 answers[str(line.get("custom_id"))] = JudgeError(
                     code, f"the provider could not answer: {error.get('message', '')}"[:300], retryable=retryable

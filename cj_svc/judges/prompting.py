@@ -52,6 +52,8 @@ def pair_message(request: JudgeRequest) -> str:
 
 def parse_verdict(text: str, model: str = "", usage: Usage | None = None) -> Verdict:
     """Read the judge's JSON answer; anything else is a PARSING_ERROR (not retried)."""
+    if not isinstance(text, str):
+        raise JudgeError(ErrorCode.PARSING_ERROR, f"the judge's answer is not text: {type(text).__name__}")
     match = re.search(r"\{.*\}", text, re.DOTALL)
     try:
         answer = json.loads(match.group(0) if match else text)

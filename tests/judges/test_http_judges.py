@@ -43,6 +43,15 @@ def provider() -> Iterator[tuple[Provider, str]]:
             self.end_headers()
             self.wfile.write(data)
 
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            state.requests.append({"path": self.path})
+            status, payload = state.script.pop(0)
+            data = payload.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def log_message(self, *args) -> None:
             pass
 
@@ -171,3 +180,53 @@ async def test_openai_judge_in_a_batch_retries_429_and_records_parse_errors(prov
     assert any(c.attempts == 2 for c in page.comparisons)  # the 429, retried
     assert [c.error_code for c in page.comparisons].count(common_pb2.ERROR_CODE_PARSING_ERROR) == 1
     assert all(r.get("temperature") == 0.0 for r in state.requests)
+
+
+def jsonl(*lines) -> str:
+    return "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
+
+
+async def test_batch_job_results_survive_hostile_lines(provider) -> None:
+    """What a provider's batch results may hold besides answers: each item is an answer, an error
+    (retryable or not), or left out (asked again); nothing crashes the batch."""
+    state, url = provider
+    good = json.loads(openai_answer(GOOD))
+    state.script = [
+        (200, json.dumps({"id": "b1", "status": "in_progress"})),
+        (200, json.dumps({"id": "b1", "status": "completed", "output_file_id": "out", "error_file_id": "err"})),
+        (200, jsonl({"custom_id": "c1", "response": {"status_code": 200, "body": good}}, "[1, 2]", "null",
+                    {"custom_id": "c2", "response": {"status_code": 200, "body": "not an object"}},
+                    {"custom_id": "c3", "response": {"status_code": "two hundred"}},
+                    {"custom_id": "c4", "response": {"status_code": 200, "body": {"choices": [{"message": {"content": 7}}]}}})),
+        (200, jsonl({"custom_id": "c5", "response": {"status_code": 503, "body": {"error": "busy"}}},
+                    {"custom_id": "c6", "response": None, "error": {"code": "batch_expired"}})),
+    ]  # fmt: skip
+    judge = OpenAIJudge(url, "NO_SUCH_KEY_ENV", "m", 5)
+    assert (await judge.job_results("b1", "m")).answers is None  # still running
+    answers = (await judge.job_results("b1", "m")).answers
+    await judge.close()
+    assert answers["c1"].winner == Winner.ESSAY_B
+    assert {i: (a.error_code, a.retryable) for i, a in answers.items() if i != "c1"} == {
+        "c2": ("PARSING_ERROR", False), "c3": ("INVALID_REQUEST", False), "c4": ("PARSING_ERROR", False),
+        "c5": ("EXTERNAL_SERVICE_ERROR", True), "c6": ("EXTERNAL_SERVICE_ERROR", True),
+    }  # fmt: skip
+
+    message = json.loads(anthropic_answer(GOOD))
+    state.script = [
+        (200, json.dumps({"id": "m1", "processing_status": "ended", "results_url": f"{url}/messages/batches/m1/results"})),
+        (200, jsonl({"custom_id": "a1", "result": {"type": "succeeded", "message": message}},
+                    {"custom_id": "a2", "result": {"type": "errored", "error": "flat string"}},
+                    {"custom_id": "a3", "result": {"type": "errored",
+                                                   "error": {"error": {"type": "invalid_request_error"}}}},
+                    {"custom_id": "a4", "result": {"type": "expired"}}, {"custom_id": "a5", "result": 5},
+                    {"custom_id": "a6", "result": {"type": "succeeded", "message": {"content": [3, None]}}})),
+    ]  # fmt: skip
+    judge = AnthropicJudge(url, "NO_SUCH_KEY_ENV", "c", 5)
+    answers = (await judge.job_results("m1", "c")).answers
+    await judge.close()
+    assert answers["a1"].winner == Winner.ESSAY_B
+    assert {i: (a.error_code, a.retryable) for i, a in answers.items() if i != "a1"} == {
+        "a2": ("EXTERNAL_SERVICE_ERROR", True),
+        "a3": ("INVALID_REQUEST", False),
+        "a6": ("PARSING_ERROR", False),
+    }  # a4 (expired) and a5 (no result) are left out: asked again
