@@ -621,6 +621,7 @@ async def status(
                         f"budget {batch.comparison_budget}"),
         ("wave", str(batch.wave)),
         ("SSR", _ssr(batch)),
+        ("cost", "not priced" if batch.cost_usd is None else dollars(batch.cost_usd)),
         ("created", _when(batch)),
     ]  # fmt: skip
     for name, value in rows:

@@ -127,6 +127,8 @@ async def test_max_cost_asks_first_then_stops_the_batch_at_the_ceiling_with_resu
         assert batch["progress"]["max_cost_usd"] == 0.02 and batch["progress"]["cost_usd"] == recorded
         # The results are served as usual: every essay scored, students graded.
         assert len(results["essays"]) == 42 and results["grades_projected"]
+        status = await runner(mesh, "status", batch["batch_id"])
+        assert status.code == 0 and f"${recorded:.4g}" in status.stdout and "cost_ceiling" in status.stdout
 
         # A ceiling needs a price: a model the table does not know is refused, naming the field.
         request = submit_request(["0" * 32, "1" * 32], max_cost_usd=1.0)
