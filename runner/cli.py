@@ -224,13 +224,21 @@ def cost_estimate(
     model: str,
     price_table: Path | None,
     batch_api: bool = False,
+    anchors: int | None = None,
+    instructions: str = "",
 ) -> tuple[Estimate, str]:
-    """The run's estimate (see runner.estimate) and what it was priced for, in words. The anchors
-    in the folder count as essays; a rubric.md beside the prompt counts as shared text."""
+    """The run's estimate (see runner.estimate) and what it was priced for, in words. `anchors`: how
+    many anchors the batch takes from its assignment (of the students' mean length); None (no
+    network): the folder's anchors. The prompt, a rubric.md beside it and the assignment's
+    `instructions` are sent with every comparison."""
     rubric_words = sum(len(p.read_text(errors="replace").split()) for p in (found.root / n for n in RUBRIC_NAMES)
                        if p.is_file())  # fmt: skip
-    shared = (found.prompt.words if found.prompt else 0) + rubric_words
-    words = [e.words for e in found.students + found.anchors]
+    shared = (found.prompt.words if found.prompt else 0) + rubric_words + len(instructions.split())
+    words = [e.words for e in found.students]
+    if anchors is None:
+        words += [e.words for e in found.anchors]
+    elif words:
+        words += [round(sum(words) / len(words))] * anchors
     if provider is None:
         return estimate(words, shared, budget, None), "no price: name the judge with --provider (and --model)"
     chosen = model or DEFAULT_MODELS.get(provider.value, "")
@@ -245,6 +253,16 @@ def cost_estimate(
     return estimate(words, shared, budget, price, batch=batch_api), f"priced for {named}" + (
         " through its batch API" if batch_api else ""
     )
+
+
+def confirm_cost(expected: float, max_cost: float) -> None:
+    """Ask before a run estimated above --max-cost; refuse when there is no one to ask."""
+    question = f"the estimate ({dollars(expected)}) is above --max-cost {dollars(max_cost)}; run anyway?"
+    if not sys.stdin.isatty():
+        raise RunnerError(f"{question.removesuffix('; run anyway?')}: nothing was sent. Raise --max-cost, "
+                          f"lower --budget, or add --yes to run (the batch stops at {dollars(max_cost)})", 2)  # fmt: skip
+    if not typer.confirm(question, err=True):
+        raise RunnerError("nothing was sent", 1)
 
 
 def estimate_line(found: Estimate, priced_for: str) -> str:
@@ -413,17 +431,14 @@ async def run(
     if max_cost is not None and not 0 < max_cost <= 1_000_000:
         raise RunnerError(f"--max-cost must be more than 0 and at most 1000000 US dollars, not {max_cost:g}", 2)
     found = take_inventory(folder, max_words, allow_duplicates)
-    expected, priced_for = cost_estimate(found, budget, provider, model, price_table, batch_api)
-    say(estimate_line(expected, priced_for))
-    if max_cost is not None and expected.cost_usd is not None and expected.cost_usd > max_cost and not yes:
-        question = f"the estimate ({dollars(expected.cost_usd)}) is above --max-cost {dollars(max_cost)}; run anyway?"
-        if not sys.stdin.isatty():
-            raise RunnerError(f"{question.removesuffix('; run anyway?')}: nothing was sent. Raise --max-cost, "
-                              f"lower --budget, or add --yes to run (the batch stops at {dollars(max_cost)})", 2)  # fmt: skip
-        if not typer.confirm(question, err=True):
-            raise RunnerError("nothing was sent", 1)
     async with connect() as mesh:
-        await mesh.preflight(assignment_id, expected_grade_scale)
+        assignment = await mesh.preflight(assignment_id, expected_grade_scale)
+        anchors = len(await mesh.list_anchors(assignment_id)) if assignment else 0
+        expected, priced_for = cost_estimate(found, budget, provider, model, price_table, batch_api, anchors,
+                                             assignment.instructions if assignment else "")  # fmt: skip
+        say(estimate_line(expected, priced_for))
+        if max_cost is not None and expected.cost_usd is not None and expected.cost_usd > max_cost and not yes:
+            confirm_cost(expected.cost_usd, max_cost)
         Interrupted.hint = (
             "interrupted while uploading; nothing is half-stored. Run the same command again to go on "
             "(files already stored are not sent again)"

@@ -159,6 +159,9 @@ async def test_prompt_cache_tokens_are_read_and_priced(mesh, tmp_path, provider_
                             "--budget", "10", "--runs-dir", str(tmp_path / "runs"), *cache)  # fmt: skip
         assert done.code == 0, done.output
         usage = results_of(done.output, tmp_path / "runs")["judge_usage"]
+        # The estimate counts the assignment's instructions (sent with every comparison) and its anchors.
+        estimated = int(re.search(r"~([0-9,]+) input", done.stderr).group(1).replace(",", ""))
+        assert "8 essays" in done.stderr and 0.75 <= estimated / int(usage["tokens_in"]) <= 1.25
         model = DEFAULT_MODELS[provider_name]
         assert usage["model"] == model and usage["calls"] == provider.calls == 10
         read, written = int(usage["tokens_cached"]), int(usage["tokens_cache_written"])
