@@ -40,7 +40,7 @@ from runner.client import (
     RunnerError,
     request_document,
 )
-from runner.estimate import Estimate, dollars, estimate
+from runner.estimate import DEFAULT_RELIABILITY, Estimate, dollars, estimate
 from runner.results import run_folder, write_run
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -157,6 +157,10 @@ Model = Annotated[str, typer.Option(help="the judge's model; default: the provid
 PriceTableFile = Annotated[
     Path | None, typer.Option(help="TOML price table (US dollars per million tokens); default: the shipped one")
 ]
+TargetReliability = Annotated[
+    float | None,
+    typer.Option(help="stop once the scores' reliability (SSR) reaches this, 0.5 to 0.99 (default 0.9)"),
+]
 BatchApi = Annotated[
     bool,
     typer.Option("--batch-api", help="each wave as one job of the provider's batch API: about half the price, "
@@ -226,6 +230,7 @@ def cost_estimate(
     batch_api: bool = False,
     anchors: int | None = None,
     instructions: str = "",
+    reliability: float | None = None,
 ) -> tuple[Estimate, str]:
     """The run's estimate (see runner.estimate) and what it was priced for, in words. `anchors`: how
     many anchors the batch takes from its assignment (of the students' mean length); None (no
@@ -239,8 +244,11 @@ def cost_estimate(
         words += [e.words for e in found.anchors]
     elif words:
         words += [round(sum(words) / len(words))] * anchors
+    if reliability is not None and not 0.5 <= reliability <= 0.99:
+        raise RunnerError(f"--target-reliability must be from 0.5 to 0.99, not {reliability:g}", 2)
+    shape = {"reliability": reliability or DEFAULT_RELIABILITY}
     if provider is None:
-        return estimate(words, shared, budget, None), "no price: name the judge with --provider (and --model)"
+        return estimate(words, shared, budget, None, **shape), "no price: name the judge with --provider (and --model)"
     chosen = model or DEFAULT_MODELS.get(provider.value, "")
     try:
         table = PriceTable.load(price_table or "")
@@ -249,8 +257,8 @@ def cost_estimate(
     price = table.price(provider.value, chosen)
     named = f"{provider.value} {chosen}".strip()
     if price is None:
-        return estimate(words, shared, budget, None), f"no price for {named} in {table.source}; add it there"
-    return estimate(words, shared, budget, price, batch=batch_api), f"priced for {named}" + (
+        return estimate(words, shared, budget, None, **shape), f"no price for {named} in {table.source}; add it there"
+    return estimate(words, shared, budget, price, batch=batch_api, **shape), f"priced for {named}" + (
         " through its batch API" if batch_api else ""
     )
 
@@ -296,6 +304,7 @@ def plan(
     provider: ProviderOption = None,
     model: Model = "",
     batch_api: BatchApi = False,
+    target_reliability: TargetReliability = None,
     price_table: PriceTableFile = None,
     max_words: MaxWords = inv.DEFAULT_MAX_WORDS,
     allow_duplicates: AllowDuplicates = False,
@@ -309,7 +318,8 @@ def plan(
     out.print(inventory_table(found))
     try:
         check_inventory(found, least_students=0)
-        out.print(estimate_line(*cost_estimate(found, budget, provider, model, price_table, batch_api)), soft_wrap=True)
+        expected = cost_estimate(found, budget, provider, model, price_table, batch_api, reliability=target_reliability)
+        out.print(estimate_line(*expected), soft_wrap=True)
     except RunnerError as error:
         say_error(str(error))
         raise typer.Exit(error.exit_code) from None
@@ -324,6 +334,7 @@ def dry_run(
     provider: ProviderOption = None,
     model: Model = "",
     batch_api: BatchApi = False,
+    target_reliability: TargetReliability = None,
     price_table: PriceTableFile = None,
     max_words: MaxWords = inv.DEFAULT_MAX_WORDS,
     allow_duplicates: AllowDuplicates = False,
@@ -335,9 +346,10 @@ def dry_run(
         items = found.students + ([found.prompt] if found.prompt else [])
         spec = batch_spec(found, {i.sha256: PLACEHOLDER for i in items}, label or folder.name, assignment_id,
                           budget=budget, provider=provider.value if provider else "", model=model,
-                          batch_api=batch_api)  # fmt: skip
+                          batch_api=batch_api, target_reliability=target_reliability)  # fmt: skip
         request = request_document(spec)
-        expected, priced_for = cost_estimate(found, budget, provider, model, price_table, batch_api)
+        expected, priced_for = cost_estimate(found, budget, provider, model, price_table, batch_api,
+                                             reliability=target_reliability)  # fmt: skip
     except RunnerError as error:
         say_error(str(error))
         raise typer.Exit(error.exit_code) from None
@@ -377,10 +389,7 @@ async def run(
     grade_stop: Annotated[
         bool, typer.Option("--grade-stop/--no-grade-stop", help="stop once grades are decided (see above)")
     ] = True,
-    target_reliability: Annotated[
-        float | None,
-        typer.Option(help="stop once the scores' reliability (SSR) reaches this, 0.5 to 0.99 (default 0.9)"),
-    ] = None,
+    target_reliability: TargetReliability = None,
     timeout: Annotated[float, typer.Option(help="seconds to watch before giving up (exit 4)")] = 3600,
     runs_dir: RunsDir = Path("runs"),
     cache_dir: CacheDir = DEFAULT_CACHE,
@@ -426,8 +435,6 @@ async def run(
         raise RunnerError(f"--decided-share must be more than 0 and at most 1, not {decided_share:g}", 2)
     if decided_probability is not None and not 0.5 <= decided_probability < 1:
         raise RunnerError(f"--decided-probability must be at least 0.5 and less than 1, not {decided_probability:g}", 2)
-    if target_reliability is not None and not 0.5 <= target_reliability <= 0.99:
-        raise RunnerError(f"--target-reliability must be from 0.5 to 0.99, not {target_reliability:g}", 2)
     if max_cost is not None and not 0 < max_cost <= 1_000_000:
         raise RunnerError(f"--max-cost must be more than 0 and at most 1000000 US dollars, not {max_cost:g}", 2)
     found = take_inventory(folder, max_words, allow_duplicates)
@@ -435,7 +442,7 @@ async def run(
         assignment = await mesh.preflight(assignment_id, expected_grade_scale)
         anchors = len(await mesh.list_anchors(assignment_id)) if assignment else 0
         expected, priced_for = cost_estimate(found, budget, provider, model, price_table, batch_api, anchors,
-                                             assignment.instructions if assignment else "")  # fmt: skip
+                                             assignment.instructions if assignment else "", target_reliability)  # fmt: skip
         say(estimate_line(expected, priced_for))
         if max_cost is not None and expected.cost_usd is not None and expected.cost_usd > max_cost and not yes:
             confirm_cost(expected.cost_usd, max_cost)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mesh_common.pricing import Price, PriceError, PriceTable, Usage, cost, priced
-from runner.estimate import estimate
+from runner.estimate import comparisons_per_essay, estimate
 from tests.support.tools import ROOT, run, tool
 
 
@@ -57,6 +57,15 @@ def test_the_estimate_grows_with_the_essays_and_stops_at_the_budget() -> None:
     assert estimate([300] * 10, 100, 0, None).cost_usd is None
 
 
+def test_a_higher_reliability_target_needs_more_comparisons() -> None:
+    # SE^2 falls as 1 / judgements, so 1 - SSR does too: SSR 0.9 after 8 judgements per essay
+    assert comparisons_per_essay(0.9) == pytest.approx(4.0)
+    assert comparisons_per_essay(0.95) == pytest.approx(8.0)
+    assert comparisons_per_essay(0.6) == 3.0  # never under the service's minimum
+    price = Price(input=1.0, output=1.0)
+    assert estimate([300] * 10, 0, 0, price, reliability=0.95).comparisons == 60  # capped by the budget
+
+
 async def test_plan_refuses_a_broken_price_table_and_names_an_unpriced_model(tmp_path) -> None:
     broken = tmp_path / "prices.toml"
     broken.write_text("[openai.gpt\n")
@@ -65,6 +74,8 @@ async def test_plan_refuses_a_broken_price_table_and_names_an_unpriced_model(tmp
     assert refused.code == 2 and "is not valid TOML" in refused.stderr and "Traceback" not in refused.output
     unknown = await run(tool("cj-runner"), "plan", folder, "--provider", "openai", "--model", "llama3")
     assert unknown.code == 0 and "no price for openai llama3" in unknown.stdout
+    certain = await run(tool("cj-runner"), "plan", folder, "--target-reliability", "1")
+    assert certain.code == 2 and "--target-reliability must be from 0.5 to 0.99, not 1" in certain.stderr
 
 
 async def test_cj_svc_refuses_a_broken_price_table_at_start(tmp_path) -> None:
