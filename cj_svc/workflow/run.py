@@ -109,9 +109,8 @@ class BatchRun:
         self.position = {e.essay_id: e.position for e in essays}
         self.is_anchor = np.array([e.is_anchor for e in essays])
         self.rng = np.random.default_rng(batch.seed if batch.seed is not None else int(batch.batch_id[:8], 16))
-        # A seeded batch plans each wave from complete waves only, so that timing cannot change it.
-        # Whole waves: each planned once the one before is answered (reproducible batches; batch
-        # mode, where a wave is one provider job).
+        # Whole waves, each planned once the one before is answered: a seeded batch, so that timing
+        # cannot change it, and batch mode, where a wave is one provider job.
         self.whole_waves = batch.seed is not None or batch.judge_mode == JudgeMode.BATCH
         self.recorder: Recorder = self.store.recorder(batch.batch_id)
         # Waves overlap: the next one is queued as soon as the judge slots can take more, pairing
