@@ -308,7 +308,7 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
     async def GetBatchResults(self, request: assessment_pb2.GetBatchResultsRequest, context: grpc.aio.ServicerContext):
         results = await self.batches.results(request.batch_id, caller())
         batch = results.batch.batch
-        model = self.workflow.judges.model(batch.judge_provider, batch.judge_model)
+        model = self.workflow.judges.model(batch.judge_provider, batch.judge_model) or results.answered_by
         return assessment_pb2.GetBatchResultsResponse(results=results_message(results, model))
 
     async def ListComparisons(self, request: assessment_pb2.ListComparisonsRequest, context: grpc.aio.ServicerContext):

@@ -107,6 +107,7 @@ class Results:
     projections: dict[str, GradeProjection]
     failures: Counter[str] = field(default_factory=Counter)
     usage: dict[str, float] = field(default_factory=dict)
+    answered_by: str = ""  # the model its comparisons recorded (for judges without a model setting)
 
 
 async def transition(
@@ -430,6 +431,7 @@ class Batches:
                         func.count(Comparison.latency_ms), func.sum(Comparison.tokens_in), func.sum(Comparison.tokens_out),
                         func.avg(Comparison.latency_ms), func.count(Comparison.cached).filter(Comparison.cached),
                         func.sum(Comparison.tokens_cached), func.sum(Comparison.tokens_cache_written),
+                        func.max(Comparison.model),
                     ).where(Comparison.batch_id == batch_id)
                 )
             ).one()  # fmt: skip
@@ -437,4 +439,5 @@ class Batches:
             view, essays, result, projections, failures,
             {"calls": usage[0] or 0, "tokens_in": usage[1] or 0, "tokens_out": usage[2] or 0, "latency_ms": usage[3] or 0.0,
              "cached_answers": usage[4] or 0, "tokens_cached": usage[5] or 0, "tokens_cache_written": usage[6] or 0},
+            answered_by=usage[7] or "",
         )  # fmt: skip

@@ -257,9 +257,14 @@ def render(report: Report, with_essays: bool = True) -> str:
         f"- scale separation reliability (SSR): {_fmt(r['scale_separation_reliability'])}",
         f"- position bias: {r['position_bias']:+.2f} logits (SE {r['position_bias_standard_error']:.2f}); "
         f"self-consistency: {_fmt(r.get('self_consistency'), 2)}",
-        f"- judge: {usage['provider'] or 'n/a'} {usage['model']}, {usage['calls']} calls, "
-        f"{usage['tokens_in']} tokens in ({usage.get('tokens_cached', 0)} from the provider's prompt cache), "
-        f"{usage['tokens_out']} out, mean latency {usage['mean_latency_ms']:.0f} ms",
+        f"- judge: {' '.join(p for p in (usage['provider'] or 'n/a', usage['model']) if p)}, {usage['calls']} calls, "
+        + (
+            f"{usage['tokens_in']} tokens in ({usage.get('tokens_cached', 0)} from the provider's prompt cache), "
+            f"{usage['tokens_out']} out"
+            if int(usage["tokens_in"])
+            else "no tokens (the judge reports none)"
+        )
+        + f", mean latency {usage['mean_latency_ms']:.0f} ms",
         f"- cost: {judge_cost(usage)}; {usage.get('cached_answers', 0)} answers reused from earlier judgements "
         "(no call, no cost)",
         f"- grades: {'projected on ' + r['grade_scale'] if r['grades_projected'] else 'not projected'}"

@@ -42,3 +42,5 @@ async def test_demo_prints_ranking_and_grades_and_writes_the_run_folder(tmp_path
     tau = float(re.search(r"Kendall tau-b \(anchor grade vs CJ score\): ([0-9.]+)", report).group(1))
     exact, adjacent = map(int, re.search(r"exact (\d+)%, adjacent \(within one grade\) (\d+)%", report).groups())
     assert tau >= 0.8 and exact >= 50 and adjacent >= 90, (tau, exact, adjacent)
+    # The offline judge has no model setting: its usage names the model its answers recorded.
+    assert "- judge: heuristic heuristic-v2, " in report and "no tokens (the judge reports none)" in report
