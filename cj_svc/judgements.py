@@ -4,6 +4,8 @@ An answer is reused when everything it depends on is the same: both texts (by sh
 order, the judge's provider, model, temperature and answer length, the system prompt, the task,
 the rubric, and the version of how judges are asked. Within a batch, a pair asked again (only
 once every pair has been asked) is a new question: the key counts how often the batch asked it.
+With tokens on, answers are reused only among the same user's batches: whether a pair was judged
+before would otherwise tell one user what another submitted.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def judgement_key(provider: str, request: JudgeRequest, occurrence: int) -> str:
-    """sha256 of what the judge's answer to `request` depends on; `occurrence` counts earlier asks
-    of the same ordered pair in the same batch (0 for the first)."""
+def judgement_key(provider: str, request: JudgeRequest, occurrence: int, owner: str) -> str:
+    """sha256 of what the judge's answer to `request` depends on, for batches of `owner` (a user;
+    '' on an open mesh); `occurrence` counts earlier asks of the same ordered pair in the same
+    batch (0 for the first)."""
     parts = {
+        "owner": owner,
         "version": PROMPT_VERSION, "provider": provider, "model": request.model,
         "temperature": request.temperature, "max_tokens": request.max_tokens,
         "system_prompt": request.system_prompt, "prompt": request.prompt, "instructions": request.instructions,

@@ -125,7 +125,7 @@ class Judging:
     def reuse_key(self, batch: Batch, request: JudgeRequest, occurrence: int) -> str | None:
         """The key its answer is kept under, when the batch's answers are kept (see cj_svc.judgements)."""
         if batch.judge_provider in REUSED_PROVIDERS and not batch.no_cache:
-            return judgement_key(batch.judge_provider, request, occurrence)
+            return judgement_key(batch.judge_provider, request, occurrence, batch.owner)
         return None
 
     async def reused(self, key: str | None, row: ComparisonRow) -> dict[str, Any] | None:

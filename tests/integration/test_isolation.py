@@ -19,6 +19,7 @@ from tests.conftest import start_cj, start_content
 from tests.support.cj import submit_request
 from tests.support.content import download, upload
 from tests.support.grpc_client import channel
+from tests.support.providers import provider_server
 
 TOKENS = {
     "ada": ("admin-secret", "admin+user"),
@@ -340,3 +341,37 @@ async def test_a_cj_service_whose_content_token_is_refused_says_so(tmp_path, sql
     finally:
         await cj_app.stop()
         await content_app.stop()
+
+
+async def test_judge_answers_are_reused_among_one_users_batches_only(database_url, cj_database_url, tmp_path) -> None:
+    """Whether a pair was judged before would tell one user what another submitted: with tokens on,
+    a paid answer is reused for its user's next batch, and asked again for anyone else's."""
+    with provider_server() as provider:
+        content_app = await start_content(database_url, tmp_path / "blobs", tokens=token_spec(include_service=True))
+        cj_app = await start_cj(cj_database_url, content_app.address, judge_provider="openai",
+                                openai_base_url=provider.url, tokens=token_spec(include_service=False),
+                                content_token="cj-service-secret")  # fmt: skip
+        reused = []
+        try:
+            async with channel(content_app.address) as content_channel, channel(cj_app.address) as cj_channel:
+                mesh = SecuredMesh(content_pb2_grpc.ContentServiceStub(content_channel),
+                                   assessment_pb2_grpc.AssessmentServiceStub(cj_channel), cj_channel)  # fmt: skip
+                for user in ("bob", "bob", "eve"):
+                    storage_ids = await store(mesh, user, TEXTS)
+                    request = submit_request(storage_ids, comparison_budget=4, seed=1)
+                    batch = (await mesh.assessment.SubmitBatch(request, metadata=as_user(user))).batch
+                    async with asyncio.timeout(30):
+                        while batch.state != assessment_pb2.BATCH_STATE_COMPLETED:
+                            await asyncio.sleep(0.05)
+                            batch = (await mesh.assessment.GetBatch(
+                                assessment_pb2.GetBatchRequest(batch_id=batch.batch_id), metadata=as_user(user))).batch  # fmt: skip
+                    comparisons = (await mesh.assessment.ListComparisons(
+                        assessment_pb2.ListComparisonsRequest(batch_id=batch.batch_id), metadata=as_user(user))).comparisons  # fmt: skip
+                    reused.append([c.cached for c in comparisons])
+        finally:
+            await cj_app.stop()
+            await content_app.stop()
+    bob_first, bob_again, eve = reused
+    assert len(bob_first) == 4 and not any(bob_first)
+    assert all(bob_again) and len(bob_again) == 4  # the same user's rerun: nothing paid twice
+    assert not any(eve) and provider.calls == 8  # another user's batch of the same texts: asked again
