@@ -224,20 +224,21 @@ class AssessmentService(assessment_pb2_grpc.AssessmentServiceServicer):
         judge, stop = request.judge, request.grade_stop
         principal = interceptor.principal.get()
         provider = JUDGE_PROVIDERS[judge.provider] if judge.provider else ""
-        problem = self.workflow.judges.unusable(provider or self.workflow.settings.judge_provider)
+        judged_by = provider or self.workflow.settings.judge_provider  # the provider the batch will use
+        problem = self.workflow.judges.unusable(judged_by)
         if problem:
             raise errors.FailedPrecondition(
                 problem, field="judge.provider", error_code=ErrorCode.LLM_CONFIGURATION_ERROR
             )
         mode = JUDGE_MODES.get(judge.mode, JudgeMode.DIRECT)
-        if mode == JudgeMode.BATCH and (provider or self.workflow.settings.judge_provider) not in BATCH_API_PROVIDERS:
+        if mode == JudgeMode.BATCH and judged_by not in BATCH_API_PROVIDERS:
             raise errors.FailedPrecondition(
                 f"JUDGE_MODE_BATCH needs a judge with a batch API ({', '.join(sorted(BATCH_API_PROVIDERS))}), not "
-                f"{provider or self.workflow.settings.judge_provider!r}; choose one of them, or JUDGE_MODE_DIRECT",
+                f"{judged_by!r}; choose one of them, or JUDGE_MODE_DIRECT",
                 field="judge.mode",
             )
         if request.HasField("max_cost_usd"):
-            unpriced = self.workflow.judging.unpriced(provider or self.workflow.settings.judge_provider, judge.model)
+            unpriced = self.workflow.judging.unpriced(judged_by, judge.model)
             if unpriced:
                 raise errors.InvalidArgument(unpriced, field="max_cost_usd")
         view, created = await self.batches.submit(

@@ -85,8 +85,8 @@ class _HttpJudge:
         model = request.model or self.default_model
         return self.verdict(await self._send("POST", self.path, json=self.body(request)), model)
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The JSON answer of a call to the provider (a path under the base URL, or a full URL)."""
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A call to the provider (a path under the base URL, or a full URL) that answered 200."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         try:
             response = await self.client.request(method, url, headers=self.headers(), **kwargs)
@@ -96,6 +96,11 @@ class _HttpJudge:
             raise JudgeError(ErrorCode.CONNECTION_ERROR, f"cannot reach {self.base_url}: {error}") from None
         if response.status_code != 200:
             raise _status_error(response.status_code, response.text)
+        return response
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of a call to the provider."""
+        response = await self._call(method, path, **kwargs)
         try:
             return response.json()
         except ValueError:
@@ -105,13 +110,7 @@ class _HttpJudge:
 
     async def _lines(self, path: str) -> list[dict[str, Any]]:
         """A JSONL file of the provider's, as its lines."""
-        url = path if path.startswith("http") else f"{self.base_url}{path}"
-        try:
-            response = await self.client.get(url, headers=self.headers())
-        except httpx.HTTPError as error:
-            raise JudgeError(ErrorCode.CONNECTION_ERROR, f"cannot reach {self.base_url}: {error}") from None
-        if response.status_code != 200:
-            raise _status_error(response.status_code, response.text)
+        response = await self._call("GET", path)
         try:
             lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
         except ValueError:
@@ -129,16 +128,6 @@ class _HttpJudge:
             return self.verdict(body, model)
         except JudgeError as error:
             return error
-
-    async def submit_job(self, items: list[tuple[str, JudgeRequest]]) -> str:
-        """Send comparisons (custom id, request) as one batch job; the provider's job id."""
-        raise NotImplementedError
-
-    async def job_results(self, job_id: str, model: str) -> JobResults:
-        raise NotImplementedError
-
-    async def cancel_job(self, job_id: str) -> None:
-        raise NotImplementedError
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -42,7 +42,7 @@ class Jobs:
         """Judge `rows` (their requests by comparison id): answers kept from before are reused,
         jobs sent before a restart are polled again, the rest go in one new job."""
         keys = {r.comparison_id: self.judging.reuse_key(self.batch, requests[r.comparison_id],
-                                                          occurrence[r.comparison_id]) for r in rows}  # fmt: skip
+                                                          occurrence.get(r.comparison_id, 0)) for r in rows}  # fmt: skip
         attempts = {r.comparison_id: r.attempts for r in rows}
         jobs: dict[str, list[str]] = {}
         fresh = []

@@ -97,19 +97,19 @@ class Judging:
         self.prices = PriceTable.load(settings.price_table)
         self.judgements = judgements
 
+    def price_of(self, provider: str, batch_model: str) -> Price | None:
+        """The price of the model a batch of `provider` asks, None when the price table has none."""
+        return self.prices.price(provider, self.judges.model(provider, batch_model))
+
     def unpriced(self, provider: str, batch_model: str) -> str | None:
         """Why a cost ceiling cannot be kept for this judge (None when it can)."""
-        model = self.judges.model(provider, batch_model)
-        if self.prices.price(provider, model) is not None:
+        if self.price_of(provider, batch_model) is not None:
             return None
+        model = self.judges.model(provider, batch_model)
         return (
             f"max_cost_usd needs the price of the {provider} model {model!r}, and the price table "
             f"{self.prices.source} has none; add it (cj-svc serve --price-table FILE) or drop max_cost_usd"
         )
-
-    def price(self, batch: Batch) -> Price | None:
-        """The price of the batch's judge, None when the price table has none."""
-        return self.prices.price(batch.judge_provider, self.judges.model(batch.judge_provider, batch.judge_model))
 
     def request(self, batch: Batch, essay_a: str, essay_b: str) -> JudgeRequest:
         """The judge's request for a pair of the batch, with the batch's overrides of the service's judge."""
@@ -122,9 +122,14 @@ class Judging:
             system_prompt=batch.judge_system_prompt,
         )  # fmt: skip
 
+    @staticmethod
+    def reuses(batch: Batch) -> bool:
+        """Whether the batch's answers are kept and reused (see cj_svc.judgements)."""
+        return batch.judge_provider in REUSED_PROVIDERS and not batch.no_cache
+
     def reuse_key(self, batch: Batch, request: JudgeRequest, occurrence: int) -> str | None:
-        """The key its answer is kept under, when the batch's answers are kept (see cj_svc.judgements)."""
-        if batch.judge_provider in REUSED_PROVIDERS and not batch.no_cache:
+        """The key its answer is kept under, when the batch's answers are kept."""
+        if self.reuses(batch):
             return judgement_key(batch.judge_provider, request, occurrence, batch.owner)
         return None
 
@@ -149,7 +154,7 @@ class Judging:
             "confidence": verdict.confidence, "justification": verdict.justification, "model": verdict.model,
             "tokens_in": usage and usage.tokens_in, "tokens_out": usage and usage.tokens_out,
             "tokens_cached": usage and usage.tokens_cached, "tokens_cache_written": usage and usage.tokens_cache_written,
-            "cost_usd": priced(self.price(batch), usage, batch=batch.judge_mode == JudgeMode.BATCH),
+            "cost_usd": priced(self.price_of(batch.judge_provider, batch.judge_model), usage, batch=batch.judge_mode == JudgeMode.BATCH),
             "cached": False, "judgement_key": key, "latency_ms": latency_ms, "attempts": attempts,
             "completed_at": datetime.now(UTC),
         }  # fmt: skip

@@ -61,12 +61,15 @@ def feed_prior(prior: PriorChoice, rows: list[ComparisonRow], position: dict[str
     return fed
 
 
-def occurrences(rows: Sequence[ComparisonRow]) -> dict[str, int]:
-    """For each row, how many rows asked earlier (by wave, then id) show the same two essays in
-    the same order: a repeated question is a new one, not a kept answer (see cj_svc.judgements)."""
+def occurrences(rows: Sequence[ComparisonRow], asked: Sequence[ComparisonRow]) -> dict[str, int]:
+    """For each of `rows`, how many rows of `asked` (every row of the batch, these included) asked
+    earlier (by wave, then id) show the same two essays in the same order: a repeated question is
+    a new one, not a kept answer (see cj_svc.judgements)."""
+    wanted = {(r.essay_a_id, r.essay_b_id) for r in rows}
+    same = sorted((r for r in asked if (r.essay_a_id, r.essay_b_id) in wanted), key=lambda r: (r.wave, r.comparison_id))
     seen: collections.Counter[tuple[str, str]] = collections.Counter()
     counts = {}
-    for row in sorted(rows, key=lambda r: (r.wave, r.comparison_id)):
+    for row in same:
         counts[row.comparison_id] = seen[(row.essay_a_id, row.essay_b_id)]
         seen[(row.essay_a_id, row.essay_b_id)] += 1
     return counts
@@ -227,7 +230,8 @@ class BatchRun:
         of the batch, these included."""
         storage = {e.essay_id: e.text_storage_id for e in self.essays}
         judging = self.context.judging
-        occurrence = occurrences(asked)
+        # Only a judge whose answers are kept needs to know which questions were asked before.
+        occurrence = occurrences(rows, asked) if judging.reuses(batch) else {}
 
         async def request(row: ComparisonRow) -> JudgeRequest:
             return judging.request(
@@ -238,7 +242,7 @@ class BatchRun:
             async with self.limit, judging.service_limit:
                 self.recorder.add(
                     row.comparison_id,
-                    await judging.judge(batch, row, await request(row), occurrence[row.comparison_id]),
+                    await judging.judge(batch, row, await request(row), occurrence.get(row.comparison_id, 0)),
                 )
 
         async def as_jobs() -> None:

@@ -112,11 +112,10 @@ class Recorder:
         if not taken:
             return
         rows = [
-            {"cid": comparison_id, **{f"new_{c}": values.get(c) for c in ANSWER_COLUMNS}}
+            {"cid": comparison_id, **{f"new_{c}": values.get(c) for c in ANSWER_COLUMNS},
+             "new_cached": bool(values.get("cached"))}
             for comparison_id, values in taken
-        ]
-        for row in rows:
-            row["new_cached"] = bool(row["new_cached"])
+        ]  # fmt: skip
         # Answers the judge was paid for, kept for reuse in the same transaction as their rows.
         now = datetime.now(UTC)
         kept = [

@@ -7,7 +7,7 @@ import numpy as np
 
 from cj_svc.engine.prior import PriorChoice
 from cj_svc.vocabulary import ComparisonStatus, Winner
-from cj_svc.workflow.run import feed_prior, planned_wave
+from cj_svc.workflow.run import feed_prior, occurrences, planned_wave
 from cj_svc.workflow.store import NewComparison, answered
 
 POSITION = {"a": 0, "b": 1, "c": 2, "d": 3}
@@ -50,3 +50,12 @@ def test_the_next_wave_spares_busy_essays_and_stops_at_the_budget() -> None:
     wave = planned_wave(is_anchor, [], POSITION, None, rng, 10, busy={0})
     assert wave and all(0 not in pair for pair in wave)
     assert len(planned_wave(is_anchor, [], POSITION, None, rng, 1, set())) == 1
+
+
+def test_a_pair_asked_again_in_the_same_order_is_a_new_question() -> None:
+    earlier = [row(1, "a", "b"), row(1, "c", "d"), row(2, "b", "a")]
+    again = [row(3, "a", "b"), row(3, "d", "c")]
+    counts = occurrences(again, [*earlier, *again])
+    assert counts["3ab"] == 1  # a before b was asked once before
+    assert counts["3dc"] == 0  # the other order is another question
+    assert occurrences(earlier, earlier) == {"1ab": 0, "1cd": 0, "2ba": 0}
