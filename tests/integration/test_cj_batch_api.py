@@ -120,6 +120,26 @@ async def test_cancelling_a_batch_cancels_the_job_it_waits_on(mesh, cj_database_
         assert provider.calls == 0
 
 
+async def test_a_provider_outage_while_its_job_runs_is_waited_out(mesh, cj_database_url) -> None:
+    with provider_server() as provider:
+        await mesh.restart_cj(judge_provider="openai", openai_base_url=provider.url, batch_poll_seconds=0.05)
+        storage_ids = await store_texts(mesh.content, ESSAYS)
+        provider.hold = True
+        request = submit_request(storage_ids, comparison_budget=12)
+        request.judge.mode = assessment_pb2.JUDGE_MODE_BATCH
+        batch = (await mesh.assessment.SubmitBatch(request)).batch
+        async with asyncio.timeout(20):
+            while not provider.jobs or None in await jobs_on_rows(cj_database_url, batch.batch_id):  # noqa: ASYNC110 - another thread
+                await asyncio.sleep(0.05)
+        provider.down = True  # polls fail with 503 for a while
+        await asyncio.sleep(0.5)
+        provider.down, provider.hold = False, False
+        final = await watch_to_end(mesh, batch.batch_id, timeout=30)
+        assert final.state == assessment_pb2.BATCH_STATE_COMPLETED, final.state_reason
+        assert final.progress.comparisons_failed == 0
+        assert sum(len(job) for job in provider.jobs.values()) == final.progress.comparisons_done  # none sent twice
+
+
 async def test_batch_mode_needs_a_judge_with_a_batch_api(mesh) -> None:
     storage_ids = await store_texts(mesh.content, ESSAYS[:3])
     request = submit_request(storage_ids)

@@ -47,6 +47,7 @@ class Provider:
     hold: bool = False
     fail_once: set[str] = field(default_factory=set)
     cancelled: list[str] = field(default_factory=list)  # jobs the client asked to cancel
+    down: bool = False  # every call answers 503, as a provider in an outage
     _job_bodies: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)
     _results: dict[str, list[dict]] = field(default_factory=dict)
 
@@ -156,8 +157,17 @@ def provider_server() -> Iterator[Provider]:
             self.end_headers()
             self.wfile.write(data)
 
+        def refused(self) -> bool:
+            if state.down:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            return state.down
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.refused():
+                return
             with state.lock:
                 state.paths.append(self.path)
             if self.path.endswith("/cancel"):  # either provider: stop a batch job
@@ -189,6 +199,8 @@ def provider_server() -> Iterator[Provider]:
             self.answer(state.openai(body) if self.path.endswith("/chat/completions") else state.anthropic(body))
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.refused():
+                return
             parts = self.path.strip("/").split("/")
             if parts[-1] == "content":  # OpenAI: a file
                 self.answer(state.files[parts[-2]], "application/jsonl")
