@@ -21,6 +21,7 @@ Rules, each checked by tests:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +31,12 @@ from cj_svc.engine.bradley_terry import DENSE_UP_TO, difference_variance
 CANDIDATES_PER_SLOT = 8  # best pairs considered per pair of the wave (beyond those already asked)
 NEIGHBOURS = 12  # beyond DENSE_UP_TO essays: candidate partners on either side in score order
 LONG_LINKS = 2  # beyond DENSE_UP_TO essays: candidate partners drawn at random, per essay
+
+
+class Take(Protocol):
+    """Adds the pair (i, j) to the wave, in the `forced` (first, second) order when one is given."""
+
+    def __call__(self, i: int, j: int, forced: tuple[int, int] | None = None) -> None: ...
 
 
 @dataclass
@@ -179,7 +186,14 @@ def next_wave(
     return wave
 
 
-def _fill_from_unasked(state, rng, used, skew, take, wanted: int) -> None:  # type: ignore[no-untyped-def]
+def _fill_from_unasked(
+    state: PairingState,
+    rng: np.random.Generator,
+    used: NDArray[np.bool_],
+    skew: NDArray[np.int64],
+    take: Take,
+    wanted: int,
+) -> None:
     """Pairs outside the candidate set that were never asked, for essays still free."""
     free = [int(i) for i in rng.permutation(state.n) if not used[i]]
     for position, i in enumerate(free):
@@ -194,7 +208,14 @@ def _fill_from_unasked(state, rng, used, skew, take, wanted: int) -> None:  # ty
                 break
 
 
-def _resample(state, rng, used, skew, take, wanted: int) -> None:  # type: ignore[no-untyped-def]
+def _resample(
+    state: PairingState,
+    rng: np.random.Generator,
+    used: NDArray[np.bool_],
+    skew: NDArray[np.int64],
+    take: Take,
+    wanted: int,
+) -> None:
     """Every worthwhile pair was asked: re-ask, preferring pairs seen in one orientation only,
     shown the other way round; then the least-asked pairs."""
     pairs = sorted(state.asked.items(), key=lambda item: (min(item[1]) > 0, sum(item[1]), rng.random()))

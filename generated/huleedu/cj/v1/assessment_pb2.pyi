@@ -28,6 +28,7 @@ class _BatchState:
 class _BatchStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     BATCH_STATE_UNSPECIFIED: _BatchState.ValueType  # 0
+    """Not a state: in ListBatchesRequest it means "any state"; never served for a batch."""
     BATCH_STATE_PENDING: _BatchState.ValueType  # 1
     """Accepted; no replica has started it yet."""
     BATCH_STATE_RUNNING: _BatchState.ValueType  # 2
@@ -47,6 +48,7 @@ class BatchState(_BatchState, metaclass=_BatchStateEnumTypeWrapper):
     """
 
 BATCH_STATE_UNSPECIFIED: BatchState.ValueType  # 0
+"""Not a state: in ListBatchesRequest it means "any state"; never served for a batch."""
 BATCH_STATE_PENDING: BatchState.ValueType  # 1
 """Accepted; no replica has started it yet."""
 BATCH_STATE_RUNNING: BatchState.ValueType  # 2
@@ -68,6 +70,7 @@ class _Winner:
 class _WinnerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Winner.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     WINNER_UNSPECIFIED: _Winner.ValueType  # 0
+    """No answer yet (the comparison is pending, failed or cancelled)."""
     WINNER_ESSAY_A: _Winner.ValueType  # 1
     """The essay shown first (essay_a_id)."""
     WINNER_ESSAY_B: _Winner.ValueType  # 2
@@ -77,6 +80,7 @@ class Winner(_Winner, metaclass=_WinnerEnumTypeWrapper):
     """Which essay of a comparison the judge found better."""
 
 WINNER_UNSPECIFIED: Winner.ValueType  # 0
+"""No answer yet (the comparison is pending, failed or cancelled)."""
 WINNER_ESSAY_A: Winner.ValueType  # 1
 """The essay shown first (essay_a_id)."""
 WINNER_ESSAY_B: Winner.ValueType  # 2
@@ -90,6 +94,7 @@ class _ConfidenceLabel:
 class _ConfidenceLabelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConfidenceLabel.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CONFIDENCE_LABEL_UNSPECIFIED: _ConfidenceLabel.ValueType  # 0
+    """Not set; never served with a grade."""
     CONFIDENCE_LABEL_LOW: _ConfidenceLabel.ValueType  # 1
     """The most probable grade has probability below 0.5, or the grades are not reliable."""
     CONFIDENCE_LABEL_MID: _ConfidenceLabel.ValueType  # 2
@@ -101,6 +106,7 @@ class ConfidenceLabel(_ConfidenceLabel, metaclass=_ConfidenceLabelEnumTypeWrappe
     """How sure a projected grade is, in words."""
 
 CONFIDENCE_LABEL_UNSPECIFIED: ConfidenceLabel.ValueType  # 0
+"""Not set; never served with a grade."""
 CONFIDENCE_LABEL_LOW: ConfidenceLabel.ValueType  # 1
 """The most probable grade has probability below 0.5, or the grades are not reliable."""
 CONFIDENCE_LABEL_MID: ConfidenceLabel.ValueType  # 2
@@ -178,6 +184,7 @@ class _ResultWarningCode:
 class _ResultWarningCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultWarningCode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     RESULT_WARNING_CODE_UNSPECIFIED: _ResultWarningCode.ValueType  # 0
+    """Not set; never served in a warning."""
     RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT: _ResultWarningCode.ValueType  # 1
     """Kendall tau of the anchors below 0.5, or anchors winning (or losing) nearly every comparison
     with students: the grades are not reliable.
@@ -201,6 +208,7 @@ class ResultWarningCode(_ResultWarningCode, metaclass=_ResultWarningCodeEnumType
     """What a warning is about."""
 
 RESULT_WARNING_CODE_UNSPECIFIED: ResultWarningCode.ValueType  # 0
+"""Not set; never served in a warning."""
 RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT: ResultWarningCode.ValueType  # 1
 """Kendall tau of the anchors below 0.5, or anchors winning (or losing) nearly every comparison
 with students: the grades are not reliable.

@@ -26,6 +26,7 @@ class _ContentKind:
 class _ContentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContentKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CONTENT_KIND_UNSPECIFIED: _ContentKind.ValueType  # 0
+    """Not set; refused where a kind is required (Upload, BatchUpload)."""
     CONTENT_KIND_ESSAY_TEXT: _ContentKind.ValueType  # 1
     """A student's essay (text)."""
     CONTENT_KIND_STUDENT_PROMPT: _ContentKind.ValueType  # 2
@@ -43,6 +44,7 @@ class ContentKind(_ContentKind, metaclass=_ContentKindEnumTypeWrapper):
     """What a piece of stored content is for."""
 
 CONTENT_KIND_UNSPECIFIED: ContentKind.ValueType  # 0
+"""Not set; refused where a kind is required (Upload, BatchUpload)."""
 CONTENT_KIND_ESSAY_TEXT: ContentKind.ValueType  # 1
 """A student's essay (text)."""
 CONTENT_KIND_STUDENT_PROMPT: ContentKind.ValueType  # 2

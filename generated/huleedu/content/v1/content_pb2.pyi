@@ -28,6 +28,7 @@ class _ContentState:
 class _ContentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContentState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CONTENT_STATE_UNSPECIFIED: _ContentState.ValueType  # 0
+    """Not set; never served."""
     CONTENT_STATE_INTACT: _ContentState.ValueType  # 1
     """The blob is there; its size (and, when verified, its sha256) matches."""
     CONTENT_STATE_DAMAGED: _ContentState.ValueType  # 2
@@ -39,6 +40,7 @@ class ContentState(_ContentState, metaclass=_ContentStateEnumTypeWrapper):
     """Whether stored content can be read as it was uploaded."""
 
 CONTENT_STATE_UNSPECIFIED: ContentState.ValueType  # 0
+"""Not set; never served."""
 CONTENT_STATE_INTACT: ContentState.ValueType  # 1
 """The blob is there; its size (and, when verified, its sha256) matches."""
 CONTENT_STATE_DAMAGED: ContentState.ValueType  # 2
