@@ -44,7 +44,7 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
     is_anchor = np.arange(total) >= n
     state = PairingState.new(total, is_anchor)
     result: dict[str, float] = {}
-    prior = PriorChoice(total)
+    prior = PriorChoice(total, is_anchor)
     current = None
     pick = np.random.default_rng(seed + 10_000)
     while 2 * len(prior.answers) / total < MAX_PER_ESSAY:
@@ -60,7 +60,7 @@ def one_run(n: int, sd: float, seed: int, informative: bool) -> dict[str, float]
         current = fit(
             total,
             prior.answers,
-            prior.alpha,
+            prior.precision,
             start=None if current is None else current.scores,
         )
         state.scores, state.standard_errors, state.covariance = (

@@ -38,8 +38,9 @@ def decided_curve(
     within `per_essay`)})."""
     rng, theta, anchor_grades, _ = one_batch_setup(s, seed)
     total = len(theta)
-    state = PairingState.new(total, np.arange(total) >= s.n)
-    prior = PriorChoice(total)
+    is_anchor = np.arange(total) >= s.n
+    state = PairingState.new(total, is_anchor)
+    prior = PriorChoice(total, is_anchor)
     pick = np.random.default_rng(seed + 7)
     ids = [f"e{i}" for i in range(total)]
     current = None

@@ -154,7 +154,7 @@ def judge_wave(
     for a, b in wave:
         state.record(a, b)
     prior.add_wave(Comparisons(first, second, won))
-    result = fit(len(theta), prior.answers, prior.alpha, start=None if current is None else current.scores)
+    result = fit(len(theta), prior.answers, prior.precision, start=None if current is None else current.scores)
     state.scores, state.standard_errors, state.covariance = result.scores, result.standard_errors, result.covariance
     return result
 
@@ -165,7 +165,7 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
     total = len(theta)
     is_anchor = np.arange(total) >= s.n
     state = PairingState.new(total, is_anchor)
-    prior = PriorChoice(total)
+    prior = PriorChoice(total, is_anchor)
     current = None
     pick = np.random.default_rng(seed + 7)
     while len(prior.answers) < PER_ESSAY * total // 2:
@@ -173,7 +173,7 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
         if judged is None:
             break
         current = judged
-    final = fit(total, prior.answers, prior.alpha)  # as the workflow's final numbers
+    final = fit(total, prior.answers, prior.precision)  # as the workflow's final numbers
     ids = [f"e{i}" for i in range(total)]
     grades = grade(SCALE, ids, [None] * s.n + anchor_grades, final, prior.answers)
     student_index = np.arange(s.n)

@@ -3,7 +3,8 @@
 Model: P(the essay shown first wins) = sigmoid(theta_first - theta_second + bias). The fit is the
 penalized maximum-likelihood estimate with choix's regularization convention (objective
 -loglik + alpha * sum(theta^2), i.e. a Gaussian prior of variance 1/(2 alpha)); with bias 0 it equals
-`choix.opt_pairwise(n, data, alpha)`, which the tests check. It is found by Newton's method, which
+`choix.opt_pairwise(n, data, alpha)`, which the tests check. `alpha` may also be one value per essay
+(anchors are given a wider prior than students, see `prior.precisions`). It is found by Newton's method, which
 converges in a few steps and is much faster than choix's general optimizers at 1,000+ essays.
 
 Up to `DENSE_UP_TO` essays the Newton system is solved densely and the standard errors come from the
@@ -84,7 +85,11 @@ def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _information(n: int, data: Comparisons, weights: NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
+# The prior's alpha: one for every essay, or one per essay.
+Alpha = float | NDArray[np.float64]
+
+
+def _information(n: int, data: Comparisons, weights: NDArray[np.float64], alpha: Alpha) -> NDArray[np.float64]:
     """Penalized Fisher information over (theta_0..theta_{n-1}, bias)."""
     info = np.zeros((n + 1, n + 1))
     a, b = data.first, data.second
@@ -115,18 +120,18 @@ def _inverse(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.asarray(inverse, np.float64)
 
 
-def _objective(x: NDArray[np.float64], data: Comparisons, y: NDArray[np.float64], alpha: float, n: int) -> float:
+def _objective(x: NDArray[np.float64], data: Comparisons, y: NDArray[np.float64], alpha: Alpha, n: int) -> float:
     """Penalized negative log-likelihood."""
     eta = x[data.first] - x[data.second] + x[n]
     # log(1 + exp(-eta)) for wins, log(1 + exp(eta)) for losses, computed stably
     loss = np.logaddexp(0.0, np.where(y > 0, -eta, eta)).sum()
-    return float(loss + alpha * np.sum(x[:n] * x[:n]) + BIAS_ALPHA * x[n] ** 2)
+    return float(loss + np.sum(alpha * x[:n] * x[:n]) + BIAS_ALPHA * x[n] ** 2)
 
 
 def fit(
     n: int,
     data: Comparisons,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: Alpha = DEFAULT_ALPHA,
     estimate_bias: bool = True,
     start: NDArray[np.float64] | None = None,
     tolerance: float = 1e-7,
@@ -138,7 +143,7 @@ def fit(
     `precise=False` is for fits that only predict (the prior's candidates): past DENSE_UP_TO essays
     they stop at a looser tolerance (0.01 logits) and keep the local variances, without the probe
     correction."""
-    if alpha <= 0:
+    if np.any(np.asarray(alpha) <= 0):
         raise ValueError("alpha must be > 0: it keeps scores finite for essays that won or lost everything")
     dense = n <= DENSE_UP_TO
     if not dense and not precise:

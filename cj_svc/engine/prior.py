@@ -11,6 +11,11 @@ the pairs were chosen, because a wave's pairs depend only on earlier answers. (L
 is not: under adaptive pairing it picks priors that are too wide.) In simulation (bench/cj_efficiency.py)
 the chosen prior keeps SSR within about 0.02 of the true reliability for random and adaptive
 pairing, at scale SDs of 1.5 and 3 logits.
+
+The chosen width is the students'. Anchors are not drawn from the cohort: they are picked to span the
+grades, the lowest and highest ones included, so the students' prior would pull them towards the
+middle as if they were typical essays, and with them the grade boundaries they place (by 0.4 logits
+at the top and bottom boundaries in bench/grading.py). They get a prior `ANCHOR_WIDTH` times as wide.
 """
 
 from __future__ import annotations
@@ -26,6 +31,16 @@ ALPHAS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # prior SDs from 7.1 down t
 # The candidates are refitted when the answers have grown by this factor since their last fit, so
 # the cost stays a few fits per batch; waves in between are predicted by those (earlier) fits.
 REFIT_GROWTH = 1.25
+# The anchors' prior SD, in multiples of the students'. In bench/grading.py, twice as wide lowered the
+# Brier score of the grades in every family tried; wider still changed little.
+ANCHOR_WIDTH = 2.0
+
+
+def precisions(alpha: float, is_anchor: NDArray[np.bool_] | None) -> float | NDArray[np.float64]:
+    """The fit's alpha for each essay: the students' `alpha`, and a wider prior for anchors."""
+    if is_anchor is None or not is_anchor.any():
+        return alpha
+    return np.where(is_anchor, alpha / ANCHOR_WIDTH**2, alpha)
 
 
 def predictive_log_loss(previous: Fit, data: Comparisons) -> float:
@@ -41,9 +56,10 @@ def predictive_log_loss(previous: Fit, data: Comparisons) -> float:
 class PriorChoice:
     """Feed it the answers wave by wave (`add_wave`); `alpha` is the candidate with the lowest
     prequential log loss so far (the one nearest DEFAULT_ALPHA until a second wave has been scored).
-    Fit the scores with `fit(n, data, choice.alpha)`."""
+    Fit the scores with `fit(n, data, choice.precision)`: `alpha` for students, wider for anchors."""
 
     n: int
+    is_anchor: NDArray[np.bool_] | None = None
     alphas: tuple[float, ...] = ALPHAS
     losses: NDArray[np.float64] = field(init=False)
     _fits: list[Fit] = field(init=False, default_factory=list)
@@ -57,6 +73,11 @@ class PriorChoice:
     @property
     def alpha(self) -> float:
         return self.alphas[self._chosen]
+
+    @property
+    def precision(self) -> float | NDArray[np.float64]:
+        """The chosen prior as the fit takes it, per essay when there are anchors."""
+        return precisions(self.alpha, self.is_anchor)
 
     @property
     def _chosen(self) -> int:
@@ -85,14 +106,16 @@ class PriorChoice:
             self.alphas
         )
         self._fits = [
-            fit(self.n, self.answers, alpha, start=start, precise=False)
+            fit(self.n, self.answers, precisions(alpha, self.is_anchor), start=start, precise=False)
             for alpha, start in zip(self.alphas, starts, strict=True)
         ]
 
     @classmethod
-    def replay(cls, n: int, data: Comparisons, waves: NDArray[np.int64]) -> PriorChoice:
+    def replay(
+        cls, n: int, data: Comparisons, waves: NDArray[np.int64], is_anchor: NDArray[np.bool_] | None = None
+    ) -> PriorChoice:
         """Rebuild the choice from stored answers, `waves[k]` being the wave comparison k was asked in."""
-        choice = cls(n)
+        choice = cls(n, is_anchor)
         for wave in np.unique(waves):
             chosen = waves == wave
             choice.add_wave(Comparisons(data.first[chosen], data.second[chosen], data.first_won[chosen]))

@@ -13,7 +13,8 @@
    every anchored grade (in bench/grading.py this raised exact agreement and lowered the Brier score in
    every family).
 3. P(grade) for an essay is the mass of N(score, SE^2) inside the grade's band, where each
-   boundary's uncertainty (from its anchors' standard errors) widens the spread: real
+   boundary's uncertainty (from its anchors' standard errors and how far anchors of one grade
+   differ) widens the spread: real
    probabilities that sum to 1 and spread as SE grows.
 4. The projected grade is the most probable one; on `swedish_8_anchor` the +/- rule of the
    reference applies (position within the band: < 0.25 gives a minus for E, D, C, B, A; > 0.75 a
@@ -49,7 +50,7 @@ class Calibration:
     ladder: tuple[str, ...]  # grades lowest first, the below-lowest grade included where allowed
     centres: NDArray[np.float64]
     boundaries: NDArray[np.float64]  # len(ladder) - 1 finite boundaries
-    boundary_variances: NDArray[np.float64]  # how uncertain each boundary is, from its anchors' SEs
+    boundary_variances: NDArray[np.float64]  # how uncertain each boundary is, from its anchors' scores
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,15 @@ def calibrate(scale: GradeScale, anchors: list[Anchor]) -> Calibration:
         )
     means = np.array([np.mean([a.score for a in usable if rung[a.grade] == g]) for g in graded])
     counts = np.array([sum(rung[a.grade] == g for a in usable) for g in graded], float)
-    # Variance of each grade's mean: its anchors' estimation error, averaged (floored: an anchor
-    # score is never exact).
-    mean_vars = (
-        np.maximum([np.mean([a.standard_error**2 for a in usable if rung[a.grade] == g]) for g in graded], 1e-4)
-        / counts
-    )
+    # Variance of each grade's mean. Its anchors' scores have estimation error (averaged, floored: an
+    # anchor score is never exact), and anchors of one grade also differ in how good they are: a band
+    # is a range of quality, and where in it the anchors fall is chance. Their scores' spread around
+    # their grade's mean (pooled over the grades) holds both.
+    own_vars = np.maximum([np.mean([a.standard_error**2 for a in usable if rung[a.grade] == g]) for g in graded], 1e-4)
+    deviations = [a.score - means[graded.index(rung[a.grade])] for a in usable]
+    freedom = len(usable) - len(graded)
+    spread = float(np.sum(np.square(deviations)) / freedom) if freedom > 0 else 0.0
+    mean_vars = np.maximum(own_vars, spread) / counts
     grade_positions = np.array(graded, float)
     # A straight line through the grade means (weighted least squares) ...
     design = np.column_stack([np.ones_like(grade_positions), grade_positions])

@@ -1,11 +1,13 @@
 """The Bradley-Terry fit's linear algebra for large cohorts, on sparse matrices.
 
 The penalized information matrix over (theta_0..theta_{n-1}, bias) is a weighted graph Laplacian
-plus 2 alpha on the diagonal, bordered by the bias's row and column. Its constant vector over the
-scores is an exact eigenvector (eigenvalue 2 alpha: the Laplacian's rows and the bias column both
-sum to zero), which is what makes a sparse treatment simple:
+plus 2 alpha on the diagonal, bordered by the bias's row and column. With one alpha for all essays,
+its constant vector over the scores is an exact eigenvector (eigenvalue 2 alpha: the Laplacian's
+rows and the bias column both sum to zero), which is what makes a sparse treatment simple:
 - `solve` splits that direction off exactly and solves the rest by conjugate gradients with a
-  Jacobi preconditioner, which converge in tens of steps because what remains is well conditioned;
+  Jacobi preconditioner, which converge in tens of steps because what remains is well conditioned.
+  With an alpha per essay the constant vector is nearly an eigenvector, and the preconditioner
+  solves along it exactly instead (a two-level preconditioner: Jacobi plus that one direction);
 - `centred_variances` estimates the diagonal of the inverse under the sum-to-zero constraint without
   forming it: a local walk-sum approximation (each essay's information and its neighbours' variances),
   corrected per region of the scale by a few exact solves against random probes. Against the exact
@@ -57,7 +59,7 @@ def information(
     first: NDArray[np.int64],
     second: NDArray[np.int64],
     weights: NDArray[np.float64],
-    alpha: float,
+    alpha: float | NDArray[np.float64],
     bias_alpha: float,
     estimate_bias: bool,
 ) -> sp.csr_matrix:
@@ -73,31 +75,45 @@ def information(
 
 
 def solve(
-    matrix: sp.csr_matrix, rhs: NDArray[np.float64], alpha: float, tolerance: float = STEP_TOLERANCE
+    matrix: sp.csr_matrix,
+    rhs: NDArray[np.float64],
+    alpha: float | NDArray[np.float64],
+    tolerance: float = STEP_TOLERANCE,
 ) -> NDArray[np.float64]:
-    """matrix @ x = rhs for each column of rhs (a vector or an (n+1) x k array).
+    """matrix @ x = rhs for each column of rhs (a vector or an (n+1) x k array), by preconditioned
+    conjugate gradients, all columns advancing together.
 
-    The scores' mean is solved exactly (the constant direction, eigenvalue 2 alpha), the rest by
-    preconditioned conjugate gradients in the subspace where the scores sum to zero, where all
-    columns advance together."""
+    With one alpha, the scores' mean is solved exactly (the constant direction, eigenvalue 2 alpha)
+    and the rest in the subspace where the scores sum to zero. With an alpha per essay, in the whole
+    space, the preconditioner solving along the constant direction exactly."""
     vector = rhs.ndim == 1
     remainder = np.array(rhs, float).reshape(len(rhs), -1)
     n = len(remainder) - 1
-    mean = remainder[:n].mean(axis=0)
-    remainder[:n] -= mean
-    x = _conjugate_gradients(matrix, remainder, n, tolerance)
-    x[:n] += mean / (2 * alpha)
+    if np.ndim(alpha) == 0:
+        mean = remainder[:n].mean(axis=0)
+        remainder[:n] -= mean
+        x = _conjugate_gradients(matrix, remainder, n, tolerance)
+        x[:n] += mean / (2 * alpha)
+    else:
+        x = _conjugate_gradients(matrix, remainder, n, tolerance, constant_curvature=2 * float(np.sum(alpha)))
     return x[:, 0] if vector else x
 
 
 def _conjugate_gradients(
-    matrix: sp.csr_matrix, rhs: NDArray[np.float64], n: int, tolerance: float
+    matrix: sp.csr_matrix, rhs: NDArray[np.float64], n: int, tolerance: float, constant_curvature: float = 0.0
 ) -> NDArray[np.float64]:
+    """Without `constant_curvature`, rhs and the solution lie where the scores sum to zero. With it
+    (1' A 1 over the scores), anywhere: the constant direction is solved by its own curvature."""
     inverse_diagonal = (1.0 / matrix.diagonal())[:, None]
 
     def precondition(residual: NDArray[np.float64]) -> NDArray[np.float64]:
+        total = residual[:n].sum(axis=0)
         z: NDArray[np.float64] = inverse_diagonal * residual
+        if constant_curvature:
+            z[:n] -= inverse_diagonal[:n] * total / n  # P J P: Jacobi on the zero-sum part of the residual
         z[:n] -= z[:n].mean(axis=0)  # stay where the scores sum to zero
+        if constant_curvature:
+            z[:n] += total / constant_curvature
         return z
 
     x = np.zeros_like(rhs)
@@ -141,12 +157,13 @@ def local_variances(matrix: sp.csr_matrix, n: int) -> NDArray[np.float64]:
 
 
 def centred_variances(
-    matrix: sp.csr_matrix, scores: NDArray[np.float64], alpha: float, probe: bool = True
+    matrix: sp.csr_matrix, scores: NDArray[np.float64], alpha: float | NDArray[np.float64], probe: bool = True
 ) -> tuple[NDArray[np.float64], float]:
     """Variances of the centred scores (the diagonal of P C P, C the inverse's score block and
     P = I - 11'/n) and the variance of the bias, without forming C.
 
-    The local approximation, less the constant direction's share 1/(2 alpha n), plus the bias's
+    The local approximation, less the constant direction's share 1/(2 alpha n) (1/(2 sum alpha) with an
+    alpha per essay, where it is near that direction's share), plus the bias's
     share (exact, from one solve), is scaled per region of the scale so that it agrees with a
     Hutchinson estimate from a few solves against random signs. Probes are coloured by score rank
     (essays next to each other on the scale never share a probe), so each probe's error comes only
@@ -168,7 +185,8 @@ def centred_variances(
     solved = solve(matrix, rhs, alpha, VARIANCE_TOLERANCE)
     bias_column = solved[:, probes]
     bias_variance = float(bias_column[n])
-    local = local_variances(matrix, n) - 1.0 / (2 * alpha * n) + bias_column[:n] ** 2 / bias_variance
+    constant_share = 1.0 / (2 * float(np.sum(np.broadcast_to(alpha, (n,)))))
+    local = local_variances(matrix, n) - constant_share + bias_column[:n] ** 2 / bias_variance
     local = np.maximum(local, 1e-12)
     if not probe:
         return local, bias_variance

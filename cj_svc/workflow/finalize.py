@@ -23,7 +23,7 @@ from cj_svc.engine.bradley_terry import (
 )
 from cj_svc.engine.diagnostics import Diagnostics
 from cj_svc.engine.grading import Grades, decided_share, grade
-from cj_svc.engine.prior import PriorChoice
+from cj_svc.engine.prior import PriorChoice, precisions
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Batch, BatchEssay, BatchResult, GradeProjection
 from cj_svc.vocabulary import BatchState, ComparisonStatus
@@ -93,7 +93,7 @@ def projections(batch: Batch, essays: list[BatchEssay], result: Fit, data: Compa
 
 def final_numbers(batch: Batch, essays: list[BatchEssay], data: Comparisons, alpha: float) -> Final:
     """The final fit and all that follows from it (CPU-heavy: run off the event loop)."""
-    result = fit(len(essays), data, alpha)
+    result = fit(len(essays), data, precisions(alpha, np.array([e.is_anchor for e in essays], bool)))
     order = np.argsort(-result.scores, kind="stable")
     rank = np.empty(len(essays), np.int64)
     rank[order] = np.arange(1, len(essays) + 1)
@@ -121,7 +121,8 @@ async def finalize(store: RunStore, batch_id: str, why: str = "", alpha: float |
     data = answered(rows, position)
     if alpha is None:
         waves = np.array([r.wave for r in rows if r.status == ComparisonStatus.DONE], np.int64)
-        alpha = (await off_loop(PriorChoice.replay, len(essays), data, waves)).alpha
+        is_anchor = np.array([e.is_anchor for e in essays], bool)
+        alpha = (await off_loop(PriorChoice.replay, len(essays), data, waves, is_anchor)).alpha
     final = await off_loop(final_numbers, batch, essays, data, alpha)
     result = final.fit
     stored = final.grades

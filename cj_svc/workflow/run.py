@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cj_svc.content_client import ContentClient
-from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_reliability
+from cj_svc.engine.bradley_terry import Alpha, Comparisons, Fit, fit, scale_separation_reliability
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
 from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, affordable, decide
@@ -45,7 +45,7 @@ class RunContext:
     changed: Callable[[str], None]  # tells watchers of a batch that it changed
 
 
-def fitted(n: int, data: Comparisons, start: NDArray[np.float64] | None, alpha: float) -> Fit | None:
+def fitted(n: int, data: Comparisons, start: NDArray[np.float64] | None, alpha: Alpha) -> Fit | None:
     return fit(n, data, alpha, start=start) if len(data) else None
 
 
@@ -148,7 +148,7 @@ class BatchRun:
         previous: NDArray[np.float64] | None = None
         # The prior's width is re-chosen each time a wave is fully answered (after a restart, the
         # waves answered before are replayed first).
-        prior, fed = PriorChoice(len(self.essays)), 0
+        prior, fed = PriorChoice(len(self.essays), self.is_anchor), 0
         while not self.stop.is_set():
             batch, rows = await self.store.batch_and_comparisons(self.batch_id)
             if batch.state != BatchState.RUNNING:
@@ -159,7 +159,7 @@ class BatchRun:
             fed = await off_loop(feed_prior, prior, rows, self.position, fed)
             # The answers once per wave, for the fit and the grades alike.
             data = await off_loop(answered, rows, self.position)
-            result = await off_loop(fitted, len(self.essays), data, previous, prior.alpha)
+            result = await off_loop(fitted, len(self.essays), data, previous, prior.precision)
             change = None
             if result is not None:
                 if previous is not None:

@@ -61,6 +61,21 @@ def test_below_lowest_grade_only_well_below_every_anchor() -> None:
     assert project(LEGACY, calibration, -4.6, 0.05).grade == "F"
 
 
+def test_boundaries_are_less_certain_when_anchors_of_a_grade_differ() -> None:
+    # A band is a range of quality: two anchors of one grade far apart say less about where the
+    # grade's centre (and its boundaries) lie than two that score alike, whatever their SEs.
+    def with_spread(spread: float) -> np.ndarray:
+        anchors = [
+            Anchor(-3 + 0.75 * i + offset, grade, 0.3)
+            for i, grade in enumerate(LEGACY.grades)
+            for offset in (-spread / 2, spread / 2)
+        ]
+        return calibrate(LEGACY, anchors).boundary_variances
+
+    tight, spread = with_spread(0.05), with_spread(0.6)
+    assert np.all(spread > 1.5 * tight)
+
+
 def test_grades_without_anchors_get_bands_in_order() -> None:
     calibration = calibrate(LEGACY, [Anchor(-2.0, "E-"), Anchor(2.0, "B")])
     assert np.all(np.diff(calibration.centres) > 0)

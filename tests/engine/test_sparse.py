@@ -53,12 +53,27 @@ def test_sparse_fit_equals_the_dense_one_and_its_standard_errors_are_close(
     assert 0.9 < ratio.min() and ratio.max() < 1.1
 
 
-def test_solve_agrees_with_a_dense_solve_for_several_right_hand_sides() -> None:
+def test_sparse_fit_with_an_alpha_per_essay_equals_the_dense_one(monkeypatch) -> None:
+    _, data = adaptive_like(600, per_essay=8, seed=11)
+    alphas = np.where(np.arange(600) % 10 == 0, 0.04, 0.16)  # every tenth essay an anchor, prior twice as wide
+    exact = fit(600, data, alphas)
+    monkeypatch.setattr(bradley_terry, "DENSE_UP_TO", 0)
+    estimated = fit(600, data, alphas)
+    np.testing.assert_allclose(estimated.scores, exact.scores, atol=1e-6)
+    ratio = estimated.standard_errors / exact.standard_errors
+    assert np.sqrt(np.mean((ratio - 1) ** 2)) < 0.02 and abs(ratio.mean() - 1) < 0.01
+    assert 0.9 < ratio.min() and ratio.max() < 1.1
+
+
+@pytest.mark.parametrize("alpha", [0.1, np.linspace(0.02, 0.3, 300)], ids=["one alpha", "alpha per essay"])
+def test_solve_agrees_with_a_dense_solve_for_several_right_hand_sides(alpha) -> None:
     _, data = adaptive_like(300, per_essay=5, seed=3)
     p = np.full(len(data), 0.3)
-    matrix = sparse.information(data.layout(300), data.first, data.second, p * (1 - p), 0.1, 0.01, True)
+    matrix = sparse.information(data.layout(300), data.first, data.second, p * (1 - p), alpha, 0.01, True)
     rhs = np.random.default_rng(4).normal(size=(301, 3))
-    np.testing.assert_allclose(sparse.solve(matrix, rhs, 0.1, 1e-10), np.linalg.solve(matrix.toarray(), rhs), atol=1e-8)
+    np.testing.assert_allclose(
+        sparse.solve(matrix, rhs, alpha, 1e-10), np.linalg.solve(matrix.toarray(), rhs), atol=1e-8
+    )
 
 
 def test_past_the_dense_limit_no_n_by_n_matrix_is_made() -> None:
