@@ -32,7 +32,7 @@ ALPHAS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # prior SDs from 7.1 down t
 # the cost stays a few fits per batch; waves in between are predicted by those (earlier) fits.
 REFIT_GROWTH = 1.25
 # The anchors' prior SD, in multiples of the students'. In bench/grading.py, twice as wide lowered the
-# Brier score of the grades in every family tried; wider still changed little.
+# grades' top-label ECE in 11 of 12 families and their Brier score in 10; wider still changed little.
 ANCHOR_WIDTH = 2.0
 
 
