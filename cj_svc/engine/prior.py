@@ -13,9 +13,11 @@ the chosen prior keeps SSR within about 0.02 of the true reliability for random 
 pairing, at scale SDs of 1.5 and 3 logits.
 
 The chosen width is the students'. Anchors are not drawn from the cohort: they are picked to span the
-grades, the lowest and highest ones included, so the students' prior would pull them towards the
-middle as if they were typical essays, and with them the grade boundaries they place (by 0.4 logits
-at the top and bottom boundaries in bench/grading.py). They get a prior `ANCHOR_WIDTH` times as wide.
+grades, the lowest and highest ones included, so the students' prior may pull them towards the middle
+as if they were typical essays, and with them the grade boundaries they place. Where the judge is
+less sure of them than that suggests, the students' prior keeps them steady. So each width is tried
+twice, with the anchors' prior as wide as the students' and twice as wide (`ANCHOR_WIDTHS`), and the
+same prequential loss chooses.
 """
 
 from __future__ import annotations
@@ -31,16 +33,16 @@ ALPHAS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # prior SDs from 7.1 down t
 # The candidates are refitted when the answers have grown by this factor since their last fit, so
 # the cost stays a few fits per batch; waves in between are predicted by those (earlier) fits.
 REFIT_GROWTH = 1.25
-# The anchors' prior SD, in multiples of the students'. In bench/grading.py, twice as wide lowered the
-# grades' top-label ECE in 11 of 12 families and their Brier score in 10; wider still changed little.
-ANCHOR_WIDTH = 2.0
+# The anchors' prior SD tried, in multiples of the students'.
+ANCHOR_WIDTHS = (1.0, 2.0)
 
 
-def precisions(alpha: float, is_anchor: NDArray[np.bool_] | None) -> float | NDArray[np.float64]:
-    """The fit's alpha for each essay: the students' `alpha`, and a wider prior for anchors."""
-    if is_anchor is None or not is_anchor.any():
+def precisions(alpha: float, is_anchor: NDArray[np.bool_] | None, anchor_width: float) -> float | NDArray[np.float64]:
+    """The fit's alpha for each essay: the students' `alpha`, and for anchors that of a prior
+    `anchor_width` times as wide."""
+    if is_anchor is None or not is_anchor.any() or anchor_width == 1.0:
         return alpha
-    return np.where(is_anchor, alpha / ANCHOR_WIDTH**2, alpha)
+    return np.where(is_anchor, alpha / anchor_width**2, alpha)
 
 
 def predictive_log_loss(previous: Fit, data: Comparisons) -> float:
@@ -54,35 +56,46 @@ def predictive_log_loss(previous: Fit, data: Comparisons) -> float:
 
 @dataclass
 class PriorChoice:
-    """Feed it the answers wave by wave (`add_wave`); `alpha` is the candidate with the lowest
-    prequential log loss so far (the one nearest DEFAULT_ALPHA until a second wave has been scored).
-    Fit the scores with `fit(n, data, choice.precision)`: `alpha` for students, wider for anchors."""
+    """Feed it the answers wave by wave (`add_wave`); the chosen candidate (students' `alpha`, and
+    `anchor_width`) is the one with the lowest prequential log loss so far (the one nearest
+    DEFAULT_ALPHA, anchors alike, until a second wave has been scored). Fit the scores with
+    `fit(n, data, choice.precision)`."""
 
     n: int
     is_anchor: NDArray[np.bool_] | None = None
     alphas: tuple[float, ...] = ALPHAS
+    candidates: list[tuple[float, float]] = field(init=False)  # (students' alpha, anchors' width)
     losses: NDArray[np.float64] = field(init=False)
     _fits: list[Fit] = field(init=False, default_factory=list)
     _fitted_on: int = field(init=False, default=0)  # answers the candidates' fits have seen
     answers: Comparisons = field(init=False)  # every answer added so far
 
     def __post_init__(self) -> None:
-        self.losses = np.zeros(len(self.alphas))
+        anchored = self.is_anchor is not None and bool(self.is_anchor.any())
+        widths = ANCHOR_WIDTHS if anchored else (1.0,)
+        self.candidates = [(alpha, width) for width in widths for alpha in self.alphas]
+        self.losses = np.zeros(len(self.candidates))
         self.answers = Comparisons.from_lists([], [], [])
 
     @property
     def alpha(self) -> float:
-        return self.alphas[self._chosen]
+        """The students' prior (variance 1 / (2 alpha))."""
+        return self.candidates[self._chosen][0]
+
+    @property
+    def anchor_width(self) -> float:
+        """The anchors' prior SD in multiples of the students'."""
+        return self.candidates[self._chosen][1]
 
     @property
     def precision(self) -> float | NDArray[np.float64]:
-        """The chosen prior as the fit takes it, per essay when there are anchors."""
-        return precisions(self.alpha, self.is_anchor)
+        """The chosen prior as the fit takes it, per essay when the anchors' is wider."""
+        return precisions(self.alpha, self.is_anchor, self.anchor_width)
 
     @property
     def _chosen(self) -> int:
         if not self.losses.any():  # nothing predicted yet: the candidate nearest the default
-            return int(np.argmin(np.abs(np.log(np.array(self.alphas) / DEFAULT_ALPHA))))
+            return int(np.argmin([abs(np.log(alpha / DEFAULT_ALPHA)) + width - 1 for alpha, width in self.candidates]))
         return int(np.argmin(self.losses))
 
     def add_wave(self, wave: Comparisons) -> None:
@@ -103,11 +116,11 @@ class PriorChoice:
         # Every candidate is refitted: refitting only those near the choice left the others' stale
         # fits to lose unfairly, and SSR overstated by 0.02-0.03 more in bench/grading.py.
         starts: list[NDArray[np.float64] | None] = [previous.scores for previous in self._fits] or [None] * len(
-            self.alphas
+            self.candidates
         )
         self._fits = [
-            fit(self.n, self.answers, precisions(alpha, self.is_anchor), start=start, precise=False)
-            for alpha, start in zip(self.alphas, starts, strict=True)
+            fit(self.n, self.answers, precisions(alpha, self.is_anchor, width), start=start, precise=False)
+            for (alpha, width), start in zip(self.candidates, starts, strict=True)
         ]
 
     @classmethod

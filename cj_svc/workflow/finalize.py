@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cj_svc.batches import transition
 from cj_svc.engine.bradley_terry import (
+    Alpha,
     Comparisons,
     Fit,
     fit,
@@ -23,7 +24,7 @@ from cj_svc.engine.bradley_terry import (
 )
 from cj_svc.engine.diagnostics import Diagnostics
 from cj_svc.engine.grading import Grades, decided_share, grade
-from cj_svc.engine.prior import PriorChoice, precisions
+from cj_svc.engine.prior import PriorChoice
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Batch, BatchEssay, BatchResult, GradeProjection
 from cj_svc.vocabulary import BatchState, ComparisonStatus
@@ -91,9 +92,9 @@ def projections(batch: Batch, essays: list[BatchEssay], result: Fit, data: Compa
     return StoredGrades(rows, found.note, found.bands, found.diagnostics)
 
 
-def final_numbers(batch: Batch, essays: list[BatchEssay], data: Comparisons, alpha: float) -> Final:
+def final_numbers(batch: Batch, essays: list[BatchEssay], data: Comparisons, alpha: Alpha) -> Final:
     """The final fit and all that follows from it (CPU-heavy: run off the event loop)."""
-    result = fit(len(essays), data, precisions(alpha, np.array([e.is_anchor for e in essays], bool)))
+    result = fit(len(essays), data, alpha)
     order = np.argsort(-result.scores, kind="stable")
     rank = np.empty(len(essays), np.int64)
     rank[order] = np.arange(1, len(essays) + 1)
@@ -109,9 +110,9 @@ def final_numbers(batch: Batch, essays: list[BatchEssay], data: Comparisons, alp
     )
 
 
-async def finalize(store: RunStore, batch_id: str, why: str = "", alpha: float | None = None) -> None:
-    """Final scores, ranks and grades; `alpha` is the prior the run chose (after a restart, the
-    choice is replayed from the stored answers)."""
+async def finalize(store: RunStore, batch_id: str, why: str = "", alpha: Alpha | None = None) -> None:
+    """Final scores, ranks and grades; `alpha` is the prior the run chose, as the fit takes it
+    (after a restart, the choice is replayed from the stored answers)."""
     await store.move(batch_id, BatchState.FINALIZING, f"stopped: {why}" if why else None)
     batch, essays = await store.load(batch_id)
     if batch.state != BatchState.FINALIZING:
@@ -122,7 +123,7 @@ async def finalize(store: RunStore, batch_id: str, why: str = "", alpha: float |
     if alpha is None:
         waves = np.array([r.wave for r in rows if r.status == ComparisonStatus.DONE], np.int64)
         is_anchor = np.array([e.is_anchor for e in essays], bool)
-        alpha = (await off_loop(PriorChoice.replay, len(essays), data, waves, is_anchor)).alpha
+        alpha = (await off_loop(PriorChoice.replay, len(essays), data, waves, is_anchor)).precision
     final = await off_loop(final_numbers, batch, essays, data, alpha)
     result = final.fit
     stored = final.grades

@@ -196,7 +196,7 @@ class BatchRun:
                 elif not self.inflight:
                     reason = StopReason.COST_CEILING if paid == 0 else StopReason.EXHAUSTED
             if reason != StopReason.CONTINUE and not self.inflight:
-                await self._end(reason, attempted, succeeded, prior.alpha, batch)
+                await self._end(reason, attempted, succeeded, prior.precision, batch)
                 return
             # Wait for at least one answer (for all of them once the batch is stopping).
             goal = (
@@ -213,7 +213,7 @@ class BatchRun:
             await self.recorder.flush()
             self.context.changed(self.batch_id)
 
-    async def _end(self, reason: StopReason, attempted: int, succeeded: int, alpha: float, batch: Batch) -> None:
+    async def _end(self, reason: StopReason, attempted: int, succeeded: int, alpha: Alpha, batch: Batch) -> None:
         if reason == StopReason.TOO_MANY_FAILURES:
             await self.store.fail(self.batch_id, await self.store.failure_reason(self.batch_id, attempted, succeeded))
         elif succeeded == 0:

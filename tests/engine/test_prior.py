@@ -7,7 +7,7 @@ import pytest
 
 from cj_svc.engine.bradley_terry import DEFAULT_ALPHA, Comparisons, Fit, fit, scale_separation_reliability
 from cj_svc.engine.pairing import PairingState, next_wave
-from cj_svc.engine.prior import ALPHAS, ANCHOR_WIDTH, PriorChoice, precisions, predictive_log_loss
+from cj_svc.engine.prior import ALPHAS, PriorChoice, precisions, predictive_log_loss
 
 
 def judge(theta: np.ndarray, wave: list[tuple[int, int]], rng: np.random.Generator) -> Comparisons:
@@ -82,21 +82,41 @@ def test_ssr_matches_the_true_reliability_under_adaptive_pairing(spread: float) 
     assert abs(np.mean(gaps)) < 0.04, gaps
 
 
-def test_anchors_get_a_wider_prior_than_students() -> None:
-    # Anchors are picked to span the grades, not drawn from the cohort: the students' prior would
-    # pull the top and bottom anchors (and the grade boundaries they place) towards the middle.
+def test_anchors_may_get_a_wider_prior_than_students() -> None:
+    # Anchors are picked to span the grades, not drawn from the cohort: the students' prior may pull
+    # the top and bottom anchors (and the grade boundaries they place) towards the middle.
     is_anchor = np.array([False] * 5 + [True])
-    alphas = precisions(0.16, is_anchor)
-    assert np.allclose(alphas, [0.16] * 5 + [0.16 / ANCHOR_WIDTH**2])
-    assert precisions(0.16, np.zeros(6, bool)) == 0.16  # no anchors: one alpha, the fast path
-    # Essay 5 beats essay 4 nine times in ten, as an anchor and as a student: as an anchor it stands
-    # further from the middle.
+    alphas = precisions(0.16, is_anchor, 2.0)
+    assert np.allclose(alphas, [0.16] * 5 + [0.04])
+    assert precisions(0.16, is_anchor, 1.0) == 0.16  # as wide as the students': one alpha, the fast path
+    # Essay 5 beats essay 4 nine times in ten: with the wider prior it stands further from the middle.
     first = np.array([5] * 10 + [0, 1, 2, 3] * 5)
     second = np.array([4] * 10 + [1, 2, 3, 4] * 5)
     won = np.array([True] * 9 + [False] + [True, False] * 10)
     data = Comparisons(first, second, won)
-    as_anchor = fit(6, data, alphas, estimate_bias=False)
-    as_student = fit(6, data, 0.16, estimate_bias=False)
-    assert as_anchor.scores[5] > as_student.scores[5] + 0.2
-    prior = PriorChoice(6, is_anchor)
-    assert np.allclose(prior.precision, precisions(prior.alpha, is_anchor))
+    assert fit(6, data, alphas, estimate_bias=False).scores[5] > fit(6, data, 0.16, estimate_bias=False).scores[5] + 0.2
+
+
+def test_the_anchors_width_is_chosen_by_how_well_it_predicts() -> None:
+    # Anchors spread four times as wide as the students: the wider anchor prior predicts the answers
+    # better and is chosen; with anchors drawn like the students, the students' one is.
+    rng = np.random.default_rng(5)
+    chosen = {}
+    for spread in (1.0, 4.0):
+        theta = rng.normal(0, 1.0, 72)
+        theta[60:] *= spread
+        is_anchor = np.arange(72) >= 60
+        state, prior = PairingState.new(72, is_anchor), PriorChoice(72, is_anchor)
+        while 2 * len(prior.answers) / 72 < 12:
+            wave = next_wave(state, rng)
+            for a, b in wave:
+                state.record(a, b)
+            prior.add_wave(judge(theta, wave, rng))
+            current = fit(72, prior.answers, prior.precision)
+            state.scores, state.standard_errors, state.covariance = (
+                current.scores, current.standard_errors, current.covariance
+            )  # fmt: skip
+        chosen[spread] = prior.anchor_width
+        assert len(prior.candidates) == 2 * len(ALPHAS)
+    assert chosen == {1.0: 1.0, 4.0: 2.0}
+    assert PriorChoice(6).candidates == [(alpha, 1.0) for alpha in ALPHAS]  # no anchors: one width
