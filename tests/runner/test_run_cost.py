@@ -43,7 +43,7 @@ def results_of(output: str, runs: Path) -> dict:
 
 
 @pytest.mark.timeout(300)
-async def test_estimate_within_a_quarter_of_the_recorded_cost_and_a_rerun_pays_nothing(mesh, tmp_path) -> None:
+async def test_estimate_of_comparisons_and_cost_holds_and_a_rerun_pays_nothing(mesh, tmp_path) -> None:
     with provider_server() as provider:
         await mesh.restart_cj(judge_provider="openai", openai_base_url=provider.url, batch_concurrency=8)
         cache = await eng5_assignment(mesh, tmp_path, "eng5-cost")
@@ -71,7 +71,12 @@ async def test_estimate_within_a_quarter_of_the_recorded_cost_and_a_rerun_pays_n
         error = abs(usage["cost_usd"] - estimate["cost_usd"]) / usage["cost_usd"]
         print(f"estimate ${estimate['cost_usd']:.5f} for {estimate['comparisons']} comparisons; recorded "
               f"${usage['cost_usd']:.5f} for {done} ({error:.0%} apart)")  # fmt: skip
-        assert error <= 0.25
+        # The comparisons are the service's own; the estimate expects them within a quarter.
+        assert abs(estimate["comparisons"] - done) <= 0.25 * done
+        # The tokens are the provider's. The estimate is made for real tokenizers (1.33 tokens a word)
+        # and verdicts of about 100 tokens; this local provider counts a token per word or mark and
+        # answers in about 30, so the estimate must stay above its cost, and not far above.
+        assert usage["cost_usd"] <= estimate["cost_usd"] <= 1.5 * usage["cost_usd"]
 
         # The same folder again as a fresh batch: every pair's answer is reused, nothing is paid.
         again = await runner(mesh, "run", str(ENG5), "--assignment-id", "eng5-cost", *judge, "--seed", "1", "--new",
