@@ -198,15 +198,16 @@ def test_report_md_leads_with_warnings_and_shows_only_columns_that_mean_somethin
     assert "| rank | essay | score | SE | comparisons | wins | losses |\n" in guest
 
 
-async def test_anchors_from_another_prompt_are_warned_about_and_cap_confidence(mesh, tmp_path) -> None:
-    """Anchors whose true scores ignore their grades, all weaker than every student (as anchors
-    written for another prompt would be): the service warns, caps confidence, and the runner says so."""
+ANCHOR_GRADES = ["E-", "E+", "D-", "D+", "C-", "C+", "B", "A"]
+
+
+async def _run_with_anchors(mesh, tmp_path, true_scores: list[float]) -> tuple[object, dict, str]:
+    """A run of 8 students (true scores 0 to 3.5) against anchors of ANCHOR_GRADES with these true
+    scores: (the runner's outcome, results.json, report.md)."""
     folder = essays_folder(tmp_path, n=8)
-    grades = ["E-", "E+", "D-", "D+", "C-", "C+", "B", "A"]
-    # true scores that barely follow the grades (tau about 0.3), every one far below every student
-    weak = [-3.3, -3.5, -3.1, -3.4, -3.0, -3.3, -2.9, -3.2]
     anchors = {
-        grade: (f"Anchor for another task, grade {grade}. " * (4 + i), weak[i]) for i, grade in enumerate(grades)
+        grade: (f"Anchor for another task, grade {grade}. " * (4 + i), true_scores[i])
+        for i, grade in enumerate(ANCHOR_GRADES)
     }
     truth = {hashlib.sha256(text.encode()).hexdigest(): score for text, score in anchors.values()}
     for i, path in enumerate(sorted((folder / "students").iterdir())):
@@ -220,20 +221,34 @@ async def test_anchors_from_another_prompt_are_warned_about_and_cap_confidence(m
     done = await runner(mesh, "run", str(folder), "--assignment-id", "other-prompt", "--budget", "80", "--seed", "3",
                         "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
     assert done.code == 0, done.output
+    (run_dir,) = runs.iterdir()
+    return done, json.loads((run_dir / "results.json").read_text()), (run_dir / "report.md").read_text()
+
+
+def _warnings_section(report_md: str) -> str:
+    assert report_md.index("## Warnings") < report_md.index("## Summary")  # report.md starts with them
+    return report_md.split("## Warnings", 1)[1].split("## Summary", 1)[0].lstrip()
+
+
+async def test_anchors_from_another_prompt_are_warned_about_and_cap_confidence(mesh, tmp_path) -> None:
+    """Anchors whose true scores ignore their grades, all weaker than every student (as anchors
+    written for another prompt would be): the service warns, caps confidence, and the runner says so."""
+    # true scores that barely follow the grades (tau about 0.3), every one far below every student
+    done, results, report_md = await _run_with_anchors(mesh, tmp_path, [-3.3, -3.5, -3.1, -3.4, -3.0, -3.3, -2.9, -3.2])
     # the runner prints the warnings before the table
     assert "warning: grades are not reliable" in done.stderr
-    (run_dir,) = runs.iterdir()
-    results = json.loads((run_dir / "results.json").read_text())
     assert results["grades_reliable"] is False
     codes = [w["code"] for w in results["warnings"]]
     diagnostics = results["anchor_diagnostics"]
     assert diagnostics["anchor_win_share"] < 0.1 and diagnostics["students_above_anchors"] == 8
     students = [e for e in results["essays"] if not e["is_anchor"]]
+    warned = _warnings_section(report_md)
     # Anchors that lose every comparison say little about their order among themselves: the
     # service either projects grades with capped confidence, or projects none because the anchors'
     # scores do not rise with their grades. Both say first why the grades are not to be trusted.
     if results["grades_projected"]:
         assert codes[0] == "RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT"
+        assert warned.startswith("- grades are not reliable")
         for essay in students:  # capped: no grade claimed with more than about half the certainty, all LOW
             assert essay["projection"]["confidence_label"] == "CONFIDENCE_LABEL_LOW"
             assert max(p["probability"] for p in essay["projection"]["probabilities"]) <= 0.56
@@ -241,11 +256,21 @@ async def test_anchors_from_another_prompt_are_warned_about_and_cap_confidence(m
         assert codes[:2] == ["RESULT_WARNING_CODE_GRADES_NOT_PROJECTED", "RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT"]
         assert "do not rise with their grades" in results["projection_note"]
         assert all("projection" not in e for e in students)
-    # report.md starts with them
-    text = (run_dir / "report.md").read_text()
-    assert text.index("## Warnings") < text.index("## Summary")
-    warned = text.split("## Warnings", 1)[1].split("## Summary", 1)[0]
-    first = "- no grades: the anchors' scores do not rise" if not results["grades_projected"] else "- grades are not reliable"
-    assert warned.lstrip().startswith(first)
-    assert "- grades are not reliable" in warned
+        assert warned.startswith("- no grades: the anchors' scores do not rise")
+        assert "- grades are not reliable" in warned
     assert warned.count("out of grade order") <= 1  # the service's warning, not the report's again
+
+
+async def test_anchors_out_of_grade_order_cap_the_confidence_of_projected_grades(mesh, tmp_path) -> None:
+    """Anchors among the students, rising overall but in reverse within each half of the scale
+    (Kendall tau 0.14): grades are projected, every one capped and LOW, and the runner and report.md
+    say why first."""
+    done, results, report_md = await _run_with_anchors(mesh, tmp_path, [2.4, 1.6, 0.8, 0.0, 5.6, 4.8, 4.0, 3.2])
+    assert "warning: grades are not reliable" in done.stderr
+    assert results["grades_projected"] is True and results["grades_reliable"] is False
+    assert results["warnings"][0]["code"] == "RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT"
+    assert results["anchor_diagnostics"]["kendall_tau"] < 0.5
+    for essay in [e for e in results["essays"] if not e["is_anchor"]]:
+        assert essay["projection"]["confidence_label"] == "CONFIDENCE_LABEL_LOW"
+        assert max(p["probability"] for p in essay["projection"]["probabilities"]) <= 0.56
+    assert _warnings_section(report_md).startswith("- grades are not reliable")
