@@ -95,8 +95,10 @@ async def test_sigterm_with_twenty_batches_running_exits_within_grace_and_all_re
     content_app, cj_database_url, tmp_path
 ) -> None:
     grace = 5.0
+    # 300 ms a judgement, 4 in flight: no batch can finish (36 comparisons at least, 2.7 s) before the signal
+    # 1 s after the submissions, so every watcher is still watching when the service stops.
     args = ["--listen", "127.0.0.1:0", "--database-url", cj_database_url, "--content-address", content_app.address,
-            "--migrate", "--judge-provider", "simulated", "--simulated-latency-ms", "40", "--batch-concurrency", "4"]  # fmt: skip
+            "--migrate", "--judge-provider", "simulated", "--simulated-latency-ms", "300", "--batch-concurrency", "4"]  # fmt: skip
     cj = ServiceProcess("cj-svc", args, tmp_path)
     async with grpc.aio.insecure_channel(content_app.address) as content_channel:
         storage_ids = await store_texts(
