@@ -37,6 +37,19 @@ async def jobs_on_rows(url: str, batch_id: str) -> Counter[str | None]:
         await engine.dispose()
 
 
+async def submit_held_job(mesh, url: str, provider, storage_ids: list[str], budget: int) -> assessment_pb2.Batch:
+    """Submit a batch through the provider's batch API while the provider holds its jobs; return once
+    the first wave went as one job and its id is remembered on the wave's rows."""
+    provider.hold = True
+    request = submit_request(storage_ids, comparison_budget=budget)
+    request.judge.mode = assessment_pb2.JUDGE_MODE_BATCH
+    batch = (await mesh.assessment.SubmitBatch(request)).batch
+    async with asyncio.timeout(20):
+        while not provider.jobs or None in await jobs_on_rows(url, batch.batch_id):  # noqa: ASYNC110 - another thread
+            await asyncio.sleep(0.05)
+    return batch
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("provider_name", ["openai", "anthropic"])
 async def test_a_wave_job_survives_a_restart_and_only_its_failures_are_sent_again(
@@ -47,14 +60,8 @@ async def test_a_wave_job_survives_a_restart_and_only_its_failures_are_sent_agai
                     "batch_poll_seconds": 0.05}  # fmt: skip
         await mesh.restart_cj(**settings)
         storage_ids = await store_texts(mesh.content, ESSAYS)
-        provider.hold = True
-        request = submit_request(storage_ids, comparison_budget=24)
-        request.judge.mode = assessment_pb2.JUDGE_MODE_BATCH
-        batch = (await mesh.assessment.SubmitBatch(request)).batch
-
-        async with asyncio.timeout(20):  # the first wave is sent as one job, and remembered on its rows
-            while not provider.jobs or None in await jobs_on_rows(cj_database_url, batch.batch_id):  # noqa: ASYNC110 - another thread
-                await asyncio.sleep(0.05)
+        # the first wave is sent as one job, and remembered on its rows
+        batch = await submit_held_job(mesh, cj_database_url, provider, storage_ids, budget=24)
         (first_job, wave) = next(iter(provider.jobs.items()))
         assert len(wave) >= 4 and provider.calls == 0
 
@@ -101,13 +108,7 @@ async def test_cancelling_a_batch_cancels_the_job_it_waits_on(mesh, cj_database_
         await mesh.restart_cj(judge_provider=provider_name, batch_poll_seconds=0.05,
                               **{f"{provider_name}_base_url": provider.url})  # fmt: skip
         storage_ids = await store_texts(mesh.content, ESSAYS)
-        provider.hold = True
-        request = submit_request(storage_ids, comparison_budget=24)
-        request.judge.mode = assessment_pb2.JUDGE_MODE_BATCH
-        batch = (await mesh.assessment.SubmitBatch(request)).batch
-        async with asyncio.timeout(20):
-            while not provider.jobs or None in await jobs_on_rows(cj_database_url, batch.batch_id):  # noqa: ASYNC110 - another thread
-                await asyncio.sleep(0.05)
+        batch = await submit_held_job(mesh, cj_database_url, provider, storage_ids, budget=24)
         await mesh.assessment.CancelBatch(
             assessment_pb2.CancelBatchRequest(request_id=str(uuid.uuid4()), batch_id=batch.batch_id)
         )
@@ -124,13 +125,7 @@ async def test_a_provider_outage_while_its_job_runs_is_waited_out(mesh, cj_datab
     with provider_server() as provider:
         await mesh.restart_cj(judge_provider="openai", openai_base_url=provider.url, batch_poll_seconds=0.05)
         storage_ids = await store_texts(mesh.content, ESSAYS)
-        provider.hold = True
-        request = submit_request(storage_ids, comparison_budget=12)
-        request.judge.mode = assessment_pb2.JUDGE_MODE_BATCH
-        batch = (await mesh.assessment.SubmitBatch(request)).batch
-        async with asyncio.timeout(20):
-            while not provider.jobs or None in await jobs_on_rows(cj_database_url, batch.batch_id):  # noqa: ASYNC110 - another thread
-                await asyncio.sleep(0.05)
+        batch = await submit_held_job(mesh, cj_database_url, provider, storage_ids, budget=12)
         provider.down = True  # polls fail with 503 for a while
         await asyncio.sleep(0.5)
         provider.down, provider.hold = False, False
