@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from scipy.linalg import cho_factor, cho_solve, lapack
 
 from cj_svc.engine import sparse
+from cj_svc.engine.sparse import Alpha as Alpha  # the fit takes it: re-exported
 
 DENSE_UP_TO = 2000  # essays: beyond, the sparse solver (its error is measured in bench/engine_speed.py)
 DEFAULT_ALPHA = 0.16  # prior variance 1 / (2 alpha): SD 1.77 logits
@@ -83,10 +84,6 @@ class Fit:
 
 def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-# The prior's alpha: one for every essay, or one per essay.
-Alpha = float | NDArray[np.float64]
 
 
 def _information(n: int, data: Comparisons, weights: NDArray[np.float64], alpha: Alpha) -> NDArray[np.float64]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from cj_svc.engine.bradley_terry import DEFAULT_ALPHA, Comparisons, Fit, fit
+from cj_svc.engine.bradley_terry import DEFAULT_ALPHA, Alpha, Comparisons, Fit, fit
 
 ALPHAS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # prior SDs from 7.1 down to 0.9 logits
 # The candidates are refitted when the answers have grown by this factor since their last fit, so
@@ -37,7 +37,7 @@ REFIT_GROWTH = 1.25
 ANCHOR_WIDTHS = (1.0, 2.0)
 
 
-def precisions(alpha: float, is_anchor: NDArray[np.bool_] | None, anchor_width: float) -> float | NDArray[np.float64]:
+def precisions(alpha: float, is_anchor: NDArray[np.bool_] | None, anchor_width: float) -> Alpha:
     """The fit's alpha for each essay: the students' `alpha`, and for anchors that of a prior
     `anchor_width` times as wide."""
     if is_anchor is None or not is_anchor.any() or anchor_width == 1.0:
@@ -88,7 +88,7 @@ class PriorChoice:
         return self.candidates[self._chosen][1]
 
     @property
-    def precision(self) -> float | NDArray[np.float64]:
+    def precision(self) -> Alpha:
         """The chosen prior as the fit takes it, per essay when the anchors' is wider."""
         return precisions(self.alpha, self.is_anchor, self.anchor_width)
 

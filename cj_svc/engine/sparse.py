@@ -27,6 +27,8 @@ BINS = 20  # regions of the scale (by score rank) each given its own correction 
 # factor pools about this many samples (16 probes at 2,000 essays, 4 from 8,000 on).
 SAMPLES_PER_BIN = 1600
 MIN_PROBES, MAX_PROBES = 4, 16
+# The prior's alpha: one for every essay, or one per essay.
+Alpha = float | NDArray[np.float64]
 # Relative residual of conjugate-gradient solves: Newton steps need little (each step's error is
 # corrected by the next; inexact Newton), variances a little more.
 STEP_TOLERANCE = 1e-4
@@ -59,7 +61,7 @@ def information(
     first: NDArray[np.int64],
     second: NDArray[np.int64],
     weights: NDArray[np.float64],
-    alpha: float | NDArray[np.float64],
+    alpha: Alpha,
     bias_alpha: float,
     estimate_bias: bool,
 ) -> sp.csr_matrix:
@@ -77,7 +79,7 @@ def information(
 def solve(
     matrix: sp.csr_matrix,
     rhs: NDArray[np.float64],
-    alpha: float | NDArray[np.float64],
+    alpha: Alpha,
     tolerance: float = STEP_TOLERANCE,
 ) -> NDArray[np.float64]:
     """matrix @ x = rhs for each column of rhs (a vector or an (n+1) x k array), by preconditioned
@@ -107,13 +109,14 @@ def _conjugate_gradients(
     inverse_diagonal = (1.0 / matrix.diagonal())[:, None]
 
     def precondition(residual: NDArray[np.float64]) -> NDArray[np.float64]:
-        total = residual[:n].sum(axis=0)
         z: NDArray[np.float64] = inverse_diagonal * residual
-        if constant_curvature:
-            z[:n] -= inverse_diagonal[:n] * total / n  # P J P: Jacobi on the zero-sum part of the residual
-        z[:n] -= z[:n].mean(axis=0)  # stay where the scores sum to zero
-        if constant_curvature:
-            z[:n] += total / constant_curvature
+        if not constant_curvature:
+            z[:n] -= z[:n].mean(axis=0)  # stay where the scores sum to zero
+            return z
+        total = residual[:n].sum(axis=0)
+        z[:n] -= inverse_diagonal[:n] * total / n  # P J P: Jacobi on the zero-sum part of the residual
+        z[:n] -= z[:n].mean(axis=0)
+        z[:n] += total / constant_curvature  # and the constant direction by its own curvature
         return z
 
     x = np.zeros_like(rhs)
@@ -157,7 +160,7 @@ def local_variances(matrix: sp.csr_matrix, n: int) -> NDArray[np.float64]:
 
 
 def centred_variances(
-    matrix: sp.csr_matrix, scores: NDArray[np.float64], alpha: float | NDArray[np.float64], probe: bool = True
+    matrix: sp.csr_matrix, scores: NDArray[np.float64], alpha: Alpha, probe: bool = True
 ) -> tuple[NDArray[np.float64], float]:
     """Variances of the centred scores (the diagonal of P C P, C the inverse's score block and
     P = I - 11'/n) and the variance of the bias, without forming C.
