@@ -282,7 +282,9 @@ class ContentStore:
                 await writer.write(chunk)
             digest = await writer.finish()
             self._verify(description, writer.size, digest, "header")
-            existing = known or await self._find_sha(digest)
+            # A declared sha256 was looked up before the stream; a twin committed since then
+            # is found by the insert (its unique sha256), so only an undeclared one is looked up.
+            existing = known if description.sha256 else await self._find_sha(digest)
             # Stored already: a twin that is intact makes this a duplicate; a damaged one is repaired.
             if existing is not None and target != existing.storage_id:
                 if target is None or await self._blob_state(existing) == INTACT:
