@@ -173,7 +173,7 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
         if judged is None:
             break
         current = judged
-    final = fit(total, prior.answers, prior.precision)  # as the workflow's final numbers
+    final = fit(total, prior.answers, prior.final_precision)  # as the workflow's final numbers
     ids = [f"e{i}" for i in range(total)]
     grades = grade(SCALE, ids, [None] * s.n + anchor_grades, final, prior.answers)
     student_index = np.arange(s.n)

@@ -18,6 +18,14 @@ as if they were typical essays, and with them the grade boundaries they place. W
 less sure of them than that suggests, the students' prior keeps them steady. So each width is tried
 twice, with the anchors' prior as wide as the students' and twice as wide (`ANCHOR_WIDTHS`), and the
 same prequential loss chooses.
+
+The final scores, which the grades are projected from, give the anchors a prior at least
+`FINAL_ANCHOR_WIDTH` times as wide as the students' (`PriorChoice.final_precision`). The loss above
+judges a prior by how well it predicts the judge, and a batch's few anchor comparisons barely move
+it; but the anchors' scores place the grade boundaries, and a prior that pulls the highest and lowest
+anchors inwards pulls the outer boundaries with them (in bench/grading.py by 0.4-0.5 logits in base,
+where the students' scores are calibrated). A prior four times as wide still keeps an anchor that
+wins or loses every comparison at a finite score.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ ALPHAS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # prior SDs from 7.1 down t
 REFIT_GROWTH = 1.25
 # The anchors' prior SD tried, in multiples of the students'.
 ANCHOR_WIDTHS = (1.0, 2.0)
+# The anchors' prior SD in the final fit, at least, in multiples of the students'.
+FINAL_ANCHOR_WIDTH = 4.0
 
 
 def precisions(alpha: float, is_anchor: NDArray[np.bool_] | None, anchor_width: float) -> Alpha:
@@ -59,7 +69,7 @@ class PriorChoice:
     """Feed it the answers wave by wave (`add_wave`); the chosen candidate (students' `alpha`, and
     `anchor_width`) is the one with the lowest prequential log loss so far (the one nearest
     DEFAULT_ALPHA, anchors alike, until a second wave has been scored). Fit the scores with
-    `fit(n, data, choice.precision)`."""
+    `fit(n, data, choice.precision)`, and the final ones with `choice.final_precision`."""
 
     n: int
     is_anchor: NDArray[np.bool_] | None = None
@@ -91,6 +101,12 @@ class PriorChoice:
     def precision(self) -> Alpha:
         """The chosen prior as the fit takes it, per essay when the anchors' is wider."""
         return precisions(self.alpha, self.is_anchor, self.anchor_width)
+
+    @property
+    def final_precision(self) -> Alpha:
+        """The prior of the final scores, which the grades are projected from: the anchors' at
+        least FINAL_ANCHOR_WIDTH times as wide as the students'."""
+        return precisions(self.alpha, self.is_anchor, max(self.anchor_width, FINAL_ANCHOR_WIDTH))
 
     @property
     def _chosen(self) -> int:

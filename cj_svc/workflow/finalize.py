@@ -111,8 +111,9 @@ def final_numbers(batch: Batch, essays: list[BatchEssay], data: Comparisons, alp
 
 
 async def finalize(store: RunStore, batch_id: str, why: str = "", alpha: Alpha | None = None) -> None:
-    """Final scores, ranks and grades; `alpha` is the prior the run chose, as the fit takes it
-    (after a restart, the choice is replayed from the stored answers)."""
+    """Final scores, ranks and grades; `alpha` is the final prior of the run's choice, as the fit
+    takes it (`PriorChoice.final_precision`; after a restart, the choice is replayed from the stored
+    answers)."""
     await store.move(batch_id, BatchState.FINALIZING, f"stopped: {why}" if why else None)
     batch, essays = await store.load(batch_id)
     if batch.state != BatchState.FINALIZING:
@@ -123,7 +124,7 @@ async def finalize(store: RunStore, batch_id: str, why: str = "", alpha: Alpha |
     if alpha is None:
         waves = np.array([r.wave for r in rows if r.status == ComparisonStatus.DONE], np.int64)
         is_anchor = np.array([e.is_anchor for e in essays], bool)
-        alpha = (await off_loop(PriorChoice.replay, len(essays), data, waves, is_anchor)).precision
+        alpha = (await off_loop(PriorChoice.replay, len(essays), data, waves, is_anchor)).final_precision
     final = await off_loop(final_numbers, batch, essays, data, alpha)
     result = final.fit
     stored = final.grades

@@ -196,7 +196,7 @@ class BatchRun:
                 elif not self.inflight:
                     reason = StopReason.COST_CEILING if paid == 0 else StopReason.EXHAUSTED
             if reason != StopReason.CONTINUE and not self.inflight:
-                await self._end(reason, attempted, succeeded, prior.precision, batch)
+                await self._end(reason, attempted, succeeded, prior.final_precision, batch)
                 return
             # Wait for at least one answer (for all of them once the batch is stopping).
             goal = (

@@ -120,3 +120,28 @@ def test_the_anchors_width_is_chosen_by_how_well_it_predicts() -> None:
         assert len(prior.candidates) == 2 * len(ALPHAS)
     assert chosen == {1.0: 1.0, 4.0: 2.0}
     assert PriorChoice(6).candidates == [(alpha, 1.0) for alpha in ALPHAS]  # no anchors: one width
+
+
+def test_the_final_fit_pulls_the_outer_anchors_less_towards_the_middle() -> None:
+    # The anchors' scores place the grade boundaries. Anchors at the ends of a 2-logit cohort's
+    # scale: in the final fit they stand nearer their true scores than under the run's prior.
+    errors: dict[str, list[float]] = {"run": [], "final": []}
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        theta = np.concatenate([rng.normal(0, 2.0, 100), np.linspace(-5.0, 5.0, 12)])
+        is_anchor = np.arange(112) >= 100
+        state, prior = PairingState.new(112, is_anchor), PriorChoice(112, is_anchor)
+        while 2 * len(prior.answers) / 112 < 12:
+            wave = next_wave(state, rng)
+            for a, b in wave:
+                state.record(a, b)
+            prior.add_wave(judge(theta, wave, rng))
+            current = fit(112, prior.answers, prior.precision)
+            state.scores, state.standard_errors, state.covariance = (
+                current.scores, current.standard_errors, current.covariance
+            )  # fmt: skip
+        outer = np.array([100, 101, 110, 111])
+        for name, alpha in (("run", prior.precision), ("final", prior.final_precision)):
+            scores = fit(112, prior.answers, alpha).scores
+            errors[name].append(float(np.mean(np.abs(scores[outer] - (theta[outer] - theta.mean())))))
+    assert np.mean(errors["final"]) < 0.9 * np.mean(errors["run"]), errors
