@@ -19,13 +19,15 @@ less sure of them than that suggests, the students' prior keeps them steady. So 
 twice, with the anchors' prior as wide as the students' and twice as wide (`ANCHOR_WIDTHS`), and the
 same prequential loss chooses.
 
-The final scores, which the grades are projected from, give the anchors a prior at least
+The final scores, which the grades are projected from, give the anchors a prior up to
 `FINAL_ANCHOR_WIDTH` times as wide as the students' (`PriorChoice.final_precision`). The loss above
 judges a prior by how well it predicts the judge, and a batch's few anchor comparisons barely move
 it; but the anchors' scores place the grade boundaries, and a prior that pulls the highest and lowest
 anchors inwards pulls the outer boundaries with them (in bench/grading.py by 0.4-0.5 logits in base,
-where the students' scores are calibrated). A prior four times as wide still keeps an anchor that
-wins or loses every comparison at a finite score.
+where the students' scores are calibrated). It is never wider than the widest candidate (7.1
+logits), unless that was chosen: an anchor that wins or loses every comparison would be left almost
+anywhere, and in small batches the projection, which weighs anchors by their precision, then
+rests on the others alone.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ ALPHAS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # prior SDs from 7.1 down t
 REFIT_GROWTH = 1.25
 # The anchors' prior SD tried, in multiples of the students'.
 ANCHOR_WIDTHS = (1.0, 2.0)
-# The anchors' prior SD in the final fit, at least, in multiples of the students'.
+# The anchors' prior SD in the final fit, in multiples of the students' (see final_precision).
 FINAL_ANCHOR_WIDTH = 4.0
 
 
@@ -104,9 +106,12 @@ class PriorChoice:
 
     @property
     def final_precision(self) -> Alpha:
-        """The prior of the final scores, which the grades are projected from: the anchors' at
-        least FINAL_ANCHOR_WIDTH times as wide as the students'."""
-        return precisions(self.alpha, self.is_anchor, max(self.anchor_width, FINAL_ANCHOR_WIDTH))
+        """The prior of the final scores, which the grades are projected from: the anchors' up to
+        FINAL_ANCHOR_WIDTH times as wide as the students', but no wider than the widest candidate
+        (unless chosen so): wider, an anchor that wins or loses every comparison is left almost
+        anywhere, and the projection no longer weighs it."""
+        widest = float(np.sqrt(self.alpha / min(self.alphas)))
+        return precisions(self.alpha, self.is_anchor, max(self.anchor_width, min(FINAL_ANCHOR_WIDTH, widest)))
 
     @property
     def _chosen(self) -> int:
