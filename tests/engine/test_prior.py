@@ -18,16 +18,24 @@ def judge(theta: np.ndarray, wave: list[tuple[int, int]], rng: np.random.Generat
     return Comparisons(first, second, rng.random(len(wave)) < p)
 
 
-def simulate(theta: np.ndarray, per_essay: int, seed: int, informative: bool = True) -> tuple[PriorChoice, Fit]:
+def simulate(
+    theta: np.ndarray,
+    per_essay: int,
+    seed: int | np.random.Generator,
+    informative: bool = True,
+    is_anchor: np.ndarray | None = None,
+) -> tuple[PriorChoice, Fit]:
+    """A batch run as the workflow runs it: waves paired from the last fit, the prior chosen as
+    the answers come."""
     rng = np.random.default_rng(seed)
-    state = PairingState.new(len(theta))
-    prior = PriorChoice(len(theta))
+    state = PairingState.new(len(theta), is_anchor)
+    prior = PriorChoice(len(theta), is_anchor)
     while 2 * len(prior.answers) / len(theta) < per_essay:
         wave = next_wave(state, rng, informative=informative)
         for a, b in wave:
             state.record(a, b)
         prior.add_wave(judge(theta, wave, rng))
-        current = fit(len(theta), prior.answers, prior.alpha)
+        current = fit(len(theta), prior.answers, prior.precision)
         state.scores, state.standard_errors, state.covariance = (
             current.scores, current.standard_errors, current.covariance
         )  # fmt: skip
@@ -105,17 +113,7 @@ def test_the_anchors_width_is_chosen_by_how_well_it_predicts() -> None:
     for spread in (1.0, 4.0):
         theta = rng.normal(0, 1.0, 72)
         theta[60:] *= spread
-        is_anchor = np.arange(72) >= 60
-        state, prior = PairingState.new(72, is_anchor), PriorChoice(72, is_anchor)
-        while 2 * len(prior.answers) / 72 < 12:
-            wave = next_wave(state, rng)
-            for a, b in wave:
-                state.record(a, b)
-            prior.add_wave(judge(theta, wave, rng))
-            current = fit(72, prior.answers, prior.precision)
-            state.scores, state.standard_errors, state.covariance = (
-                current.scores, current.standard_errors, current.covariance
-            )  # fmt: skip
+        prior, _ = simulate(theta, 12, rng, is_anchor=np.arange(72) >= 60)
         chosen[spread] = prior.anchor_width
         assert len(prior.candidates) == 2 * len(ALPHAS)
     assert chosen == {1.0: 1.0, 4.0: 2.0}
@@ -129,17 +127,7 @@ def test_the_final_fit_pulls_the_outer_anchors_less_towards_the_middle() -> None
     for seed in range(3):
         rng = np.random.default_rng(seed)
         theta = np.concatenate([rng.normal(0, 2.0, 100), np.linspace(-5.0, 5.0, 12)])
-        is_anchor = np.arange(112) >= 100
-        state, prior = PairingState.new(112, is_anchor), PriorChoice(112, is_anchor)
-        while 2 * len(prior.answers) / 112 < 12:
-            wave = next_wave(state, rng)
-            for a, b in wave:
-                state.record(a, b)
-            prior.add_wave(judge(theta, wave, rng))
-            current = fit(112, prior.answers, prior.precision)
-            state.scores, state.standard_errors, state.covariance = (
-                current.scores, current.standard_errors, current.covariance
-            )  # fmt: skip
+        prior, _ = simulate(theta, 12, rng, is_anchor=np.arange(112) >= 100)
         outer = np.array([100, 101, 110, 111])
         for name, alpha in (("run", prior.precision), ("final", prior.final_precision)):
             scores = fit(112, prior.answers, alpha).scores
