@@ -19,7 +19,7 @@ exact and adjacent agreement of the most probable grade, and exact agreement of 
 overall and in the top and bottom tenth of true scores (the truth put on the judge's logit scale
 near even pairs: 4 dP/dd at d = 0; not defined for the flipping judge); SSR minus corr(score,
 truth)^2 over all essays.
-Run: .venv/bin/python bench/grading.py [--seeds 40] [--families base probit ...] (about 23 minutes on 2 cores; N=300 takes half of it)
+Run: .venv/bin/python bench/grading.py [--seeds 40] [--families base probit ...] (about 20 minutes on 2 cores; N=300 takes half of it)
 """
 
 from __future__ import annotations
