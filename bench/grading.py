@@ -13,9 +13,10 @@ varying by pair; right on the true order except 15 % random flips), true scores 
 five tied levels), anchors (only 4 of the 9 grades), and N = 30 and 300.
 
 Each family pools at least 4,000 students (--students): 40 batches, and 134 of N = 30.
-Columns (students of all seeds pooled): top-label ECE and classwise ECE (10 bins); Brier score;
-exact and adjacent agreement of the most probable grade, and exact agreement of the one-hot band
-(the grade whose served band holds the score); coverage of score +/- 1.96 SE of the true score
+Columns (students of all seeds pooled): top-label ECE (10 bins; +/- its standard error over batches,
+by resampling whole batches) and classwise ECE; Brier score; exact agreement of the most probable
+grade and of the one-hot band (the grade whose served band holds the score), and their difference
+averaged over batches +/- its standard error; adjacent agreement of the most probable grade; coverage of score +/- 1.96 SE of the true score
 overall and in the top and bottom tenth of true scores (the truth put on the judge's logit scale
 near even pairs: 4 dP/dd at d = 0; not defined for the flipping judge); SSR minus corr(score,
 truth)^2 over all essays.
@@ -245,6 +246,32 @@ def summary(runs: list[dict[str, np.ndarray]]) -> dict[str, float]:
     }  # fmt: skip
 
 
+def standard_errors(runs: list[dict[str, np.ndarray]], resamples: int = 200) -> dict[str, float]:
+    """Standard errors over batches, whose students share their anchors and bands and so are not
+    independent: of exact minus band agreement, from the batches' own differences; of top-label
+    ECE, by resampling whole batches."""
+    differences = []
+    for run in runs:
+        graded = ~np.isnan(run["probs"]).any(axis=1)
+        if graded.any():
+            truth = run["truth"][graded]
+            differences.append(
+                np.mean(run["probs"][graded].argmax(axis=1) == truth) - np.mean(run["band"][graded] == truth)
+            )
+    rng = np.random.default_rng(0)
+    eces = []
+    for _ in range(resamples):
+        chosen = [runs[k] for k in rng.integers(len(runs), size=len(runs))]
+        probs, truth = np.concatenate([r["probs"] for r in chosen]), np.concatenate([r["truth"] for r in chosen])
+        graded = ~np.isnan(probs).any(axis=1)
+        eces.append(top_label_ece(probs[graded], truth[graded]))
+    return {
+        "exact_minus_band": float(np.mean(differences)),
+        "exact_minus_band_se": float(np.std(differences, ddof=1) / np.sqrt(len(differences))),
+        "ece_se": float(np.std(eces, ddof=1)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=40)  # fewer: ECE moves by 0.03 between blocks of 10 seeds
@@ -257,14 +284,16 @@ def main() -> None:
     started = time.perf_counter()
     print(f"{args.seeds} seeds per family, more for small cohorts (at least {args.students} students); "
           f"{PER_ESSAY} comparisons per essay; probabilities as served")  # fmt: skip
-    print(f"{'family':<15} {'ECE':>5} {'cwECE':>5} {'Brier':>5} {'exact':>5} {'band':>5} {'adj':>5} "
-          f"{'cov':>5} {'low10':>5} {'top10':>5} {'SSRgap':>6}")  # fmt: skip
+    print(f"{'family':<15} {'ECE':>11} {'cwECE':>5} {'Brier':>5} {'exact':>5} {'band':>5} {'exact-band':>12} "
+          f"{'adj':>5} {'cov':>5} {'low10':>5} {'top10':>5} {'SSRgap':>6}")  # fmt: skip
     for name in args.families:
         seeds = max(args.seeds, -(-args.students // FAMILIES[name].n))
         with ProcessPoolExecutor(args.workers) as pool:
-            m = summary(list(pool.map(one_batch, [FAMILIES[name]] * seeds, range(seeds))))
-        print(f"{name:<15} {m['ece']:>5.3f} {m['cw_ece']:>5.3f} {m['brier']:>5.3f} {m['exact']:>5.2f} "
-              f"{m['band_exact']:>5.2f} {m['adjacent']:>5.2f} {m['cover']:>5.2f} {m['cover_low']:>5.2f} "
+            runs = list(pool.map(one_batch, [FAMILIES[name]] * seeds, range(seeds)))
+        m, se = summary(runs), standard_errors(runs)
+        print(f"{name:<15} {m['ece']:>5.3f}±{se['ece_se']:.3f} {m['cw_ece']:>5.3f} {m['brier']:>5.3f} {m['exact']:>5.2f} "
+              f"{m['band_exact']:>5.2f} {se['exact_minus_band']:>+6.3f}±{se['exact_minus_band_se']:.3f} "
+              f"{m['adjacent']:>5.2f} {m['cover']:>5.2f} {m['cover_low']:>5.2f} "
               f"{m['cover_high']:>5.2f} {m['ssr_gap']:>+6.3f}" + ("" if m["graded"] == 1 else f"  graded {m['graded']:.0%}")
               + ("" if seeds == args.seeds else f"  ({seeds} batches)"),
               flush=True)  # fmt: skip
