@@ -226,6 +226,12 @@ def _binned_gap(predicted: np.ndarray, observed: np.ndarray, bins: int) -> float
     return float(gap)
 
 
+def _share(covered: np.ndarray) -> float:
+    """Share of True among the defined values; NaN when none is (the flipping judge has no logit scale)."""
+    defined = covered[~np.isnan(covered)]
+    return float(defined.mean()) if len(defined) else float("nan")
+
+
 def summary(runs: list[dict[str, np.ndarray]]) -> dict[str, float]:
     pooled = {key: np.concatenate([r[key] for r in runs]) for key in runs[0]}
     probs, truth = pooled["probs"], pooled["truth"]
@@ -240,8 +246,7 @@ def summary(runs: list[dict[str, np.ndarray]]) -> dict[str, float]:
         "brier": float(np.mean(np.sum((probs - onehot) ** 2, axis=1))),
         "exact": float(np.mean(best == truth_g)), "adjacent": float(np.mean(np.abs(best - truth_g) <= 1)),
         "band_exact": float(np.mean(pooled["band"] == truth)),
-        "cover": float(np.nanmean(covered)), "cover_low": float(np.nanmean(covered[tenth == 0])),
-        "cover_high": float(np.nanmean(covered[tenth == 2])),
+        "cover": _share(covered), "cover_low": _share(covered[tenth == 0]), "cover_high": _share(covered[tenth == 2]),
         "ssr_gap": float(np.mean(pooled["ssr_gap"])),
     }  # fmt: skip
 
