@@ -18,8 +18,10 @@ by resampling whole batches) and classwise ECE; Brier score; exact agreement of 
 grade and of the one-hot band (the grade whose served band holds the score), and their difference
 averaged over batches +/- its standard error; adjacent agreement of the most probable grade; coverage of score +/- 1.96 SE of the true score
 overall and in the top and bottom tenth of true scores (the truth put on the judge's logit scale
-near even pairs: 4 dP/dd at d = 0; not defined for the flipping judge); SSR minus corr(score,
-truth)^2 over all essays.
+near even pairs: 4 dP/dd at d = 0; not defined for the flipping judge), and the same against the
+pseudo-true scores (PT: the model fitted to the expected outcome of every comparison made, which is
+what its scores can at best recover from a judge it does not fit, such as lapses, probit or varying
+discrimination; for the logistic judge the two agree); SSR minus corr(score, truth)^2 over all essays.
 Run: .venv/bin/python bench/grading.py [--seeds 40] [--families base probit ...] (about 20 minutes on 2 cores; N=300 takes half of it)
 """
 
@@ -34,7 +36,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit, ndtr
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit, ndtr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -93,10 +96,9 @@ def draw_scores(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(kind)
 
 
-def p_first_wins(s: Scenario, difference: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    d = difference + s.bias
-    if s.discrimination_sd:
-        d = d * rng.lognormal(0, s.discrimination_sd, d.shape)
+def judge_probability(s: Scenario, difference: np.ndarray, factor: np.ndarray | float = 1.0) -> np.ndarray:
+    """P(the essay shown first wins) at a true difference, for a discrimination factor."""
+    d = (difference + s.bias) * factor
     if s.judge == "logistic":
         p = expit(d)
     elif s.judge == "probit":
@@ -106,6 +108,44 @@ def p_first_wins(s: Scenario, difference: np.ndarray, rng: np.random.Generator) 
     else:
         raise ValueError(s.judge)
     return (1 - s.lapse) * p + s.lapse / 2
+
+
+def p_first_wins(s: Scenario, difference: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    factor = rng.lognormal(0, s.discrimination_sd, difference.shape) if s.discrimination_sd else 1.0
+    return judge_probability(s, difference, factor)
+
+
+def expected_p_first_wins(s: Scenario, difference: np.ndarray) -> np.ndarray:
+    """P(the essay shown first wins) averaged over the judge's discrimination factor (Gauss-Hermite)."""
+    if not s.discrimination_sd:
+        return judge_probability(s, difference)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(24)
+    factors = np.exp(s.discrimination_sd * nodes)
+    return judge_probability(s, difference[:, None], factors[None, :]) @ (weights / weights.sum())
+
+
+def pseudo_true_scores(n: int, data: Comparisons, p_first: np.ndarray) -> np.ndarray:
+    """The scores the fit would reach if each comparison made were repeated without end: the
+    Bradley-Terry model with its order effect fitted to every comparison's expected outcome
+    (centred; a vanishing ridge only fixes the origin). For a judge the model fits, these are the
+    true scores on its logit scale; for one it does not (lapses, probit, varying discrimination),
+    they are what the model can at best recover from these pairs."""
+    first, second, ridge = data.first, data.second, 1e-6
+
+    def loss(x: np.ndarray) -> tuple[float, np.ndarray]:
+        eta = x[first] - x[second] + x[n]
+        residual = p_first - expit(eta)
+        gradient = np.zeros(n + 1)
+        np.add.at(gradient, first, -residual)
+        np.add.at(gradient, second, residual)
+        gradient[n] = -residual.sum()
+        gradient[:n] += 2 * ridge * x[:n]
+        value = -(p_first * log_expit(eta) + (1 - p_first) * log_expit(-eta)).sum() + ridge * (x[:n] ** 2).sum()
+        return float(value), gradient
+
+    solution = minimize(loss, np.zeros(n + 1), jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-9})
+    scores = solution.x[:n]
+    return scores - scores.mean()
 
 
 def logit_scale(s: Scenario) -> float | None:
@@ -185,6 +225,10 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
                         for x in final.scores[:s.n]])  # fmt: skip
     scale = logit_scale(s)
     centred_truth = theta - theta.mean()
+    answers = prior.answers
+    pseudo_true = pseudo_true_scores(
+        total, answers, expected_p_first_wins(s, theta[answers.first] - theta[answers.second])
+    )
     return {
         "probs": probability_matrix(grades, LADDER, student_index)
         if grades.projections
@@ -194,6 +238,7 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
         "covered": (np.abs(final.scores[: s.n] - scale * centred_truth[: s.n]) <= 1.96 * final.standard_errors[: s.n])
         if scale
         else np.full(s.n, np.nan),
+        "covered_pseudo": np.abs(final.scores[: s.n] - pseudo_true[: s.n]) <= 1.96 * final.standard_errors[: s.n],
         "tenth": np.digitize(students, np.quantile(students, [0.1, 0.9])),  # 0 bottom tenth, 2 top tenth
         "ssr_gap": np.array(
             [
@@ -240,6 +285,7 @@ def summary(runs: list[dict[str, np.ndarray]]) -> dict[str, float]:
     best = probs.argmax(axis=1)
     onehot = np.eye(probs.shape[1])[truth_g]
     covered, tenth = pooled["covered"], pooled["tenth"]
+    pseudo = pooled["covered_pseudo"].astype(float)
     return {
         "graded": graded.mean(),
         "ece": top_label_ece(probs, truth_g), "cw_ece": classwise_ece(probs, truth_g),
@@ -247,6 +293,7 @@ def summary(runs: list[dict[str, np.ndarray]]) -> dict[str, float]:
         "exact": float(np.mean(best == truth_g)), "adjacent": float(np.mean(np.abs(best - truth_g) <= 1)),
         "band_exact": float(np.mean(pooled["band"] == truth)),
         "cover": _share(covered), "cover_low": _share(covered[tenth == 0]), "cover_high": _share(covered[tenth == 2]),
+        "pseudo": _share(pseudo), "pseudo_low": _share(pseudo[tenth == 0]), "pseudo_high": _share(pseudo[tenth == 2]),
         "ssr_gap": float(np.mean(pooled["ssr_gap"])),
     }  # fmt: skip
 
@@ -290,7 +337,7 @@ def main() -> None:
     print(f"{args.seeds} seeds per family, more for small cohorts (at least {args.students} students); "
           f"{PER_ESSAY} comparisons per essay; probabilities as served")  # fmt: skip
     print(f"{'family':<15} {'ECE':>11} {'cwECE':>5} {'Brier':>5} {'exact':>5} {'band':>5} {'exact-band':>12} "
-          f"{'adj':>5} {'cov':>5} {'low10':>5} {'top10':>5} {'SSRgap':>6}")  # fmt: skip
+          f"{'adj':>5} {'cov':>5} {'low10':>5} {'top10':>5} {'covPT':>5} {'lowPT':>5} {'topPT':>5} {'SSRgap':>6}")  # fmt: skip
     for name in args.families:
         seeds = max(args.seeds, -(-args.students // FAMILIES[name].n))
         with ProcessPoolExecutor(args.workers) as pool:
@@ -299,7 +346,8 @@ def main() -> None:
         print(f"{name:<15} {m['ece']:>5.3f}±{se['ece_se']:.3f} {m['cw_ece']:>5.3f} {m['brier']:>5.3f} {m['exact']:>5.2f} "
               f"{m['band_exact']:>5.2f} {se['exact_minus_band']:>+6.3f}±{se['exact_minus_band_se']:.3f} "
               f"{m['adjacent']:>5.2f} {m['cover']:>5.2f} {m['cover_low']:>5.2f} "
-              f"{m['cover_high']:>5.2f} {m['ssr_gap']:>+6.3f}" + ("" if m["graded"] == 1 else f"  graded {m['graded']:.0%}")
+              f"{m['cover_high']:>5.2f} {m['pseudo']:>5.2f} {m['pseudo_low']:>5.2f} {m['pseudo_high']:>5.2f} "
+              f"{m['ssr_gap']:>+6.3f}" + ("" if m["graded"] == 1 else f"  graded {m['graded']:.0%}")
               + ("" if seeds == args.seeds else f"  ({seeds} batches)"),
               flush=True)  # fmt: skip
     print(f"took {time.perf_counter() - started:.0f} s")
