@@ -16,12 +16,13 @@ Each family pools at least 4,000 students (--students): 40 batches, and 134 of N
 Columns (students of all seeds pooled): top-label ECE (10 bins; +/- its standard error over batches,
 by resampling whole batches) and classwise ECE; Brier score; exact agreement of the most probable
 grade and of the one-hot band (the grade whose served band holds the score), and their difference
-averaged over batches +/- its standard error; adjacent agreement of the most probable grade; coverage of score +/- 1.96 SE of the true score
-overall and in the top and bottom tenth of true scores (the truth put on the judge's logit scale
-near even pairs: 4 dP/dd at d = 0; not defined for the flipping judge), and the same against the
-pseudo-true scores (PT: the model fitted to the expected outcome of every comparison made, which is
-what its scores can at best recover from a judge it does not fit, such as lapses, probit or varying
-discrimination; for the logistic judge the two agree); SSR minus corr(score, truth)^2 over all essays.
+averaged over batches +/- its standard error; adjacent agreement of the most probable grade;
+coverage of score +/- 1.96 SE of the true score overall and in the top and bottom tenth of true
+scores (the truth put on the judge's logit scale near even pairs: 4 dP/dd at d = 0; not defined for
+the flipping judge), and the same against the pseudo-true scores (PT: the model fitted to the
+expected outcome of every comparison made, which is what its scores can at best recover from a judge
+it does not fit, such as lapses, probit or varying discrimination; for the logistic judge the two
+agree); SSR minus corr(score, truth)^2 over all essays.
 Run: .venv/bin/python bench/grading.py [--seeds 40] [--families base probit ...] (about 20 minutes on 2 cores; N=300 takes half of it)
 """
 
@@ -215,9 +216,10 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
         if judged is None:
             break
         current = judged
-    final = fit(total, prior.answers, prior.final_precision)  # as the workflow's final numbers
+    answers = prior.answers
+    final = fit(total, answers, prior.final_precision)  # as the workflow's final numbers
     ids = [f"e{i}" for i in range(total)]
-    grades = grade(SCALE, ids, [None] * s.n + anchor_grades, final, prior.answers)
+    grades = grade(SCALE, ids, [None] * s.n + anchor_grades, final, answers)
     student_index = np.arange(s.n)
     truth = np.searchsorted(bounds, students) + 1  # ladder index: 0 is the below-lowest "0"
     served_bands = [(-np.inf if lo is None else lo, np.inf if hi is None else hi) for _, lo, hi in grades.bands]
@@ -225,7 +227,6 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
                         for x in final.scores[:s.n]])  # fmt: skip
     scale = logit_scale(s)
     centred_truth = theta - theta.mean()
-    answers = prior.answers
     pseudo_true = pseudo_true_scores(
         total, answers, expected_p_first_wins(s, theta[answers.first] - theta[answers.second])
     )
