@@ -19,7 +19,9 @@ grade and of the one-hot band (the grade whose served band holds the score), and
 averaged over batches +/- its standard error; adjacent agreement of the most probable grade;
 coverage of score +/- 1.96 SE of the true score overall and in the top and bottom tenth of true
 scores (the truth put on the judge's logit scale near even pairs: 4 dP/dd at d = 0; not defined for
-the flipping judge), and the same against the pseudo-true scores (PT: the model fitted to the
+the flipping judge), in the top and bottom tenth of served scores (S: the essays a teacher sees at
+the ends of the list; a posterior interval shrinks the truly extreme towards the middle, so it covers
+them less often than those served as extreme), and the same against the pseudo-true scores (PT: the model fitted to the
 expected outcome of every comparison made, which is what its scores can at best recover from a judge
 it does not fit, such as lapses, probit or varying discrimination; for the logistic judge the two
 agree); SSR minus corr(score, truth)^2 over all essays.
@@ -240,7 +242,8 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
         if scale
         else np.full(s.n, np.nan),
         "covered_pseudo": np.abs(final.scores[: s.n] - pseudo_true[: s.n]) <= 1.96 * final.standard_errors[: s.n],
-        "tenth": np.digitize(students, np.quantile(students, [0.1, 0.9])),  # 0 bottom tenth, 2 top tenth
+        "tenth": tenth_of(students),  # 0 bottom tenth, 2 top tenth
+        "tenth_served": tenth_of(final.scores[: s.n]),  # the tenths as the teacher sees them
         "ssr_gap": np.array(
             [
                 scale_separation_reliability(final.scores, final.standard_errors)
@@ -248,6 +251,11 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
             ]
         ),  # fmt: skip
     }
+
+
+def tenth_of(scores: np.ndarray) -> np.ndarray:
+    """0 for the bottom tenth of `scores`, 2 for the top tenth, 1 between."""
+    return np.digitize(scores, np.quantile(scores, [0.1, 0.9]))
 
 
 def top_label_ece(probs: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:
@@ -285,7 +293,7 @@ def summary(runs: list[dict[str, np.ndarray]]) -> dict[str, float]:
     probs, truth_g = probs[graded], truth[graded]
     best = probs.argmax(axis=1)
     onehot = np.eye(probs.shape[1])[truth_g]
-    covered, tenth = pooled["covered"], pooled["tenth"]
+    covered, tenth, served = pooled["covered"], pooled["tenth"], pooled["tenth_served"]
     pseudo = pooled["covered_pseudo"].astype(float)
     return {
         "graded": graded.mean(),
@@ -294,6 +302,7 @@ def summary(runs: list[dict[str, np.ndarray]]) -> dict[str, float]:
         "exact": float(np.mean(best == truth_g)), "adjacent": float(np.mean(np.abs(best - truth_g) <= 1)),
         "band_exact": float(np.mean(pooled["band"] == truth)),
         "cover": _share(covered), "cover_low": _share(covered[tenth == 0]), "cover_high": _share(covered[tenth == 2]),
+        "served_low": _share(covered[served == 0]), "served_high": _share(covered[served == 2]),
         "pseudo": _share(pseudo), "pseudo_low": _share(pseudo[tenth == 0]), "pseudo_high": _share(pseudo[tenth == 2]),
         "ssr_gap": float(np.mean(pooled["ssr_gap"])),
     }  # fmt: skip
@@ -338,7 +347,7 @@ def main() -> None:
     print(f"{args.seeds} seeds per family, more for small cohorts (at least {args.students} students); "
           f"{PER_ESSAY} comparisons per essay; probabilities as served")  # fmt: skip
     print(f"{'family':<15} {'ECE':>11} {'cwECE':>5} {'Brier':>5} {'exact':>5} {'band':>5} {'exact-band':>12} "
-          f"{'adj':>5} {'cov':>5} {'low10':>5} {'top10':>5} {'covPT':>5} {'lowPT':>5} {'topPT':>5} {'SSRgap':>6}")  # fmt: skip
+          f"{'adj':>5} {'cov':>5} {'low10':>5} {'top10':>5} {'lowS':>5} {'topS':>5} {'covPT':>5} {'lowPT':>5} {'topPT':>5} {'SSRgap':>6}")  # fmt: skip
     for name in args.families:
         seeds = max(args.seeds, -(-args.students // FAMILIES[name].n))
         with ProcessPoolExecutor(args.workers) as pool:
@@ -347,7 +356,7 @@ def main() -> None:
         print(f"{name:<15} {m['ece']:>5.3f}±{se['ece_se']:.3f} {m['cw_ece']:>5.3f} {m['brier']:>5.3f} {m['exact']:>5.2f} "
               f"{m['band_exact']:>5.2f} {se['exact_minus_band']:>+6.3f}±{se['exact_minus_band_se']:.3f} "
               f"{m['adjacent']:>5.2f} {m['cover']:>5.2f} {m['cover_low']:>5.2f} "
-              f"{m['cover_high']:>5.2f} {m['pseudo']:>5.2f} {m['pseudo_low']:>5.2f} {m['pseudo_high']:>5.2f} "
+              f"{m['cover_high']:>5.2f} {m['served_low']:>5.2f} {m['served_high']:>5.2f} {m['pseudo']:>5.2f} {m['pseudo_low']:>5.2f} {m['pseudo_high']:>5.2f} "
               f"{m['ssr_gap']:>+6.3f}" + ("" if m["graded"] == 1 else f"  graded {m['graded']:.0%}")
               + ("" if seeds == args.seeds else f"  ({seeds} batches)"),
               flush=True)  # fmt: skip

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from bench.grading import BASE, expected_p_first_wins, pseudo_true_scores
+from bench.grading import BASE, expected_p_first_wins, pseudo_true_scores, tenth_of
 from cj_svc.engine.bradley_terry import Comparisons
 
 
@@ -26,3 +26,8 @@ def test_pseudo_true_scores_of_a_lapsing_judge_are_squeezed() -> None:
     p_first = expected_p_first_wins(replace(BASE, lapse=0.1), theta[pairs.first] - theta[pairs.second])
     slope = np.polyfit(theta, pseudo_true_scores(12, pairs, p_first), 1)[0]
     assert 0.5 < slope < 0.9  # a judge that lapses never gets far pairs surely right
+
+
+def test_tenths_split_at_the_tenth_and_ninetieth_percentiles() -> None:
+    tenths = tenth_of(np.arange(100.0))
+    assert (tenths[:10] == 0).all() and (tenths[10:90] == 1).all() and (tenths[90:] == 2).all()
