@@ -14,6 +14,7 @@ from tests.support.processes import wait_for_ready_file  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PIDS: dict[str, int] = {}  # address -> process id of the services started here
+METRICS_PORTS: dict[str, int] = {}  # address -> port of its Prometheus /metrics, where it serves them
 
 
 @contextmanager
@@ -29,6 +30,8 @@ def process(args: list[str], env: dict[str, str] | None = None):
         try:
             announced = wait_for_ready_file(ready, proc)
             PIDS[announced["address"]] = proc.pid
+            if announced.get("metrics_port"):
+                METRICS_PORTS[announced["address"]] = announced["metrics_port"]
             yield announced, Path(tmp)
         finally:
             proc.terminate()
@@ -40,7 +43,8 @@ def content_service(database_url: str | None = None, blob_store: str = "filesyst
     with tempfile.TemporaryDirectory(prefix="cjmesh-content-") as data:
         url = database_url or f"sqlite:///{data}/content.db"
         args = [str(BIN / "content-svc"), "serve", "--listen", "127.0.0.1:0", "--migrate", "--database-url", url,
-                "--blob-store", blob_store, "--storage-dir", f"{data}/blobs", "--log-level", "WARNING"]  # fmt: skip
+                "--blob-store", blob_store, "--storage-dir", f"{data}/blobs", "--log-level", "WARNING",
+                "--metrics-listen", "127.0.0.1:0"]  # fmt: skip
         with process(args) as (ready, _):
             yield ready["address"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -54,6 +54,16 @@ INTEGRITY_FAILURES = Counter(
     "huleedu_content_integrity_failures_total",
     "Stored objects found damaged or missing by a read or a check (each finding counted once).",
     ["state"],
+)
+# Where a streamed upload's time goes, so that an operator can tell a slow client or network
+# (receive) from a slow disk (finish, blob) or database (lookup, row).
+UPLOAD_STAGE_SECONDS = Histogram(
+    "huleedu_content_upload_stage_seconds",
+    "Time a streamed upload spends in each stage: lookup (of a declared sha256, before the stream), "
+    "receive (until the last chunk, each hashed and written as the next arrives), finish (until every "
+    "byte is hashed and written), blob (durable under its name) and row (its row committed).",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
 
@@ -269,7 +279,8 @@ class ContentStore:
         self.check_declared_size(description, "header.declared_size")
         if description.declared_size is not None and description.declared_size <= GROUP_COMMIT_BYTES:
             return await self._put_small(description, chunks, correlation_id)
-        known = await self._find_sha(description.sha256) if description.sha256 else None
+        with UPLOAD_STAGE_SECONDS.labels("lookup").time():
+            known = await self._find_sha(description.sha256) if description.sha256 else None
         if known is not None and await self._blob_state(known) != INTACT:
             target = known.storage_id  # write the bytes again, under their old id
         else:
@@ -277,10 +288,12 @@ class ContentStore:
         inspector = TextRules(description.filename, "chunk") if description.is_text else None
         writer = self.blobs.writer(target, inspector, description.declared_size)
         try:
-            async for chunk in chunks:
-                self._check_chunk(description, writer.size, chunk)
-                await writer.write(chunk)
-            digest = await writer.finish()
+            with UPLOAD_STAGE_SECONDS.labels("receive").time():
+                async for chunk in chunks:
+                    self._check_chunk(description, writer.size, chunk)
+                    await writer.write(chunk)
+            with UPLOAD_STAGE_SECONDS.labels("finish").time():
+                digest = await writer.finish()
             self._verify(description, writer.size, digest, "header")
             # A declared sha256 was looked up before the stream; a twin committed since then
             # is found by the insert (its unique sha256), so only an undeclared one is looked up.
@@ -333,12 +346,14 @@ class ContentStore:
     ) -> Stored:
         """Make the blob durable, then commit its row; on a concurrent twin keep the twin."""
         try:
-            await writer.commit()
+            with UPLOAD_STAGE_SECONDS.labels("blob").time():
+                await writer.commit()
         except BaseException:
             await writer.discard()
             raise
         row = self._row(storage_id, digest, writer.size, description, correlation_id)
-        return (await self._insert([row]))[0]
+        with UPLOAD_STAGE_SECONDS.labels("row").time():
+            return (await self._insert([row]))[0]
 
     async def put_many(
         self, items: Sequence[tuple[Description, bytes]], correlation_id: str = "", uploader: Reader | None = None

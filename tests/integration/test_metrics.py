@@ -41,6 +41,32 @@ async def test_content_metrics_scraped(sqlite_url, tmp_path) -> None:
     assert "huleedu_content_deduplicated_uploads_total" in text and "huleedu_content_bytes_stored_total" in text
 
 
+async def test_content_upload_stages_timed(sqlite_url, tmp_path) -> None:
+    """A streamed upload's time by stage: a new one passes through all five, one of content stored
+    already is only looked up, received and hashed (nothing made durable, no row)."""
+    app = await start_content(sqlite_url, tmp_path / "blobs", metrics_listen="127.0.0.1:0")
+    url = f"http://127.0.0.1:{app.metrics_port}/metrics"
+    big = b"a stage-timed essay " * 20_000  # 400 KB: streamed to a blob, not group-committed
+    try:
+        async with channel(app.address) as ch:
+            stub = content_pb2_grpc.ContentServiceStub(ch)
+            before = await scrape(url)
+            await upload(stub, big)
+            new = await scrape(url)
+            assert (await upload(stub, big)).deduplicated
+            again = await scrape(url)
+    finally:
+        await app.stop()
+
+    def count(samples: dict[str, float], stage: str) -> float:
+        return samples.get(f'huleedu_content_upload_stage_seconds_count{{stage="{stage}"}}', 0.0)
+
+    stages = ("lookup", "receive", "finish", "blob", "row")
+    assert [count(new, s) - count(before, s) for s in stages] == [1, 1, 1, 1, 1]
+    assert [count(again, s) - count(new, s) for s in stages] == [1, 1, 1, 0, 0]
+    assert new['huleedu_content_upload_stage_seconds_sum{stage="receive"}'] > 0
+
+
 async def test_cj_metrics_scraped(sqlite_content_app, tmp_path) -> None:
     """gRPC server metrics (a server stream included) and the CJ domain metrics: comparisons by
     outcome and error code, judge latency, batch duration, prompt fetch failures."""
