@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_reliability  # noqa: E402
 from cj_svc.engine.grading import grade, probability_matrix  # noqa: E402
 from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
+from cj_svc.engine.population import final_fit  # noqa: E402
 from cj_svc.engine.prior import PriorChoice  # noqa: E402
 from cj_svc.engine.scales import get_scale  # noqa: E402
 
@@ -217,7 +218,7 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
             break
         current = judged
     answers = prior.answers
-    final = fit(total, answers, prior.final_precision)  # as the workflow's final numbers
+    final = final_fit(total, answers, prior.final_precision, is_anchor)  # as the workflow's final numbers
     ids = [f"e{i}" for i in range(total)]
     grades = grade(SCALE, ids, [None] * s.n + anchor_grades, final, answers)
     student_index = np.arange(s.n)

@@ -6,6 +6,8 @@ penalized maximum-likelihood estimate with choix's regularization convention (ob
 `choix.opt_pairwise(n, data, alpha)`, which the tests check. `alpha` may also be one value per essay
 (anchors are given a wider prior than students, see `prior.precisions`). It is found by Newton's method, which
 converges in a few steps and is much faster than choix's general optimizers at 1,000+ essays.
+Dense fits may take a skew-normal prior of the same variance instead (`prior_terms`), and report
+their evidence, with which `population.py` averages priors of several shapes.
 
 Up to `DENSE_UP_TO` essays the Newton system is solved densely and the standard errors come from the
 exact inverse. Beyond, the comparison graph is sparse (each essay meets a few dozen others), so the
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from scipy.linalg import cho_factor, cho_solve, lapack
+from scipy.special import log_ndtr
 
 from cj_svc.engine import sparse
 from cj_svc.engine.sparse import Alpha as Alpha  # the fit takes it: re-exported
@@ -72,6 +75,8 @@ class Fit:
     position_bias: float  # logits of advantage for the essay shown first, beside these scores
     position_bias_se: float
     iterations: int
+    # log p(answers) under the prior, by the Laplace approximation; None beyond DENSE_UP_TO essays
+    log_evidence: float | None = None
 
     def pair_variance(self, first: NDArray[np.int64], second: NDArray[np.int64]) -> NDArray[np.float64]:
         """Var(theta_first - theta_second) for each pair; without the covariance, the scores are
@@ -101,10 +106,11 @@ def _information(n: int, data: Comparisons, weights: NDArray[np.float64], alpha:
     return info
 
 
-def _inverse(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Inverse of a symmetric positive definite matrix from its Cholesky factor (LAPACK potri:
-    about 3x faster than solving against the identity)."""
+def _inverse_and_log_det(matrix: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
+    """Inverse and log determinant of a symmetric positive definite matrix, from its Cholesky
+    factor (LAPACK potri: about 3x faster than solving against the identity)."""
     factor, lower = cho_factor(matrix, check_finite=False)
+    log_det = 2 * float(np.sum(np.log(np.diag(factor))))
     inverse, status = lapack.dpotri(factor, lower=lower)
     if status != 0:
         raise np.linalg.LinAlgError(f"potri failed with status {status}")
@@ -114,15 +120,36 @@ def _inverse(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
         inverse.T[below] = inverse[below]
     else:
         inverse[below] = inverse.T[below]
-    return np.asarray(inverse, np.float64)
+    return np.asarray(inverse, np.float64), log_det
 
 
-def _objective(x: NDArray[np.float64], data: Comparisons, y: NDArray[np.float64], alpha: Alpha, n: int) -> float:
-    """Penalized negative log-likelihood."""
+def prior_terms(
+    x: NDArray[np.float64], alpha: Alpha, shape: NDArray[np.float64] | float
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The scores' prior: skew-normal with mean 0, variance 1 / (2 alpha) and skewness `shape`
+    (0 is the Gaussian, positive a long upper tail). Per essay: -log density, its derivative and
+    its second derivative (positive: the prior is log-concave, so the fit stays convex)."""
+    shape = np.asarray(shape, np.float64)
+    delta = shape / np.sqrt(1 + shape**2)
+    omega = 1 / np.sqrt(2 * np.asarray(alpha) * (1 - 2 * delta**2 / np.pi))  # scale of that variance
+    z = (x + omega * delta * np.sqrt(2 / np.pi)) / omega  # the location puts the mean at 0
+    log_cdf = log_ndtr(shape * z)
+    mills = np.exp(-0.5 * (shape * z) ** 2 - 0.5 * np.log(2 * np.pi) - log_cdf)  # phi / Phi
+    value = np.log(omega) + 0.5 * np.log(2 * np.pi) - np.log(2) + 0.5 * z**2 - log_cdf
+    slope = (z - shape * mills) / omega
+    curvature = (1 + shape**2 * mills * (shape * z + mills)) / omega**2
+    return value, slope, curvature
+
+
+def _objective(
+    x: NDArray[np.float64], data: Comparisons, y: NDArray[np.float64], alpha: Alpha, n: int, shape: Any = 0.0
+) -> float:
+    """Penalized negative log-likelihood (the Gaussian prior's constant left out)."""
     eta = x[data.first] - x[data.second] + x[n]
     # log(1 + exp(-eta)) for wins, log(1 + exp(eta)) for losses, computed stably
     loss = np.logaddexp(0.0, np.where(y > 0, -eta, eta)).sum()
-    return float(loss + np.sum(alpha * x[:n] * x[:n]) + BIAS_ALPHA * x[n] ** 2)
+    prior = np.sum(alpha * x[:n] * x[:n]) if not np.any(shape) else np.sum(prior_terms(x[:n], alpha, shape)[0])
+    return float(loss + prior + BIAS_ALPHA * x[n] ** 2)
 
 
 def fit(
@@ -134,15 +161,20 @@ def fit(
     tolerance: float = 1e-7,
     max_iterations: int = 50,
     precise: bool = True,
+    shape: NDArray[np.float64] | float = 0.0,
 ) -> Fit:
     """Penalized ML scores, their standard errors and the position bias, from pairwise outcomes.
 
     `precise=False` is for fits that only predict (the prior's candidates): past DENSE_UP_TO essays
     they stop at a looser tolerance (0.01 logits) and keep the local variances, without the probe
-    correction."""
+    correction. `shape` (one, or one per essay) makes the prior skew-normal (`prior_terms`); dense
+    fits only."""
     if np.any(np.asarray(alpha) <= 0):
         raise ValueError("alpha must be > 0: it keeps scores finite for essays that won or lost everything")
     dense = n <= DENSE_UP_TO
+    skewed = bool(np.any(shape))
+    if skewed and not dense:
+        raise ValueError(f"a skewed prior needs the dense fit (at most {DENSE_UP_TO} essays)")
     if not dense and not precise:
         tolerance = max(tolerance, 1e-2)  # logits: nothing a prediction would notice
     x = np.zeros(n + 1)
@@ -151,25 +183,34 @@ def fit(
     y = data.first_won.astype(float)
     a, b = data.first, data.second
 
-    def information(p: NDArray[np.float64]) -> Any:
+    def information(p: NDArray[np.float64], local_alpha: Alpha) -> Any:
+        """`local_alpha`: the Gaussian prior's, or the alpha with the skewed prior's curvature."""
         if not dense:
-            return sparse.information(data.layout(n), a, b, p * (1 - p), alpha, BIAS_ALPHA, estimate_bias)
-        info = _information(n, data, p * (1 - p), alpha)
+            return sparse.information(data.layout(n), a, b, p * (1 - p), local_alpha, BIAS_ALPHA, estimate_bias)
+        info = _information(n, data, p * (1 - p), local_alpha)
         if not estimate_bias:
             info[n, :n] = info[:n, n] = 0.0
             info[n, n] = 1.0
         return info
 
+    def prior_slope_and_alpha(scores: NDArray[np.float64]) -> tuple[NDArray[np.float64], Alpha]:
+        """The prior's pull on the scores, and the alpha whose Gaussian has its curvature there."""
+        if not skewed:
+            return 2 * alpha * scores, alpha
+        _, slope, curvature = prior_terms(scores, alpha, shape)
+        return slope, curvature / 2
+
     iterations = 0
-    before = _objective(x, data, y, alpha, n)
+    before = _objective(x, data, y, alpha, n, shape)
     while iterations < max_iterations:
         iterations += 1
         p = _sigmoid(x[a] - x[b] + x[n])
         residual = y - p
         gradient = np.empty(n + 1)
-        gradient[:n] = np.bincount(a, residual, n) - np.bincount(b, residual, n) - 2 * alpha * x[:n]
+        pull, local_alpha = prior_slope_and_alpha(x[:n])
+        gradient[:n] = np.bincount(a, residual, n) - np.bincount(b, residual, n) - pull
         gradient[n] = residual.sum() - 2 * BIAS_ALPHA * x[n] if estimate_bias else 0.0
-        info = information(p)
+        info = information(p, local_alpha)
         if dense:
             step = cho_solve(cho_factor(info, check_finite=False), gradient, check_finite=False)
         else:
@@ -180,18 +221,21 @@ def fit(
         # halved until the objective does not get worse.
         step = np.clip(step, -MAX_STEP, MAX_STEP)
         scale = 1.0
-        after = _objective(x + step, data, y, alpha, n)
+        after = _objective(x + step, data, y, alpha, n, shape)
         while after > before + 1e-12 and scale > 1e-4:
             scale /= 2
-            after = _objective(x + scale * step, data, y, alpha, n)
+            after = _objective(x + scale * step, data, y, alpha, n, shape)
         x += scale * step
         before = after
         if np.max(np.abs(scale * step)) < tolerance:
             break
-    info = information(_sigmoid(x[a] - x[b] + x[n]))
+    _, local_alpha = prior_slope_and_alpha(x[:n])
+    info = information(_sigmoid(x[a] - x[b] + x[n]), local_alpha)
     scores = x[:n] - x[:n].mean()
+    log_evidence = None
     if dense:
-        covariance = _inverse(info)
+        covariance, log_det = _inverse_and_log_det(info)
+        log_evidence = _log_evidence(x, data, y, alpha, n, shape, log_det, estimate_bias)
         # Sum-to-zero constraint: the covariance of the centred scores is P C P with P = I - 11'/n.
         theta_cov = covariance[:n, :n]
         row_means = theta_cov.mean(axis=1)
@@ -208,7 +252,31 @@ def fit(
         position_bias=float(x[n]) if estimate_bias else 0.0,
         position_bias_se=float(np.sqrt(bias_variance)) if estimate_bias else 0.0,
         iterations=iterations,
+        log_evidence=log_evidence,
     )
+
+
+def _log_evidence(
+    x: NDArray[np.float64],
+    data: Comparisons,
+    y: NDArray[np.float64],
+    alpha: Alpha,
+    n: int,
+    shape: Any,
+    log_det: float,
+    estimate_bias: bool,
+) -> float:
+    """log p(answers) by the Laplace approximation at the fit's mode `x` (scores, then the bias):
+    log-likelihood + log prior (normalised) + (d/2) log(2 pi) - (1/2) log det(information).
+    Without a bias, the information's bias row is the identity's, which adds nothing to log det."""
+    eta = x[data.first] - x[data.second] + x[n]
+    log_likelihood = -np.logaddexp(0.0, np.where(y > 0, -eta, eta)).sum()
+    log_prior = -np.sum(prior_terms(x[:n], alpha, shape)[0])
+    dimensions = n
+    if estimate_bias:
+        log_prior += -BIAS_ALPHA * x[n] ** 2 - 0.5 * np.log(np.pi / BIAS_ALPHA)
+        dimensions += 1
+    return float(log_likelihood + log_prior + 0.5 * dimensions * np.log(2 * np.pi) - 0.5 * log_det)
 
 
 def difference_variance(

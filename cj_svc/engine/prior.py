@@ -71,7 +71,8 @@ class PriorChoice:
     """Feed it the answers wave by wave (`add_wave`); the chosen candidate (students' `alpha`, and
     `anchor_width`) is the one with the lowest prequential log loss so far (the one nearest
     DEFAULT_ALPHA, anchors alike, until a second wave has been scored). Fit the scores with
-    `fit(n, data, choice.precision)`, and the final ones with `choice.final_precision`."""
+    `fit(n, data, choice.precision)`, and the final ones with
+    `population.final_fit(n, data, choice.final_precision, is_anchor)`."""
 
     n: int
     is_anchor: NDArray[np.bool_] | None = None

@@ -17,13 +17,13 @@ from cj_svc.engine.bradley_terry import (
     Alpha,
     Comparisons,
     Fit,
-    fit,
     judge_position_bias,
     scale_separation_reliability,
     self_consistency,
 )
 from cj_svc.engine.diagnostics import Diagnostics
 from cj_svc.engine.grading import Grades, decided_share, grade
+from cj_svc.engine.population import final_fit
 from cj_svc.engine.prior import PriorChoice
 from cj_svc.engine.scales import get_scale
 from cj_svc.models import Batch, BatchEssay, BatchResult, GradeProjection
@@ -94,7 +94,7 @@ def projections(batch: Batch, essays: list[BatchEssay], result: Fit, data: Compa
 
 def final_numbers(batch: Batch, essays: list[BatchEssay], data: Comparisons, alpha: Alpha) -> Final:
     """The final fit and all that follows from it (CPU-heavy: run off the event loop)."""
-    result = fit(len(essays), data, alpha)
+    result = final_fit(len(essays), data, alpha, np.array([e.is_anchor for e in essays], bool))
     order = np.argsort(-result.scores, kind="stable")
     rank = np.empty(len(essays), np.int64)
     rank[order] = np.arange(1, len(essays) + 1)

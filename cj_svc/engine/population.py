@@ -1,0 +1,79 @@
+"""The final scores: the students' prior may be skewed, as real cohorts often are.
+
+A Gaussian prior assumes a symmetric cohort. Many are skewed (most essays middling and a few
+excellent, or the reverse), and then the Gaussian squeezes the long tail towards the middle and its
+scores look more reliable than they are: in `bench/grading.py`'s lognormal cohort SSR overstated
+corr(score, truth)^2 by 0.086, and the 95 % intervals of the top tenth held the truth 34 % of the
+time.
+
+So the final fit tries the students' prior as a skew-normal of the chosen width with each shape
+in `SHAPES` (0 is the Gaussian; the anchors keep theirs: they are picked to span the grades, not
+drawn from the cohort) and averages the fits by their evidence (the Laplace approximation of
+p(answers), `Fit.log_evidence`): each essay's score is the weighted mean of the fits' scores and its
+variance the weighted mean of their variances plus the spread between them. An average, not a
+choice: in symmetric cohorts of 100 and 300 students the evidence favoured a skewed shape in about
+half of the batches by chance, and a skewed prior chosen outright for a symmetric cohort cost a tail
+of the scale its coverage (0.82 to 0.62 in the bottom tenth), while averaged it cost nothing
+measurable. In the lognormal cohort the evidence put most weight on shapes 2 and 4, and SSR
+overstated by 0.03 instead of 0.09.
+
+Past DENSE_UP_TO essays the fit has no evidence (the sparse solver does not factor the matrix), and
+the prior stays Gaussian.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import logsumexp
+
+from cj_svc.engine.bradley_terry import DENSE_UP_TO, Alpha, Comparisons, Fit, fit
+
+SHAPES = (-4.0, -2.0, 0.0, 2.0, 4.0)  # skew-normal shapes tried for the students' prior
+
+
+def final_fit(n: int, data: Comparisons, alpha: Alpha, is_anchor: NDArray[np.bool_] | None = None) -> Fit:
+    """The batch's final scores: fits with the students' prior of each shape in SHAPES, averaged by
+    their evidence (`average`); a Gaussian prior alone past DENSE_UP_TO essays."""
+    gaussian = fit(n, data, alpha)
+    if n > DENSE_UP_TO or gaussian.log_evidence is None:
+        return gaussian
+    students = np.ones(n, bool) if is_anchor is None else ~is_anchor
+    fits = [
+        gaussian if shape == 0 else fit(n, data, alpha, start=gaussian.scores, shape=np.where(students, shape, 0.0))
+        for shape in SHAPES
+    ]
+    return average(fits)
+
+
+def evidence_weights(log_evidences: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Posterior weights of models equally likely beforehand, from their log evidences."""
+    weights = np.exp(log_evidences - np.max(log_evidences))
+    return np.asarray(weights / weights.sum(), np.float64)
+
+
+def average(fits: list[Fit]) -> Fit:
+    """The mixture of dense fits weighted by their evidence: its means, and its covariance (the
+    fits' own, averaged, plus the spread of their means)."""
+    if any(f.covariance is None or f.log_evidence is None for f in fits):
+        raise ValueError("only dense fits (with a covariance and an evidence) can be averaged")
+    log_evidences = np.array([f.log_evidence for f in fits], np.float64)
+    weights = evidence_weights(log_evidences)
+    means = np.array([f.scores for f in fits])
+    scores = weights @ means
+    apart = means - scores
+    covariance = np.einsum("k,kij->ij", weights, np.array([f.covariance for f in fits])) + apart.T @ (
+        weights[:, None] * apart
+    )
+    biases = np.array([f.position_bias for f in fits])
+    bias = float(weights @ biases)
+    bias_variance = float(weights @ (np.array([f.position_bias_se for f in fits]) ** 2 + (biases - bias) ** 2))
+    return Fit(
+        scores=scores,
+        standard_errors=np.sqrt(np.maximum(np.diag(covariance), 1e-12)),
+        covariance=covariance,
+        position_bias=bias,
+        position_bias_se=float(np.sqrt(bias_variance)),
+        iterations=max(f.iterations for f in fits),
+        log_evidence=float(logsumexp(log_evidences) - np.log(len(fits))),  # of the models together
+    )
