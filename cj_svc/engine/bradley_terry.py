@@ -142,7 +142,12 @@ def prior_terms(
 
 
 def _objective(
-    x: NDArray[np.float64], data: Comparisons, y: NDArray[np.float64], alpha: Alpha, n: int, shape: Any = 0.0
+    x: NDArray[np.float64],
+    data: Comparisons,
+    y: NDArray[np.float64],
+    alpha: Alpha,
+    n: int,
+    shape: NDArray[np.float64] | float = 0.0,
 ) -> float:
     """Penalized negative log-likelihood (the Gaussian prior's constant left out)."""
     eta = x[data.first] - x[data.second] + x[n]
@@ -262,7 +267,7 @@ def _log_evidence(
     y: NDArray[np.float64],
     alpha: Alpha,
     n: int,
-    shape: Any,
+    shape: NDArray[np.float64] | float,
     log_det: float,
     estimate_bias: bool,
 ) -> float:
