@@ -71,8 +71,12 @@ def grades_of(batch: Batch, essays: list[BatchEssay], result: Fit, data: Compari
     )
 
 
-def decided(batch: Batch, essays: list[BatchEssay], result: Fit, data: Comparisons, probability: float) -> float | None:
-    """Share of the students whose grade is decided at `probability` now (see stopping.py)."""
+def decided(
+    batch: Batch, essays: list[BatchEssay], data: Comparisons, alpha: Alpha, probability: float
+) -> float | None:
+    """Share of the students whose grade is decided at `probability` now (see stopping.py), from the
+    fit the results would be served from if the batch ended here (`final_fit` with the final prior)."""
+    result = final_fit(len(essays), data, alpha, np.array([e.is_anchor for e in essays], bool))
     return decided_share(grades_of(batch, essays, result, data), probability)
 
 

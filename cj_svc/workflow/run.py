@@ -168,7 +168,7 @@ class BatchRun:
                 await self.store.record_fit(self.batch_id, self.essays, result, change)
             share = None
             if self.by_grades and result is not None:
-                share = await off_loop(decided, batch, self.essays, result, data, self.decided_at)
+                share = await off_loop(decided, batch, self.essays, data, prior.final_precision, self.decided_at)
             attempted = sum(r.status in ANSWERED for r in rows)
             succeeded = sum(r.status == ComparisonStatus.DONE for r in rows)
             reason = decide(
