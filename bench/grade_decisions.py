@@ -1,5 +1,6 @@
 """How many comparisons until students' grades are decided: the share of students whose most probable
-grade has probability >= 0.8 (and >= 0.5), as served by `grading.grade`, against comparisons per essay.
+grade has probability >= 0.8 (and >= 0.5), as served by `grading.grade` from the final fit the batch
+would end with at that point, against comparisons per essay.
 
 Same scenarios as bench/grading.py (its base family by default: 100 students, 9 grades of unequal
 width, two anchors per grade, a logistic judge), run far past the service's default budget, with
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.grading import FAMILIES, LADDER, SCALE, Scenario, judge_wave, one_batch_setup  # noqa: E402
 from cj_svc.engine.grading import grade, probability_matrix  # noqa: E402
 from cj_svc.engine.pairing import PairingState  # noqa: E402
+from cj_svc.engine.population import final_fit  # noqa: E402
 from cj_svc.engine.prior import PriorChoice  # noqa: E402
 
 CHECKPOINTS = (12, 24, 36, 48, 60)  # comparisons per essay (each essay judged this often)
@@ -53,7 +55,8 @@ def decided_curve(
             break
         current = judged
         done = 2 * len(prior.answers) / total
-        grades = grade(SCALE, ids, [None] * s.n + anchor_grades, current, prior.answers)
+        served = final_fit(total, prior.answers, prior.final_precision, is_anchor)  # as results would serve it
+        grades = grade(SCALE, ids, [None] * s.n + anchor_grades, served, prior.answers)
         top = probability_matrix(grades, LADDER, np.arange(s.n)).max(axis=1) if grades.projections else np.zeros(1)
         for level in LEVELS:
             if np.isnan(reached[level]) and np.mean(top >= level) >= 0.9:
