@@ -29,7 +29,8 @@ from huleedu.content.v1 import content_pb2, content_pb2_grpc  # noqa: E402
 
 from bench._servers import PIDS, cj_service, content_service  # noqa: E402
 from bench.load import memory_mib  # noqa: E402
-from cj_svc.engine.bradley_terry import Comparisons, fit, scale_separation_reliability  # noqa: E402
+from cj_svc.engine.bradley_terry import Comparisons, scale_separation_reliability  # noqa: E402
+from cj_svc.engine.population import final_fit  # noqa: E402
 from cj_svc.engine.prior import PriorChoice  # noqa: E402
 
 
@@ -77,8 +78,8 @@ def engine_alone(results, comparisons) -> str:
         [c.winner == assessment_pb2.WINNER_ESSAY_A for c in done],
     )
     n = len(results.essays)
-    alpha = PriorChoice.replay(n, data, np.array([c.wave for c in done], np.int64)).alpha
-    alone = fit(n, data, alpha)
+    alpha = PriorChoice.replay(n, data, np.array([c.wave for c in done], np.int64)).final_precision
+    alone = final_fit(n, data, alpha)  # as the workflow's final numbers (no anchors here)
     ssr = scale_separation_reliability(alone.scores, alone.standard_errors)
     rank = np.empty(n, int)
     rank[np.argsort(-alone.scores, kind="stable")] = np.arange(1, n + 1)
