@@ -130,12 +130,11 @@ def stage_totals(address: str) -> dict[str, tuple[float, float]]:
         return {}
     text = httpx.get(f"http://127.0.0.1:{METRICS_PORTS[address]}/metrics").text
     totals = {stage: [0.0, 0.0] for stage in STAGES}
+    column = {"huleedu_content_upload_stage_seconds_sum": 0, "huleedu_content_upload_stage_seconds_count": 1}
     for family in text_string_to_metric_families(text):
-        if family.name == "huleedu_content_upload_stage_seconds":
-            for sample in family.samples:
-                kind = {"huleedu_content_upload_stage_seconds_sum": 0, "huleedu_content_upload_stage_seconds_count": 1}
-                if sample.name in kind:
-                    totals[sample.labels["stage"]][kind[sample.name]] = sample.value
+        for sample in family.samples:
+            if sample.name in column:
+                totals[sample.labels["stage"]][column[sample.name]] = sample.value
     return {stage: (seconds, count) for stage, (seconds, count) in totals.items()}
 
 

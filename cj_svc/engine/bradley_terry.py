@@ -150,11 +150,15 @@ def _objective(
     shape: NDArray[np.float64] | float = 0.0,
 ) -> float:
     """Penalized negative log-likelihood (the Gaussian prior's constant left out)."""
+    prior = np.sum(alpha * x[:n] * x[:n]) if not np.any(shape) else np.sum(prior_terms(x[:n], alpha, shape)[0])
+    return float(_negative_log_likelihood(x, data, y, n) + prior + BIAS_ALPHA * x[n] ** 2)
+
+
+def _negative_log_likelihood(x: NDArray[np.float64], data: Comparisons, y: NDArray[np.float64], n: int) -> float:
+    """-log p(answers | scores x[:n], bias x[n])."""
     eta = x[data.first] - x[data.second] + x[n]
     # log(1 + exp(-eta)) for wins, log(1 + exp(eta)) for losses, computed stably
-    loss = np.logaddexp(0.0, np.where(y > 0, -eta, eta)).sum()
-    prior = np.sum(alpha * x[:n] * x[:n]) if not np.any(shape) else np.sum(prior_terms(x[:n], alpha, shape)[0])
-    return float(loss + prior + BIAS_ALPHA * x[n] ** 2)
+    return float(np.logaddexp(0.0, np.where(y > 0, -eta, eta)).sum())
 
 
 def fit(
@@ -240,7 +244,8 @@ def fit(
     log_evidence = None
     if dense:
         covariance, log_det = _inverse_and_log_det(info)
-        log_evidence = _log_evidence(x, data, y, alpha, n, shape, log_det, estimate_bias)
+        log_likelihood = -_negative_log_likelihood(x, data, y, n)
+        log_evidence = _log_evidence(log_likelihood, x, alpha, shape, log_det, estimate_bias)
         # Sum-to-zero constraint: the covariance of the centred scores is P C P with P = I - 11'/n.
         theta_cov = covariance[:n, :n]
         row_means = theta_cov.mean(axis=1)
@@ -262,11 +267,9 @@ def fit(
 
 
 def _log_evidence(
+    log_likelihood: float,
     x: NDArray[np.float64],
-    data: Comparisons,
-    y: NDArray[np.float64],
     alpha: Alpha,
-    n: int,
     shape: NDArray[np.float64] | float,
     log_det: float,
     estimate_bias: bool,
@@ -274,8 +277,7 @@ def _log_evidence(
     """log p(answers) by the Laplace approximation at the fit's mode `x` (scores, then the bias):
     log-likelihood + log prior (normalised) + (d/2) log(2 pi) - (1/2) log det(information).
     Without a bias, the information's bias row is the identity's, which adds nothing to log det."""
-    eta = x[data.first] - x[data.second] + x[n]
-    log_likelihood = -np.logaddexp(0.0, np.where(y > 0, -eta, eta)).sum()
+    n = len(x) - 1
     log_prior = -np.sum(prior_terms(x[:n], alpha, shape)[0])
     dimensions = n
     if estimate_bias:

@@ -76,8 +76,12 @@ def decided(
 ) -> float | None:
     """Share of the students whose grade is decided at `probability` now (see stopping.py), from the
     fit the results would be served from if the batch ended here (`final_fit` with the final prior)."""
-    result = final_fit(len(essays), data, alpha, np.array([e.is_anchor for e in essays], bool))
-    return decided_share(grades_of(batch, essays, result, data), probability)
+    return decided_share(grades_of(batch, essays, served_fit(essays, data, alpha), data), probability)
+
+
+def served_fit(essays: list[BatchEssay], data: Comparisons, alpha: Alpha) -> Fit:
+    """The fit a batch's results are served from: `final_fit` with the final prior."""
+    return final_fit(len(essays), data, alpha, np.array([e.is_anchor for e in essays], bool))
 
 
 def projections(batch: Batch, essays: list[BatchEssay], result: Fit, data: Comparisons) -> StoredGrades:
@@ -98,7 +102,7 @@ def projections(batch: Batch, essays: list[BatchEssay], result: Fit, data: Compa
 
 def final_numbers(batch: Batch, essays: list[BatchEssay], data: Comparisons, alpha: Alpha) -> Final:
     """The final fit and all that follows from it (CPU-heavy: run off the event loop)."""
-    result = final_fit(len(essays), data, alpha, np.array([e.is_anchor for e in essays], bool))
+    result = served_fit(essays, data, alpha)
     order = np.argsort(-result.scores, kind="stable")
     rank = np.empty(len(essays), np.int64)
     rank[order] = np.arange(1, len(essays) + 1)
