@@ -120,3 +120,18 @@ def test_anchors_keep_a_gaussian_prior() -> None:
     everyone = average([fit(40, prior.answers, alpha, shape=s) for s in SHAPES])
     np.testing.assert_allclose(final.scores, students_only.scores, atol=1e-5)
     assert np.max(np.abs(final.scores - everyone.scores)) > 1e-3
+
+
+def test_degenerate_batches_get_finite_scores() -> None:
+    """No answers at all, and an essay that won every comparison: every shape keeps the scores and
+    their standard errors finite (the prior is proper and log-concave), so the average is too."""
+    nothing = final_fit(5, Comparisons.from_lists([], [], []), 0.16)
+    np.testing.assert_allclose(nothing.scores, 0.0, atol=1e-9)
+    assert np.all(np.isfinite(nothing.standard_errors)) and np.all(nothing.standard_errors > 0)
+    losers = np.random.default_rng(2).integers(1, 10, 60)
+    zero = np.zeros(60, np.int64)
+    # essay 0 shown first and winning, then shown second and winning (the first lost)
+    won_all = Comparisons(np.concatenate([zero, losers]), np.concatenate([losers, zero]), np.arange(120) < 60)
+    swept = final_fit(10, won_all, 0.16)
+    assert np.all(np.isfinite(swept.scores)) and np.all(np.isfinite(swept.standard_errors))
+    assert swept.scores[0] == swept.scores.max() and swept.scores[0] < 15
