@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from cj_svc.engine.bradley_terry import Comparisons, Fit, scale_separation_reliability
 from cj_svc.engine.diagnostics import AnchorScore, Diagnostics, diagnose
-from cj_svc.engine.projection import Anchor, NoProjection, Projection, bands, calibrate, project
+from cj_svc.engine.projection import Anchor, NoProjection, Projection, bands, calibrate, project, thinned
 from cj_svc.engine.scales import GradeScale
 
 
@@ -47,18 +47,30 @@ def grade(
         int(is_anchor[winner][mixed].sum()), int(mixed.sum()), scale.ladder,
         scale_separation_reliability(result.scores, result.standard_errors),
     )  # fmt: skip
+    graded = [i for i in anchors if (known_grades[i] or "") in rung]
+    students = [i for i in range(n) if not is_anchor[i]]
+    covariance = None if result.covariance is None else result.covariance[np.ix_(graded, graded)]
     try:
         calibration = calibrate(
             scale,
-            [Anchor(float(result.scores[i]), known_grades[i] or "", float(result.standard_errors[i])) for i in anchors],
+            [Anchor(float(result.scores[i]), known_grades[i] or "", float(result.standard_errors[i])) for i in graded],
+            covariance,
         )
     except NoProjection as reason:
         unprojected = replace(found, warnings=[("GRADES_NOT_PROJECTED", f"no grades: {reason}"), *found.warnings])
         return Grades({}, str(reason), [], unprojected)
+    calibration = thinned(calibration, len(students))
+    # each student's regression on the anchors' scores: they share the scale's uncertainty
+    loadings = (
+        np.zeros((len(students), len(graded)))
+        if result.covariance is None
+        else np.linalg.solve(calibration.anchor_covariance, result.covariance[np.ix_(graded, students)]).T
+    )
     projections = {
-        i: project(scale, calibration, float(result.scores[i]), float(result.standard_errors[i]), found.reliable)
-        for i in range(n)
-        if not is_anchor[i]
+        i: project(
+            scale, calibration, float(result.scores[i]), float(result.standard_errors[i]), found.reliable, loadings[k]
+        )
+        for k, i in enumerate(students)
     }
     return Grades(projections, "", bands(calibration), found)
 
