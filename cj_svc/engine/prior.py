@@ -23,8 +23,11 @@ The final scores, which the grades are projected from, give the anchors a prior 
 `FINAL_ANCHOR_WIDTH` times as wide as the students' (`PriorChoice.final_precision`). The loss above
 judges a prior by how well it predicts the judge, and a batch's few anchor comparisons barely move
 it; but the anchors' scores place the grade boundaries, and a prior that pulls the highest and lowest
-anchors inwards pulls the outer boundaries with them (in bench/grading.py by 0.4-0.5 logits in base,
-where the students' scores are calibrated). It is never wider than the widest candidate (7.1
+anchors inwards pulls the outer boundaries with them. Too wide a prior errs the other way: the
+highest and lowest anchors win or lose nearly every comparison, float outwards, and push the outer
+boundaries out (the projection places each boundary between the anchors on either side of it). In
+bench/grading.py, four times as wide left the outermost boundaries 0.26 logits too far out in base
+and 0.31-0.42 at N = 30; twice as wide, 0.11 and 0.03-0.15. It is never wider than the widest candidate (7.1
 logits), unless that was chosen: an anchor that wins or loses every comparison would be left almost
 anywhere, and in small batches the projection, which weighs anchors by their precision, then
 rests on the others alone.
@@ -46,7 +49,7 @@ REFIT_GROWTH = 1.25
 # The anchors' prior SD tried, in multiples of the students'.
 ANCHOR_WIDTHS = (1.0, 2.0)
 # The anchors' prior SD in the final fit, in multiples of the students' (see final_precision).
-FINAL_ANCHOR_WIDTH = 4.0
+FINAL_ANCHOR_WIDTH = 2.0
 
 
 def precisions(alpha: float, is_anchor: NDArray[np.bool_] | None, anchor_width: float) -> Alpha:

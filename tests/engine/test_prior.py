@@ -122,17 +122,17 @@ def test_the_anchors_width_is_chosen_by_how_well_it_predicts() -> None:
 
 def test_the_final_fit_pulls_the_outer_anchors_less_towards_the_middle() -> None:
     # The anchors' scores place the grade boundaries. Anchors at the ends of a 2-logit cohort's
-    # scale: in the final fit they stand nearer their true scores than under the run's prior.
-    errors: dict[str, list[float]] = {"run": [], "final": []}
+    # scale: in the final fit they stand nearer their true scores than under the students' prior.
+    errors: dict[str, list[float]] = {"students'": [], "final": []}
     for seed in range(3):
         rng = np.random.default_rng(seed)
         theta = np.concatenate([rng.normal(0, 2.0, 100), np.linspace(-5.0, 5.0, 12)])
         prior, _ = simulate(theta, 12, rng, is_anchor=np.arange(112) >= 100)
         outer = np.array([100, 101, 110, 111])
-        for name, alpha in (("run", prior.precision), ("final", prior.final_precision)):
+        for name, alpha in (("students'", prior.alpha), ("final", prior.final_precision)):
             scores = fit(112, prior.answers, alpha).scores
             errors[name].append(float(np.mean(np.abs(scores[outer] - (theta[outer] - theta.mean())))))
-    assert np.mean(errors["final"]) < 0.9 * np.mean(errors["run"]), errors
+    assert np.mean(errors["final"]) < 0.9 * np.mean(errors["students'"]), errors
 
 
 def test_the_final_anchor_prior_is_never_wider_than_the_widest_candidate() -> None:
@@ -146,7 +146,7 @@ def test_the_final_anchor_prior_is_never_wider_than_the_widest_candidate() -> No
         prior.losses[prior.candidates.index((alpha, width))] = 0.0
 
     choose(0.16, 1.0)
-    assert np.allclose(prior.final_precision, [0.16, 0.16, 0.16, 0.01])  # four times as wide
+    assert np.allclose(prior.final_precision, [0.16, 0.16, 0.16, 0.04])  # twice as wide
     choose(0.02, 1.0)
     assert np.allclose(prior.final_precision, [0.02, 0.02, 0.02, 0.01])  # as wide as the widest candidate
     choose(0.01, 2.0)
