@@ -125,6 +125,7 @@ def calibrate(scale: GradeScale, anchors: list[Anchor], covariance: NDArray[np.f
     present = np.unique(grades)
     lowest, highest = int(present[0]), int(present[-1])
     per_grade = len(usable) / len(present)  # anchors a band usually holds
+    below_lowest = scale.below_lowest_grade is not None and lowest >= 1  # a rung under every anchor
     # start: the fitted scores, sorted into grade order
     start = np.sort(fitted)[np.argsort(np.argsort(grades + 1e-9 * fitted, kind="stable"), kind="stable")]
     scores = np.tile(start, (CHAINS, 1))
@@ -132,10 +133,7 @@ def calibrate(scale: GradeScale, anchors: list[Anchor], covariance: NDArray[np.f
     edges[:, 0], edges[:, size] = -np.inf, np.inf
     kept_edges, kept_shifts = [], []
     for sweep in range(SWEEPS):
-        _draw_boundaries(edges, scores, grades, per_grade, lowest, highest, rng)
-        if scale.below_lowest_grade is not None and lowest >= 1:
-            width = (scores.max(1) - scores.min(1)) / max(highest - lowest, 1)
-            edges[:, 1] = np.minimum(edges[:, 1], scores.min(1) - width)
+        _draw_boundaries(edges, scores, grades, per_grade, lowest, highest, below_lowest, rng)
         for j in range(len(usable)):  # each anchor given the others and its band
             others = (scores - fitted) @ precision[j] - (scores[:, j] - fitted[j]) * precision[j, j]
             mean = fitted[j] - others / precision[j, j]
@@ -167,9 +165,11 @@ def _draw_boundaries(
     per_grade: float,
     lowest: int,
     highest: int,
+    below_lowest: bool,
     rng: np.random.Generator,
 ) -> None:
-    """Every boundary given the anchors' scores, in place: edges[:, r] is the lower edge of rung r."""
+    """Every boundary given the anchors' scores, in place: edges[:, r] is the lower edge of rung r
+    (rung 0 being the below-lowest grade where `below_lowest`)."""
     chains, size = edges.shape[0], edges.shape[1] - 1
     width = (scores.max(1) - scores.min(1)) / max(highest - lowest, 1)  # a typical band
     r = 1
@@ -195,6 +195,8 @@ def _draw_boundaries(
             for k in range(r, s + 1):
                 edges[:, k] = np.maximum(centre + width * (0.5 + (k - r)), scores[:, below].max(1))
         r = s + 1
+    if below_lowest:
+        edges[:, 1] = np.minimum(edges[:, 1], scores.min(1) - width)
 
 
 def probabilities(
