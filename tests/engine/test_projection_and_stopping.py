@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cj_svc.engine import projection
 from cj_svc.engine.grading import Grades, decided_share
 from cj_svc.engine.projection import Anchor, NoProjection, bands, calibrate, probabilities, project, thinned
 from cj_svc.engine.scales import SCALES, get_scale
@@ -73,6 +74,17 @@ def test_each_boundary_lies_in_the_gap_between_its_grades_anchors() -> None:
     assert np.all((np.array(edges[:-1]) < inner) & (inner < np.array(edges[1:])))
     spread = calibration.boundary_draws[:, 1:].std(axis=0)
     assert np.all(np.diff(spread) > 0)
+
+
+def test_neighbouring_bands_of_like_width_pin_their_boundaries_closer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # anchors a band apart: a grade's band is seldom far wider or narrower than its neighbours', so
+    # each boundary is surer than anywhere in its gap alike (uniform: SD gap / sqrt(12))
+    anchors = [Anchor(-3 + 0.75 * i, grade, 0.05) for i, grade in enumerate(LEGACY.grades)]
+    smoothed = calibrate(LEGACY, anchors).boundary_draws[:, 2:-1].std(axis=0).mean()
+    monkeypatch.setattr(projection, "WIDTH_STEP_SD", 1e6)
+    alike = calibrate(LEGACY, anchors).boundary_draws[:, 2:-1].std(axis=0).mean()
+    assert alike == pytest.approx(0.75 / np.sqrt(12), rel=0.05)
+    assert smoothed < 0.95 * alike
 
 
 def test_a_score_that_moves_with_the_anchors_is_surer_of_its_grade() -> None:
