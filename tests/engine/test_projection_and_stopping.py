@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,16 @@ from hypothesis import strategies as st
 
 from cj_svc.engine import projection
 from cj_svc.engine.grading import Grades, decided_share
-from cj_svc.engine.projection import Anchor, NoProjection, bands, calibrate, probabilities, project, thinned
+from cj_svc.engine.projection import (
+    Anchor,
+    Calibration,
+    NoProjection,
+    bands,
+    calibrate,
+    probabilities,
+    project,
+    thinned,
+)
 from cj_svc.engine.scales import SCALES, get_scale
 from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, decide
 
@@ -21,12 +32,15 @@ def legacy_anchors(se: float = 0.3) -> list[Anchor]:
     return [Anchor(-3 + 0.75 * i, grade, se) for i, grade in enumerate(LEGACY.grades)]
 
 
+@functools.cache
+def one_anchor_per_grade(scale: str) -> Calibration:
+    return calibrate(get_scale(scale), [Anchor(i - 3.0, g, 0.4) for i, g in enumerate(get_scale(scale).grades)])
+
+
 @settings(max_examples=60, deadline=None)
 @given(score=st.floats(-20, 20), se=st.floats(0.0, 5.0), scale=st.sampled_from(sorted(SCALES)))
 def test_probabilities_sum_to_one(score: float, se: float, scale: str) -> None:
-    grades = get_scale(scale).grades
-    calibration = calibrate(get_scale(scale), [Anchor(i - 3.0, g, 0.4) for i, g in enumerate(grades)])
-    probs = probabilities(calibration, score, se)
+    probs = probabilities(one_anchor_per_grade(scale), score, se)
     assert np.all(probs >= 0) and abs(probs.sum() - 1) < 1e-9
 
 
