@@ -101,7 +101,7 @@ def test_a_symmetric_cohort_keeps_its_gaussian_scores() -> None:
     theta = rng.normal(0, 2.0, 100)
     prior, _ = simulate(theta, 12, rng)
     gaussian = fit(len(theta), prior.answers, prior.final_precision)
-    final = final_fit(len(theta), prior.answers, prior.final_precision)
+    final = final_fit(len(theta), prior.answers, prior.final_precision, sampled=False)
     assert np.corrcoef(final.scores, gaussian.scores)[0, 1] > 0.995
     ratio = np.mean(final.standard_errors) / np.mean(gaussian.standard_errors)
     assert 1.0 <= ratio < 1.1
@@ -115,7 +115,7 @@ def test_anchors_keep_a_gaussian_prior() -> None:
     is_anchor = np.arange(40) >= 32
     prior, _ = simulate(theta, 12, rng, is_anchor=is_anchor)
     alpha = prior.final_precision
-    final = final_fit(40, prior.answers, alpha, is_anchor)
+    final = final_fit(40, prior.answers, alpha, is_anchor, sampled=False)
     students_only = average([fit(40, prior.answers, alpha, shape=np.where(is_anchor, 0.0, s)) for s in SHAPES])
     everyone = average([fit(40, prior.answers, alpha, shape=s) for s in SHAPES])
     np.testing.assert_allclose(final.scores, students_only.scores, atol=1e-5)
