@@ -12,6 +12,7 @@ import enum
 import functools
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from runner.client import (
     RunnerError,
     request_document,
 )
+from runner.entry import NOTHING_CHANGED
 from runner.estimate import DEFAULT_RELIABILITY, Estimate, dollars, estimate
 from runner.results import run_folder, write_run
 
@@ -116,7 +118,8 @@ def command(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        Interrupted.hint = "interrupted; nothing was changed"
+        Interrupted.hint = NOTHING_CHANGED
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is the command's to handle
         try:
             asyncio.run(function(*args, **kwargs))
         except KeyboardInterrupt:
