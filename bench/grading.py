@@ -223,9 +223,9 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
     grades = grade(SCALE, ids, [None] * s.n + anchor_grades, final, answers)
     student_index = np.arange(s.n)
     truth = np.searchsorted(bounds, students) + 1  # ladder index: 0 is the below-lowest "0"
-    served_bands = [(-np.inf if lo is None else lo, np.inf if hi is None else hi) for _, lo, hi in grades.bands]
-    band_of = np.array([next((k for k, (lo, hi) in enumerate(served_bands) if lo <= x < hi), 0)
-                        for x in final.scores[:s.n]])  # fmt: skip
+    served_bands = [(LADDER.index(g), -np.inf if lo is None else lo, np.inf if hi is None else hi)
+                    for g, lo, hi in grades.bands]  # fmt: skip
+    band_of = np.array([next((k for k, lo, hi in served_bands if lo <= x < hi), 0) for x in final.scores[: s.n]])
     scale = logit_scale(s)
     centred_truth = theta - theta.mean()
     pseudo_true = pseudo_true_scores(

@@ -84,5 +84,6 @@ def decided_share(grades: Grades, probability: float) -> float | None:
 
 
 def probability_matrix(grades: Grades, ladder: tuple[str, ...], students: NDArray[np.int64]) -> NDArray[np.float64]:
-    """Rows of P(grade) over the ladder for the given students, exactly as projected."""
-    return np.array([[grades.projections[int(i)].probabilities[g] for g in ladder] for i in students])
+    """Rows of P(grade) over the ladder for the given students, exactly as projected (0 for a grade
+    the projection ruled out, such as a below-lowest grade the anchors do not support)."""
+    return np.array([[grades.projections[int(i)].probabilities.get(g, 0.0) for g in ladder] for i in students])

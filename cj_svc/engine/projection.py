@@ -14,8 +14,9 @@ The model, sampled by Gibbs sampling (`calibrate`):
    centres forced onto a line left top-label ECE at 0.074; sampled boundaries 0.034-0.042).
 3. Beyond the anchored grades the bands are a typical band wide (the anchors' span over the grades
    it covers), the first starting half a band from the nearest anchored grade's mean anchor. The
-   below-lowest grade, where the scale has one, is for essays clearly under every anchored grade:
-   its band starts a typical band width below the lowest anchor.
+   below-lowest grade, where the scale has one and the scale's lowest grade has anchors
+   (`supported_ladder`), is for essays clearly under every anchored grade: its band starts a typical
+   band width below the lowest anchor.
 4. A student's score, given the anchors' draw, is normal (its conditional from the fit's
    covariance: a student's score and the anchors' share the scale's uncertainty); P(grade) is its
    mass inside each drawn band, averaged over the draws: real probabilities that sum to 1 and
@@ -106,11 +107,23 @@ def _check_anchors(ladder: tuple[str, ...], anchors: list[Anchor]) -> None:
         raise NoProjection("the anchors' scores do not rise with their grades; check the anchors' grades")
 
 
+def supported_ladder(scale: GradeScale, anchors: list[Anchor]) -> tuple[str, ...]:
+    """The grades an essay of this batch may have: the scale's, and its below-lowest grade only where
+    anchors of the lowest grade (or of the below-lowest one) show where the lowest grade's essays end.
+    Without them the lowest grade reaches down without end: in `bench/grading.py`'s cohort with
+    anchors at 4 of 9 grades, where no essay lies below the lowest grade, the below-lowest grade took
+    2.7 % of the probability and was the most probable grade of 1.2 % of the students."""
+    graded = {a.grade for a in anchors}
+    if scale.below_lowest_grade is None or graded & {scale.below_lowest_grade, scale.grades[0]}:
+        return scale.ladder
+    return scale.grades
+
+
 def calibrate(scale: GradeScale, anchors: list[Anchor], covariance: NDArray[np.float64] | None = None) -> Calibration:
     """Draws of the band boundaries and the anchors' scores (the model in the module's docstring).
     `covariance` is the anchors' joint posterior covariance from the fit (default: independent, each
     with its standard error); anchors whose grade is not on the scale are left out."""
-    ladder = scale.ladder
+    ladder = supported_ladder(scale, anchors)
     rung = {grade: position for position, grade in enumerate(ladder)}
     keep = [k for k, a in enumerate(anchors) if a.grade in rung]
     usable = [anchors[k] for k in keep]
@@ -129,7 +142,7 @@ def calibrate(scale: GradeScale, anchors: list[Anchor], covariance: NDArray[np.f
     present = np.unique(grades)
     lowest, highest = int(present[0]), int(present[-1])
     per_grade = len(usable) / len(present)  # anchors a band usually holds
-    below_lowest = scale.below_lowest_grade is not None and lowest >= 1  # a rung under every anchor
+    below_lowest = ladder[0] == scale.below_lowest_grade and lowest >= 1  # a rung under every anchor
     # start: the fitted scores, sorted into grade order
     start = np.sort(fitted)[np.argsort(np.argsort(grades + 1e-9 * fitted, kind="stable"), kind="stable")]
     scores = np.tile(start, (CHAINS, 1))

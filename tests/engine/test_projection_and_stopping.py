@@ -77,6 +77,20 @@ def test_below_lowest_grade_only_well_below_every_anchor() -> None:
     assert project(LEGACY, calibration, -4.6, 0.05).grade == "F"
 
 
+def test_no_below_lowest_grade_without_anchors_of_the_lowest_grade() -> None:
+    # anchors from the second grade up: nothing shows where the lowest grade's essays end, so the
+    # lowest grade reaches down without end and no essay, however far down, gets the below-lowest one
+    anchors = [a for a in legacy_anchors(0.1) if a.grade != LEGACY.grades[0]]
+    calibration = calibrate(LEGACY, anchors)
+    assert calibration.ladder == LEGACY.grades
+    far_down = project(LEGACY, calibration, -9.0, 0.3)
+    assert far_down.grade == LEGACY.grades[0] and LEGACY.below_lowest_grade not in far_down.probabilities
+    assert bands(calibration)[0] == (LEGACY.grades[0], None, pytest.approx(calibration.boundaries[0]))
+    # an anchor of the below-lowest grade itself shows it
+    below = calibrate(LEGACY, [Anchor(-5.0, "F", 0.1), *anchors])
+    assert below.ladder == LEGACY.ladder and project(LEGACY, below, -9.0, 0.3).grade == "F"
+
+
 def test_each_boundary_lies_in_the_gap_between_its_grades_anchors() -> None:
     # bands of unequal width (each twice the one below): no line is imposed across the grades, so
     # every served boundary sits between the anchors of the grades on either side of it, and a
@@ -134,8 +148,8 @@ def test_grades_without_anchors_get_bands_in_order() -> None:
     assert np.all(np.diff(calibration.boundaries) > 0)
     assert (
         -2.0
-        < calibration.boundaries[LEGACY.ladder.index("E-")]
-        < calibration.boundaries[LEGACY.ladder.index("B") - 1]
+        < calibration.boundaries[calibration.ladder.index("E-")]
+        < calibration.boundaries[calibration.ladder.index("B") - 1]
         < 2.0
     )
     assert project(LEGACY, calibration, 0.0, 0.05).grade in {"D-", "D+", "C-"}

@@ -1054,7 +1054,9 @@ class BatchResults(_message.Message):
     @_builtins.property
     def grade_bands(self) -> _containers.RepeatedCompositeFieldContainer[Global___GradeBand]:
         """Each grade's interval on the score scale as the projection drew it from the anchors, lowest
-        first; empty when grades were not projected.
+        first, for the grades an essay of this batch may have: the below-lowest grade only where the
+        scale's lowest grade has anchors (without them the lowest band has no lower end); empty when
+        grades were not projected.
         """
 
     @_builtins.property
