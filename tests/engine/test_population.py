@@ -8,7 +8,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm, skewnorm
 
 from cj_svc.engine.bradley_terry import DENSE_UP_TO, Comparisons, fit, prior_terms, scale_separation_reliability
-from cj_svc.engine.population import SHAPES, average, evidence_weights, final_fit
+from cj_svc.engine.population import SHAPE_PRIOR, SHAPES, average, evidence_weights, final_fit
 from tests.engine.test_prior import simulate
 
 
@@ -72,6 +72,8 @@ def test_log_evidence_is_the_marginal_likelihood(shape: float) -> None:
 def test_evidence_weights_are_posterior_model_probabilities() -> None:
     weights = evidence_weights(np.array([-100.0, -100.0 + np.log(3.0)]))
     np.testing.assert_allclose(weights, [0.25, 0.75])
+    # weights beforehand count as much as the evidence: 1:3 against 3:1 leaves them even
+    np.testing.assert_allclose(evidence_weights(np.array([-100.0, -100.0 + np.log(3.0)]), (0.75, 0.25)), [0.5, 0.5])
 
 
 def test_a_skewed_cohort_gets_a_skewed_prior_and_an_honest_ssr() -> None:
@@ -116,8 +118,10 @@ def test_anchors_keep_a_gaussian_prior() -> None:
     prior, _ = simulate(theta, 12, rng, is_anchor=is_anchor)
     alpha = prior.final_precision
     final = final_fit(40, prior.answers, alpha, is_anchor, sampled=False)
-    students_only = average([fit(40, prior.answers, alpha, shape=np.where(is_anchor, 0.0, s)) for s in SHAPES])
-    everyone = average([fit(40, prior.answers, alpha, shape=s) for s in SHAPES])
+    students_only = average(
+        [fit(40, prior.answers, alpha, shape=np.where(is_anchor, 0.0, s)) for s in SHAPES], SHAPE_PRIOR
+    )
+    everyone = average([fit(40, prior.answers, alpha, shape=s) for s in SHAPES], SHAPE_PRIOR)
     np.testing.assert_allclose(final.scores, students_only.scores, atol=1e-5)
     assert np.max(np.abs(final.scores - everyone.scores)) > 1e-3
 
