@@ -65,13 +65,17 @@ class Leases:
                     )
                 ).scalars()
             )
-            if ids:
-                await session.execute(
-                    update(Batch)
-                    .where(Batch.batch_id.in_(ids))
-                    .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=self.seconds))
-                )
-            return ids
+            if not ids:
+                return []
+            # claimable checked again as the rows are written: on SQLite the select locks nothing, and a
+            # batch that completed (its lease released) in between must not be leased again
+            taken = await session.execute(
+                update(Batch)
+                .where(Batch.batch_id.in_(ids), *self._claimable(now))
+                .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=self.seconds))
+                .returning(Batch.batch_id)
+            )
+            return list(taken.scalars())
 
         return await database.write(self.sessions, claim)
 

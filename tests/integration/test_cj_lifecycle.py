@@ -14,10 +14,14 @@ import grpc
 import pytest
 from huleedu.cj.v1 import assessment_pb2, assessment_pb2_grpc
 from huleedu.content.v1 import content_pb2_grpc
-from sqlalchemy import text
+from sqlalchemy import event, text, update
+from sqlalchemy.orm import ORMExecuteState, Session
 
+from cj_svc.leases import Leases
+from cj_svc.models import Batch
+from cj_svc.vocabulary import BatchState
 from mesh_server import database
-from tests.support.cj import store_texts, submit_request
+from tests.support.cj import store_texts, submit_request, watch_to_end
 from tests.support.processes import ServiceProcess
 
 FINAL = (assessment_pb2.BATCH_STATE_CANCELLED, assessment_pb2.BATCH_STATE_COMPLETED, assessment_pb2.BATCH_STATE_FAILED)
@@ -180,3 +184,31 @@ async def test_health_not_serving_while_the_cj_database_cannot_be_written(mesh, 
     async with database_read_only(cj_database_url, cluster):
         await becomes(health_pb2.HealthCheckResponse.NOT_SERVING)
     await becomes(health_pb2.HealthCheckResponse.SERVING)
+
+
+async def test_a_batch_that_completes_while_another_replica_looks_for_free_ones_keeps_no_lease(mesh) -> None:
+    """Another replica's scan for free batches reads a batch as unfinished, then the batch completes
+    (and lets its lease go) before the scan writes its leases: the completed batch is not leased."""
+    storage_ids = await store_texts(mesh.content, [f"essay {i} on rivers" for i in range(4)])
+    batch_id = (await mesh.assessment.SubmitBatch(submit_request(storage_ids))).batch.batch_id
+    assert (await watch_to_end(mesh, batch_id)).state == assessment_pb2.BATCH_STATE_COMPLETED
+    raced = []
+
+    def complete_after_the_scan_reads(state: ORMExecuteState):
+        if raced or not state.is_select:
+            return None
+        raced.append(batch_id)
+        # as the scan reads, the batch is still running; it completes before the scan writes
+        state.session.execute(update(Batch).where(Batch.batch_id == batch_id).values(state=BatchState.RUNNING))
+        rows = state.invoke_statement().freeze()
+        state.session.execute(update(Batch).where(Batch.batch_id == batch_id).values(state=BatchState.COMPLETED))
+        return rows()
+
+    other = Leases(mesh.cj_app.workflow.sessions, "another-replica", 30.0)
+    event.listen(Session, "do_orm_execute", complete_after_the_scan_reads)
+    try:
+        claimed = await other.claim_free()
+    finally:
+        event.remove(Session, "do_orm_execute", complete_after_the_scan_reads)
+    assert raced == [batch_id] and claimed == []
+    assert await pending_and_leases(mesh.cj_database_url, batch_id) == (0, None)
