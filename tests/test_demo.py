@@ -38,8 +38,8 @@ async def test_demo_prints_ranking_and_grades_and_writes_the_run_folder(tmp_path
         assert (run_dir / name).stat().st_size > 0, name
     assert len((run_dir / "essays.csv").read_text().splitlines()) == 1 + 30 + 12
     # What the offline judge must reach on the example essays (the demo is reproducible: --seed 1).
-    # Exact agreement moves from seed to seed over 30 students: 43-67 % over seeds 1-12 (median 58.5 %),
-    # seed 1 being the lowest; the floor guards against a broken judge or projection, not that spread.
+    # Exact agreement moves from seed to seed over 30 students: 50-70 % over seeds 1-12 (median 57 %),
+    # seed 1 among the lowest; the floor guards against a broken judge or projection, not that spread.
     report = (run_dir / "report.md").read_text()
     tau = float(re.search(r"Kendall tau-b \(anchor grade vs CJ score\): ([0-9.]+)", report).group(1))
     exact, adjacent = map(int, re.search(r"exact (\d+)%, adjacent \(within one grade\) (\d+)%", report).groups())
