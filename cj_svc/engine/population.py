@@ -107,9 +107,9 @@ def average(fits: list[Fit], prior_weights: tuple[float, ...] | None = None) -> 
     means, and its covariance (the fits' own, averaged, plus the spread of their means)."""
     if any(f.covariance is None or f.log_evidence is None for f in fits):
         raise ValueError("only dense fits (with a covariance and an evidence) can be averaged")
-    log_evidences = np.array([f.log_evidence for f in fits], np.float64)
-    weights = evidence_weights(log_evidences, prior_weights)
     beforehand = np.full(len(fits), 1 / len(fits)) if prior_weights is None else np.asarray(prior_weights)
+    log_joint = np.array([f.log_evidence for f in fits], np.float64) + np.log(beforehand)
+    weights = evidence_weights(log_joint)
     means = np.array([f.scores for f in fits])
     scores = weights @ means
     apart = means - scores
@@ -126,5 +126,5 @@ def average(fits: list[Fit], prior_weights: tuple[float, ...] | None = None) -> 
         position_bias=bias,
         position_bias_se=float(np.sqrt(bias_variance)),
         iterations=max(f.iterations for f in fits),
-        log_evidence=float(logsumexp(log_evidences + np.log(beforehand))),  # of the models together
+        log_evidence=float(logsumexp(log_joint)),  # of the models together
     )
