@@ -12,8 +12,12 @@ The model, sampled by Gibbs sampling (`calibrate`):
    grade's band is seldom far wider or narrower than its neighbours'. No line is imposed across
    the grades, so bands of unequal width keep their widths (in `bench/grading.py`'s skewed cohort,
    centres forced onto a line left top-label ECE at 0.074; sampled boundaries 0.034-0.042).
-3. Beyond the anchored grades the bands are a typical band wide (the anchors' span over the grades
-   it covers), the first starting half a band from the nearest anchored grade's mean anchor. The
+3. Beyond the anchored grades the bands are about a typical band wide (the anchors' span over the
+   grades it covers), the first starting half a band from the nearest anchored grade's mean anchor.
+   Nothing measures those widths, so each is drawn: its log follows a random walk like the one
+   inside the anchored range, from the typical width outwards. In `bench/grading.py`'s cohort with anchors
+   at 4 of 9 grades, widths fixed at the typical one left the most probable grade 0.009 behind the
+   one-hot band, the open bands of grades 1 and 9 drawing students of grades 2 and 8. The
    below-lowest grade, where the scale has one and the scale's lowest grade has anchors
    (`supported_ladder`), is for essays clearly under every anchored grade: its band starts a typical
    band width below the lowest anchor.
@@ -48,6 +52,7 @@ CHAINS, SWEEPS, BURN_IN = 128, 60, 20  # 5,120 draws
 SEED = 0
 GRID = 48  # points a boundary is redrawn on (`_smooth_widths`)
 WIDTH_STEP_SD = 1.0  # SD of the change in log band width from one grade to the next
+OUTWARD_WIDTH_SD = 1.0  # the same, going out from the anchored grades (from their typical width)
 WORK_PER_BATCH = 20_000_000  # students x draws a batch's probabilities may take; fewer draws beyond
 
 
@@ -189,6 +194,15 @@ def _draw_boundaries(
     (rung 0 being the below-lowest grade where `below_lowest`)."""
     chains, size = edges.shape[0], edges.shape[1] - 1
     width = (scores.max(1) - scores.min(1)) / max(highest - lowest, 1)  # a typical band
+
+    def reach_outwards(count: int) -> NDArray[np.float64]:
+        """Distances from the outermost anchored grade's centre to the `count` edges beyond it, going
+        outwards (chains x count): half its band, then a band for each grade beyond. Each band's log
+        width steps from the typical one by OUTWARD_WIDTH_SD."""
+        steps = OUTWARD_WIDTH_SD * rng.standard_normal((chains, count))
+        widths = width[:, None] * np.exp(np.cumsum(steps, axis=1))
+        return np.asarray(np.cumsum(widths, axis=1) - 0.5 * widths[:, :1], np.float64)
+
     r = 1
     while r < size:
         s = r  # boundaries r..s share one gap: the rungs between them have no anchors
@@ -203,14 +217,14 @@ def _draw_boundaries(
             high = np.maximum(scores[:, above].min(1), low)
             shares = np.cumsum(rng.dirichlet(weights, chains), axis=1)[:, :count]
             edges[:, r : s + 1] = low[:, None] + (high - low)[:, None] * shares
-        elif above.any():  # under every anchored grade
+        elif above.any():  # under every anchored grade: the edges s, s - 1, ..., r going down
             centre = scores[:, grades == grades[above].min()].mean(1)
-            for k in range(s, r - 1, -1):
-                edges[:, k] = np.minimum(centre - width * (0.5 + (s - k)), scores[:, above].min(1))
-        else:  # over every anchored grade
+            edges[:, r : s + 1] = np.minimum(
+                centre[:, None] - reach_outwards(count)[:, ::-1], scores[:, above].min(1)[:, None]
+            )
+        else:  # over every anchored grade: the edges r, r + 1, ..., s going up
             centre = scores[:, grades == grades[below].max()].mean(1)
-            for k in range(r, s + 1):
-                edges[:, k] = np.maximum(centre + width * (0.5 + (k - r)), scores[:, below].max(1))
+            edges[:, r : s + 1] = np.maximum(centre[:, None] + reach_outwards(count), scores[:, below].max(1)[:, None])
         r = s + 1
     if below_lowest:
         edges[:, 1] = np.minimum(edges[:, 1], scores.min(1) - width)

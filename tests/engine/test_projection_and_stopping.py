@@ -155,6 +155,21 @@ def test_grades_without_anchors_get_bands_in_order() -> None:
     assert project(LEGACY, calibration, 0.0, 0.05).grade in {"D-", "D+", "C-"}
 
 
+def test_bands_beyond_the_anchored_grades_have_widths_nothing_measures() -> None:
+    # anchors of D-..C+ exactly a band (0.75) apart: the edges below D- and above C+ lie about half a
+    # band beyond their anchors, each further edge a band further out, and the further out the less sure
+    anchors = [Anchor(0.75 * i, grade, 0.01) for i, grade in enumerate(("D-", "D+", "C-", "C+"))]
+    calibration = calibrate(LEGACY, anchors)
+    below_d = calibration.boundary_draws[:, calibration.ladder.index("D-") - 1]
+    above_c = calibration.boundary_draws[:, calibration.ladder.index("C+")]
+    assert np.median(below_d) == pytest.approx(-0.375, abs=0.05)
+    assert np.median(above_c) == pytest.approx(2.25 + 0.375, abs=0.05)
+    assert below_d.std() > 0.3 and above_c.std() > 0.3  # a band's width may well be half or twice the typical
+    spread = calibration.boundary_draws.std(axis=0)
+    outer = calibration.ladder.index("C+")
+    assert np.all(np.diff(spread[outer:]) > 0)
+
+
 def test_anchors_out_of_order_still_give_bands_in_order() -> None:
     anchors = legacy_anchors()
     anchors[2] = Anchor(1.0, anchors[2].grade, 0.3)  # an E+ scoring like a C+
