@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.grading import FAMILIES, LADDER, SCALE, Scenario, judge_wave, one_batch_setup  # noqa: E402
+from bench.grading import FAMILIES, LADDER, SCALE, Scenario, judge_wave, one_batch_setup, worker_pool  # noqa: E402
 from cj_svc.engine.grading import grade, probability_matrix  # noqa: E402
 from cj_svc.engine.pairing import PairingState  # noqa: E402
 from cj_svc.engine.population import final_fit  # noqa: E402
@@ -78,7 +77,7 @@ def main() -> None:
     print("comparisons per essay until 90 % of students hold a grade at P >= 0.5 and >= 0.8 (-: not within the cap)")
     header = " ".join(f"{c:>11}" for c in checkpoints)
     print(f"{'family':<15} {'pairing':<9} {header} {'to 90%@0.5':>11} {'to 90%@0.8':>11}")
-    with ProcessPoolExecutor(args.workers) as pool:
+    with worker_pool(args.workers) as pool:
         for name in args.families:
             medians = {}
             for informative, label in ((False, "random"), (True, "adaptive")):
