@@ -17,9 +17,9 @@ Columns (students of all seeds pooled): top-label ECE (10 bins; +/- its standard
 by resampling whole batches) and classwise ECE; Brier score; exact agreement of the most probable
 grade and of the one-hot band (the grade whose served band holds the score), and their difference
 averaged over batches +/- its standard error; adjacent agreement of the most probable grade;
-coverage of score +/- 1.96 SE of the true score overall and in the top and bottom tenth of true
-scores (the truth put on the judge's logit scale near even pairs: 4 dP/dd at d = 0; not defined for
-the flipping judge), in the top and bottom tenth of served scores (S: the essays a teacher sees at
+coverage of the served 95 % interval (the sampled posterior's 2.5 % and 97.5 % points) of the true
+score overall and in the top and bottom tenth of true scores (the truth put on the judge's logit
+scale near even pairs: 4 dP/dd at d = 0; not defined for the flipping judge), in the top and bottom tenth of served scores (S: the essays a teacher sees at
 the ends of the list; a posterior interval shrinks the truly extreme towards the middle, so it covers
 them less often than those served as extreme), and the same against the pseudo-true scores (PT:
 the model fitted to the expected outcome of every comparison made, which is what its scores can at
@@ -233,9 +233,11 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
         total, answers, expected_p_first_wins(s, theta[answers.first] - theta[answers.second])
     )
 
+    low, high = final.interval_95()
+
     def covers(target: np.ndarray) -> np.ndarray:
-        """Whether each student's score +/- 1.96 SE holds its `target` score."""
-        return np.abs(final.scores[: s.n] - target[: s.n]) <= 1.96 * final.standard_errors[: s.n]
+        """Whether each student's 95 % interval, as served, holds its `target` score."""
+        return (low[: s.n] <= target[: s.n]) & (target[: s.n] <= high[: s.n])
 
     return {
         "probs": probability_matrix(grades, LADDER, student_index)

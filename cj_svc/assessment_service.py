@@ -156,6 +156,8 @@ def results_message(results: Results, model: str) -> assessment_pb2.BatchResults
             is_anchor=essay.is_anchor,
             score=essay.score or 0.0,
             standard_error=essay.standard_error or 0.0,
+            score_low_95=essay.score_low_95 or 0.0,
+            score_high_95=essay.score_high_95 or 0.0,
             rank=essay.rank or 0,
             wins=essay.wins,
             losses=essay.losses,

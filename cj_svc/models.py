@@ -142,6 +142,8 @@ class BatchEssay(Base):
     known_grade: Mapped[str | None] = mapped_column(String(10))
     score: Mapped[float | None] = mapped_column(Float)
     standard_error: Mapped[float | None] = mapped_column(Float)
+    score_low_95: Mapped[float | None] = mapped_column(Float)  # the score's 95 % credible interval
+    score_high_95: Mapped[float | None] = mapped_column(Float)
     rank: Mapped[int | None] = mapped_column(Integer)
     wins: Mapped[int] = mapped_column(Integer, default=0)
     losses: Mapped[int] = mapped_column(Integer, default=0)

@@ -606,12 +606,13 @@ def results_table(results: Results) -> Table:
     table.add_column("rank", justify="right")
     table.add_column("essay", no_wrap=True, min_width=widest)
     graded = results.grades_projected or any(e.is_anchor for e in results.essays)
-    columns = ("score", "SE", "grade", "P", "confidence") if graded else ("score", "SE")  # a guest run: no grades
+    columns = ("score", "SE", "95 %", "grade", "P", "confidence")[: 6 if graded else 3]  # a guest run: no grades
     for column in columns:
-        table.add_column(column, justify="right" if column in ("score", "SE", "P") else "left")
+        table.add_column(column, justify="right" if column in ("score", "SE", "95 %", "P") else "left")
     for e in results.essays:
         grade = f"{e.known_grade} (anchor)" if e.is_anchor else e.grade or "-"
-        cells = [str(e.rank), e.essay_id, f"{e.score:.2f}", f"{e.standard_error:.2f}"]
+        cells = [str(e.rank), e.essay_id, f"{e.score:.2f}", f"{e.standard_error:.2f}",
+                 f"{e.score_low_95:.2f} to {e.score_high_95:.2f}"]  # fmt: skip
         cells += [grade, f"{e.probability:.2f}" if e.grade else "", e.confidence] if graded else []
         table.add_row(*cells)
     return table

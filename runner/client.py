@@ -201,6 +201,8 @@ class EssayResult:
     is_anchor: bool
     score: float
     standard_error: float
+    score_low_95: float  # the score's 95 % credible interval (asymmetric where the posterior is skewed)
+    score_high_95: float
     wins: int
     losses: int
     known_grade: str
@@ -292,6 +294,7 @@ def _essay(message: assessment_pb2.EssayResult) -> EssayResult:
     return EssayResult(
         rank=message.rank, essay_id=message.essay_id, display_name=message.display_name,
         is_anchor=message.is_anchor, score=message.score, standard_error=message.standard_error,
+        score_low_95=message.score_low_95, score_high_95=message.score_high_95,
         wins=message.wins, losses=message.losses, known_grade=message.known_grade, grade=projection.grade,
         probability=top, confidence=label.lower() if projection.grade and label != "UNSPECIFIED" else "",
     )  # fmt: skip

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -64,6 +65,14 @@ def inversions(anchors: list[tuple[str, int, float]]) -> list[tuple[str, str]]:
         if grade_a != grade_b and (grade_a - grade_b) * (score_a - score_b) < 0:
             found.append((id_a, id_b) if grade_a > grade_b else (id_b, id_a))
     return found
+
+
+def interval_95(essay: dict[str, Any]) -> tuple[float, float]:
+    """An essay's 95 % interval as the service served it; score +/- 1.96 SE in results saved before
+    the service served intervals."""
+    if "score_low_95" in essay:
+        return float(essay["score_low_95"]), float(essay["score_high_95"])
+    return essay["score"] - 1.96 * essay["standard_error"], essay["score"] + 1.96 * essay["standard_error"]
 
 
 def grade_bands(report: Report) -> list[tuple[str, float, float]]:
@@ -278,7 +287,7 @@ def render(report: Report, with_essays: bool = True) -> str:
     lines += ["## Essays", ""]
     graded, known = bool(r.get("grades_projected")), bool(report.known_grades)
     # a guest run has no grade columns; anchors' grades are given, never projected
-    header = ["rank", "essay", "score", "SE", "comparisons", "wins", "losses"]
+    header = ["rank", "essay", "score", "SE", "95 %", "comparisons", "wins", "losses"]
     header += ["known grade"] if known or report.anchors else []
     header += ["projected", "P(projected)", "confidence"] if graded else []
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" if h in ("essay", "known grade", "projected",
@@ -287,8 +296,9 @@ def render(report: Report, with_essays: bool = True) -> str:
         projection = e.get("projection") or {}
         grade = "" if e["is_anchor"] else projection.get("grade", "")
         probability = next((p["probability"] for p in projection.get("probabilities", []) if p["grade"] == grade), None)
+        low, high = interval_95(e)
         cells = [str(e["rank"]), e["essay_id"], f"{e['score']:.2f}", f"{e['standard_error']:.2f}",
-                 str(e["comparisons"]), str(e["wins"]), str(e["losses"])]  # fmt: skip
+                 f"{low:.2f} to {high:.2f}", str(e["comparisons"]), str(e["wins"]), str(e["losses"])]  # fmt: skip
         if known or report.anchors:
             cells.append(
                 e["known_grade"] + " (anchor)" if e["is_anchor"] else report.known_grades.get(e["essay_id"], "")
@@ -301,12 +311,12 @@ def render(report: Report, with_essays: bool = True) -> str:
 
 
 def plot(report: Report, path: Path) -> None:
-    """Essays by score with ±1.96 SE bars, anchors marked with their grade, the projection's grade bands shaded."""
+    """Essays by score with their 95 % intervals, anchors marked with their grade, the projection's grade bands shaded."""
     essays = sorted(report.results["essays"], key=lambda e: e["score"])
     figure = Figure(figsize=(10, 5.5), dpi=100)
     axes = figure.add_subplot()
-    bottom = min((e["score"] - 2 * e["standard_error"] for e in essays), default=-1.0)
-    top = max((e["score"] + 2 * e["standard_error"] for e in essays), default=1.0)
+    bottom = min((interval_95(e)[0] for e in essays), default=-1.0)
+    top = max((interval_95(e)[1] for e in essays), default=1.0)
     if top - bottom < 1e-9:  # one essay, or all alike: an axis of some height all the same
         bottom, top = bottom - 1, top + 1
     margin = 0.05 * (top - bottom)
@@ -321,7 +331,9 @@ def plot(report: Report, path: Path) -> None:
     for is_anchor, colour, marker, name in ((False, "tab:blue", "o", "students"), (True, "tab:red", "D", "anchors")):
         xs = [i for i, e in enumerate(essays) if e["is_anchor"] == is_anchor]
         if xs:
-            axes.errorbar(xs, [essays[i]["score"] for i in xs], yerr=[1.96 * essays[i]["standard_error"] for i in xs],
+            below_above = [[essays[i]["score"] - interval_95(essays[i])[0] for i in xs],
+                           [interval_95(essays[i])[1] - essays[i]["score"] for i in xs]]  # fmt: skip
+            axes.errorbar(xs, [essays[i]["score"] for i in xs], yerr=below_above,
                           fmt=marker, color=colour, ecolor=colour, elinewidth=0.8, capsize=2, ms=4, label=name)  # fmt: skip
     for i, e in enumerate(essays):
         if e["is_anchor"]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 
-from runner.report import Report, grade_bands, run_warnings
+from runner.report import Report, grade_bands, interval_95, run_warnings
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 960, 420, 60, 70, 20, 40
 
@@ -67,8 +67,8 @@ def plot_svg(report: Report) -> str:
     essays = sorted(report.results["essays"], key=lambda e: e["score"])
     if not essays:
         return "<p>No essays were scored.</p>"
-    low = min(e["score"] - 1.96 * e["standard_error"] for e in essays)
-    high = max(e["score"] + 1.96 * e["standard_error"] for e in essays)
+    low = min(interval_95(e)[0] for e in essays)
+    high = max(interval_95(e)[1] for e in essays)
     if high - low < 1e-9:
         low, high = low - 1, high + 1
     span = high - low
@@ -100,15 +100,15 @@ def plot_svg(report: Report) -> str:
         tick += step
     for i, e in enumerate(essays):
         colour = "#c0392b" if e["is_anchor"] else "#2c6fbb"
-        interval = 1.96 * e["standard_error"]
-        label = f"{e['essay_id']}: score {e['score']:.2f} ± {interval:.2f}"
+        lower, upper = interval_95(e)
+        label = f"{e['essay_id']}: score {e['score']:.2f} (95 % {lower:.2f} to {upper:.2f})"
         label += f", anchor {e['known_grade']}" if e["is_anchor"] else ""
         grade = (e.get("projection") or {}).get("grade")
         label += f", projected {grade}" if grade and not e["is_anchor"] else ""
         cx, cy = x(i), y(e["score"])
         parts.append(f'<g class="essay" data-essay-id="{_e(e["essay_id"])}"><title>{_e(label)}</title>'
-                     f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(e["score"] + interval):.1f}" '
-                     f'y2="{y(e["score"] - interval):.1f}" stroke="{colour}" stroke-width="1"/>')  # fmt: skip
+                     f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(upper):.1f}" '
+                     f'y2="{y(lower):.1f}" stroke="{colour}" stroke-width="1"/>')  # fmt: skip
         if e["is_anchor"]:
             parts.append(f'<path d="M{cx:.1f},{cy - 5:.1f} l5,5 l-5,5 l-5,-5 z" fill="{colour}"/>'
                          f'<text x="{cx:.1f}" y="{cy - 8:.1f}" text-anchor="middle" fill="{colour}">'
@@ -127,6 +127,7 @@ def essay_table(report: Report) -> str:
     known = bool(report.known_grades)
     columns = [("rank", "rank", "number"), ("essay_id", "essay", "text"), ("display_name", "file", "text"),
                ("role", "role", "text"), ("score", "score", "number"), ("standard_error", "SE", "number"),
+               ("interval", "95 %", "text"),
                ("comparisons", "comparisons", "number"), ("wins", "wins", "number"), ("losses", "losses", "number")]  # fmt: skip
     if known:
         columns.append(("known_grade", "known grade", "text"))
@@ -145,6 +146,7 @@ def essay_table(report: Report) -> str:
             "display_name": (_e(e.get("display_name", "")), e.get("display_name", "")),
             "role": ("anchor" if e["is_anchor"] else "student", None),
             "score": (f"{e['score']:.2f}", e["score"]), "standard_error": (f"{e['standard_error']:.2f}", e["standard_error"]),
+            "interval": ("{:.2f} to {:.2f}".format(*interval_95(e)), None),
             "comparisons": (e["comparisons"], e["comparisons"]), "wins": (e["wins"], e["wins"]),
             "losses": (e["losses"], e["losses"]),
             "known_grade": (_e(e["known_grade"] if e["is_anchor"] else report.known_grades.get(e["essay_id"], "")), None),

@@ -42,10 +42,12 @@ def write_run(
     write_results(folder, results.document)
     with (folder / "essays.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "essay_id", "display_name", "is_anchor", "score", "standard_error", "wins", "losses",
+        writer.writerow(["rank", "essay_id", "display_name", "is_anchor", "score", "standard_error", "score_low_95",
+                         "score_high_95", "wins", "losses",
                          "known_grade", "projected_grade", "grade_probability", "confidence"])  # fmt: skip
         for e in results.essays:
             writer.writerow([e.rank, e.essay_id, e.display_name, e.is_anchor, f"{e.score:.4f}", f"{e.standard_error:.4f}",
+                             f"{e.score_low_95:.4f}", f"{e.score_high_95:.4f}",
                              e.wins, e.losses, e.known_grade, e.grade, f"{e.probability:.3f}" if e.grade else "",
                              e.confidence.upper()])  # fmt: skip
     with (folder / "comparisons.csv").open("w", newline="", encoding="utf-8") as handle:

@@ -77,6 +77,17 @@ class Fit:
     iterations: int
     # log p(answers) under the prior, by the Laplace approximation; None beyond DENSE_UP_TO essays
     log_evidence: float | None = None
+    # The scores' 95 % credible intervals where the posterior was sampled (posterior.py); None where
+    # they are score +/- 1.96 SE (`interval_95`).
+    low_95: NDArray[np.float64] | None = None
+    high_95: NDArray[np.float64] | None = None
+
+    def interval_95(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Each score's 95 % interval: the sampled posterior's 2.5 % and 97.5 % points, else
+        score +/- 1.96 SE (the normal approximation)."""
+        if self.low_95 is not None and self.high_95 is not None:
+            return self.low_95, self.high_95
+        return self.scores - 1.96 * self.standard_errors, self.scores + 1.96 * self.standard_errors
 
     def pair_variance(self, first: NDArray[np.int64], second: NDArray[np.int64]) -> NDArray[np.float64]:
         """Var(theta_first - theta_second) for each pair; without the covariance, the scores are

@@ -76,8 +76,8 @@ def final_fit(
 
 
 def sampled_moments(laplace: Fit, moments: posterior.Moments) -> Fit:
-    """The Laplace fit with the sampled means and SDs in place of its modes and curvature-based SEs.
-    The covariance keeps the Laplace correlations (a few thousand draws estimate hundreds of them
+    """The Laplace fit with the sampled means, SDs and 95 % intervals in place of its modes and
+    curvature-based SEs. The covariance keeps the Laplace correlations (a few thousand draws estimate hundreds of them
     too noisily), scaled to the sampled SDs."""
     assert laplace.covariance is not None
     ratio = moments.standard_errors / laplace.standard_errors
@@ -88,6 +88,8 @@ def sampled_moments(laplace: Fit, moments: posterior.Moments) -> Fit:
         covariance=laplace.covariance * ratio[:, None] * ratio[None, :],
         position_bias=moments.position_bias,
         position_bias_se=moments.position_bias_se,
+        low_95=moments.low_95,
+        high_95=moments.high_95,
     )
 
 

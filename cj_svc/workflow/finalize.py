@@ -29,7 +29,7 @@ from cj_svc.engine.scales import get_scale
 from cj_svc.models import Batch, BatchEssay, BatchResult, GradeProjection
 from cj_svc.vocabulary import BatchState, ComparisonStatus
 from cj_svc.workflow.offload import off_loop
-from cj_svc.workflow.store import RunStore, answered, observe_duration
+from cj_svc.workflow.store import RunStore, answered, observe_duration, score_columns
 from mesh_server import database
 
 
@@ -145,8 +145,7 @@ async def finalize(store: RunStore, batch_id: str, why: str = "", alpha: Alpha |
         await session.execute(  # one executemany by primary key
             update(BatchEssay),
             [
-                {"id": e.id, "score": float(result.scores[e.position]),
-                 "standard_error": float(result.standard_errors[e.position]), "rank": int(final.rank[e.position]),
+                {**score_columns(e, result), "rank": int(final.rank[e.position]),
                  "wins": int(final.wins[e.position]), "losses": int(final.losses[e.position])}
                 for e in essays
             ],

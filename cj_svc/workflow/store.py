@@ -81,6 +81,18 @@ class NewComparison:
     provider_batch_id: str | None = None
 
 
+def score_columns(essay: BatchEssay, result: Fit) -> dict[str, Any]:
+    """An essay's row update (by primary key) with its score, standard error and 95 % interval."""
+    low, high = result.interval_95()
+    return {
+        "id": essay.id,
+        "score": float(result.scores[essay.position]),
+        "standard_error": float(result.standard_errors[essay.position]),
+        "score_low_95": float(low[essay.position]),
+        "score_high_95": float(high[essay.position]),
+    }
+
+
 def answered(rows: list[ComparisonRow], position: dict[str, int]) -> Comparisons:
     """The answered comparisons of `rows`, as the engine takes them (essays by position)."""
     done = [r for r in rows if r.status == ComparisonStatus.DONE]
@@ -204,14 +216,7 @@ class RunStore:
 
     async def record_fit(self, batch_id: str, essays: list[BatchEssay], result: Fit, change: float | None) -> None:
         ssr = scale_separation_reliability(result.scores, result.standard_errors)
-        scores = [
-            {
-                "id": e.id,
-                "score": float(result.scores[e.position]),
-                "standard_error": float(result.standard_errors[e.position]),
-            }
-            for e in essays
-        ]
+        scores = [score_columns(e, result) for e in essays]
 
         async def transaction(session: AsyncSession) -> None:
             await session.execute(update(BatchEssay), scores)  # one executemany by primary key

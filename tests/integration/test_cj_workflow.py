@@ -64,6 +64,8 @@ async def test_students_and_anchors_complete_with_grades(mesh, tmp_path) -> None
         assert essay.projection.grade in ["F", *LEGACY]
         assert abs(sum(p.probability for p in essay.projection.probabilities) - 1) < 1e-6
         assert essay.standard_error > 0
+        # the sampled posterior's 95 % interval, served as is
+        assert essay.score_low_95 < essay.score < essay.score_high_95
     rho = spearmanr([e.score for e in students], [truth[e.essay_id] for e in students]).statistic
     print(f"\nSpearman with the true scores: {rho:.3f}; SSR {results.scale_separation_reliability:.3f}; "
           f"position bias {results.position_bias:.2f}; comparisons {final.progress.comparisons_done}")  # fmt: skip

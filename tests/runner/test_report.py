@@ -175,27 +175,33 @@ def _results(graded: bool, essays: list[dict]) -> dict:
             "grade_bands": []}  # fmt: skip
 
 
-def _essay(rank: int, essay_id: str, score: float, anchor_grade: str = "", grade: str = "") -> dict:
+def _essay(
+    rank: int, essay_id: str, score: float, anchor_grade: str = "", grade: str = "", interval: tuple | None = None
+) -> dict:
+    """An essay of results.json; without `interval`, as saved before the service served intervals."""
     projection = {"grade": grade, "probabilities": [{"grade": grade, "probability": 0.8}] if grade else [],
                   "confidence_label": "CONFIDENCE_LABEL_HIGH" if grade else "CONFIDENCE_LABEL_UNSPECIFIED"}  # fmt: skip
     return {"rank": rank, "essay_id": essay_id, "display_name": f"{essay_id}.txt", "is_anchor": bool(anchor_grade),
             "score": score, "standard_error": 0.3, "comparisons": 8, "wins": 4, "losses": 4,
-            "known_grade": anchor_grade, "expected_anchor_rank": 0, "actual_anchor_rank": 0, "projection": projection}  # fmt: skip
+            "known_grade": anchor_grade, "expected_anchor_rank": 0, "actual_anchor_rank": 0, "projection": projection,
+            **({} if interval is None else {"score_low_95": interval[0], "score_high_95": interval[1]})}  # fmt: skip
 
 
 def test_report_md_leads_with_warnings_and_shows_only_columns_that_mean_something() -> None:
     # anchors out of grade order: A scored below C
-    essays = [_essay(1, "anchor_c", 1.0, "C"), _essay(2, "s1", 0.5, grade="B"), _essay(3, "anchor_a", -1.0, "A")]
+    essays = [_essay(1, "anchor_c", 1.0, "C"), _essay(2, "s1", 0.5, grade="B", interval=(0.1, 1.4)),
+              _essay(3, "anchor_a", -1.0, "A")]  # fmt: skip
     text = report.render(report.Report(_results(True, essays), []))
     assert text.index("## Warnings") < text.index("## Summary")
     assert "1 anchor pair(s) out of grade order" in text
     assert "| anchor_a (A) | -1.00 | anchor_c (C) | 1.00 |" in text  # the inversions as a table
-    assert "| 1 | anchor_c | 1.00 | 0.30 | 8 | 4 | 4 | C (anchor) |  |  |  |" in text  # no P(projected) for anchors
-    assert "| 2 | s1 | 0.50 | 0.30 | 8 | 4 | 4 |  | B | 0.80 | high |" in text
+    # no P(projected) for anchors; an interval saved before the service served them: score +/- 1.96 SE
+    assert "| 1 | anchor_c | 1.00 | 0.30 | 0.41 to 1.59 | 8 | 4 | 4 | C (anchor) |  |  |  |" in text
+    assert "| 2 | s1 | 0.50 | 0.30 | 0.10 to 1.40 | 8 | 4 | 4 |  | B | 0.80 | high |" in text  # as served
 
     guest = report.render(report.Report(_results(False, [_essay(1, "s1", 0.5), _essay(2, "s2", -0.5)]), []))
     assert "## Warnings" not in guest and "projected" not in guest.split("## Essays")[1]
-    assert "| rank | essay | score | SE | comparisons | wins | losses |\n" in guest
+    assert "| rank | essay | score | SE | 95 % | comparisons | wins | losses |\n" in guest
 
 
 ANCHOR_GRADES = ["E-", "E+", "D-", "D+", "C-", "C+", "B", "A"]

@@ -838,6 +838,8 @@ class EssayResult(_message.Message):
     KNOWN_GRADE_FIELD_NUMBER: _builtins.int
     EXPECTED_ANCHOR_RANK_FIELD_NUMBER: _builtins.int
     ACTUAL_ANCHOR_RANK_FIELD_NUMBER: _builtins.int
+    SCORE_LOW_95_FIELD_NUMBER: _builtins.int
+    SCORE_HIGH_95_FIELD_NUMBER: _builtins.int
     essay_id: _builtins.str
     """Its id in the batch (an anchor's: its label)."""
     display_name: _builtins.str
@@ -866,6 +868,15 @@ class EssayResult(_message.Message):
     """
     actual_anchor_rank: _builtins.int
     """For an anchor: its rank among the anchors by score (1 the highest); 0 for students."""
+    score_low_95: _builtins.float
+    """The lower end of score's 95 % credible interval, in logits: the posterior's 2.5 % point. Where
+    the posterior is skewed (an essay that wins or loses most of its comparisons) the interval is
+    not score +/- 1.96 standard_error: it reaches further out than in. Where the scores were not
+    sampled (batches of more than 2,000 essays, and scores while the batch runs) it is
+    score - 1.96 standard_error.
+    """
+    score_high_95: _builtins.float
+    """The upper end of score's 95 % credible interval, in logits: the posterior's 97.5 % point."""
     @_builtins.property
     def projection(self) -> Global___GradeProjection:
         """Students, when grades were projected."""
@@ -886,10 +897,12 @@ class EssayResult(_message.Message):
         known_grade: _builtins.str = ...,
         expected_anchor_rank: _builtins.int = ...,
         actual_anchor_rank: _builtins.int = ...,
+        score_low_95: _builtins.float = ...,
+        score_high_95: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["projection", b"projection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_anchor_rank", b"actual_anchor_rank", "comparisons", b"comparisons", "display_name", b"display_name", "essay_id", b"essay_id", "expected_anchor_rank", b"expected_anchor_rank", "is_anchor", b"is_anchor", "known_grade", b"known_grade", "losses", b"losses", "projection", b"projection", "rank", b"rank", "score", b"score", "standard_error", b"standard_error", "wins", b"wins"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_anchor_rank", b"actual_anchor_rank", "comparisons", b"comparisons", "display_name", b"display_name", "essay_id", b"essay_id", "expected_anchor_rank", b"expected_anchor_rank", "is_anchor", b"is_anchor", "known_grade", b"known_grade", "losses", b"losses", "projection", b"projection", "rank", b"rank", "score", b"score", "score_high_95", b"score_high_95", "score_low_95", b"score_low_95", "standard_error", b"standard_error", "wins", b"wins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
