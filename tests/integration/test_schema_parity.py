@@ -84,3 +84,42 @@ async def test_every_error_code_round_trips_through_comparisons_error_code(pg_ur
     finally:
         await engine.dispose()
     assert len(names) == len(ErrorCode) == 16
+
+
+async def test_scores_stored_before_the_service_served_intervals_get_score_plus_minus_1_96_se(
+    database_url: str,
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from cj_svc.models import Batch, BatchEssay
+
+    await asyncio.to_thread(database.upgrade, "cj", database_url)
+    engine = database.create_engine(database_url)
+    now = datetime.now(UTC)
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            session.add(Batch(batch_id="b" * 32, request_id="r", request_fingerprint="f" * 64, batch_label="old",
+                              state="COMPLETED", judge_provider="MOCK", comparison_budget=10, created_at=now,
+                              updated_at=now))  # fmt: skip
+            await session.flush()
+            session.add(BatchEssay(batch_id="b" * 32, position=0, essay_id="scored", text_storage_id="t" * 32,
+                                   score=1.0, standard_error=0.5))  # fmt: skip
+            session.add(BatchEssay(batch_id="b" * 32, position=1, essay_id="unscored", text_storage_id="u" * 32))
+    finally:
+        await engine.dispose()
+    # back to before intervals were stored, then forwards again, as an existing database is migrated
+    await asyncio.to_thread(database.downgrade, "cj", database_url, "0010")
+    await asyncio.to_thread(database.upgrade, "cj", database_url)
+    engine = database.create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT essay_id, score_low_95, score_high_95 FROM batch_essays ORDER BY essay_id")
+            )
+            stored = {essay_id: (low, high) for essay_id, low, high in rows}
+    finally:
+        await engine.dispose()
+    assert stored["scored"] == (pytest.approx(1.0 - 1.96 * 0.5), pytest.approx(1.0 + 1.96 * 0.5))
+    assert stored["unscored"] == (None, None)
