@@ -77,8 +77,8 @@ def final_fit(
 
 def sampled_moments(laplace: Fit, moments: posterior.Moments) -> Fit:
     """The Laplace fit with the sampled means, SDs and 95 % intervals in place of its modes and
-    curvature-based SEs. The covariance keeps the Laplace correlations (a few thousand draws estimate hundreds of them
-    too noisily), scaled to the sampled SDs."""
+    curvature-based SEs. The covariance keeps the Laplace correlations (a few thousand draws
+    estimate hundreds of them too noisily), scaled to the sampled SDs."""
     assert laplace.covariance is not None
     ratio = moments.standard_errors / laplace.standard_errors
     return replace(

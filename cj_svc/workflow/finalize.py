@@ -29,7 +29,7 @@ from cj_svc.engine.scales import get_scale
 from cj_svc.models import Batch, BatchEssay, BatchResult, GradeProjection
 from cj_svc.vocabulary import BatchState, ComparisonStatus
 from cj_svc.workflow.offload import off_loop
-from cj_svc.workflow.store import RunStore, answered, observe_duration, score_columns
+from cj_svc.workflow.store import RunStore, answered, observe_duration, score_rows
 from mesh_server import database
 
 
@@ -145,9 +145,9 @@ async def finalize(store: RunStore, batch_id: str, why: str = "", alpha: Alpha |
         await session.execute(  # one executemany by primary key
             update(BatchEssay),
             [
-                {**score_columns(e, result), "rank": int(final.rank[e.position]),
+                {**row, "rank": int(final.rank[e.position]),
                  "wins": int(final.wins[e.position]), "losses": int(final.losses[e.position])}
-                for e in essays
+                for row, e in zip(score_rows(essays, result), essays, strict=True)
             ],
         )  # fmt: skip
         session.add(

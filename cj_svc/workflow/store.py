@@ -81,16 +81,19 @@ class NewComparison:
     provider_batch_id: str | None = None
 
 
-def score_columns(essay: BatchEssay, result: Fit) -> dict[str, Any]:
-    """An essay's row update (by primary key) with its score, standard error and 95 % interval."""
+def score_rows(essays: list[BatchEssay], result: Fit) -> list[dict[str, Any]]:
+    """Each essay's row update (by primary key): its score, standard error and 95 % interval."""
     low, high = result.interval_95()
-    return {
-        "id": essay.id,
-        "score": float(result.scores[essay.position]),
-        "standard_error": float(result.standard_errors[essay.position]),
-        "score_low_95": float(low[essay.position]),
-        "score_high_95": float(high[essay.position]),
-    }
+    return [
+        {
+            "id": e.id,
+            "score": float(result.scores[e.position]),
+            "standard_error": float(result.standard_errors[e.position]),
+            "score_low_95": float(low[e.position]),
+            "score_high_95": float(high[e.position]),
+        }
+        for e in essays
+    ]
 
 
 def answered(rows: list[ComparisonRow], position: dict[str, int]) -> Comparisons:
@@ -216,7 +219,7 @@ class RunStore:
 
     async def record_fit(self, batch_id: str, essays: list[BatchEssay], result: Fit, change: float | None) -> None:
         ssr = scale_separation_reliability(result.scores, result.standard_errors)
-        scores = [score_columns(e, result) for e in essays]
+        scores = score_rows(essays, result)
 
         async def transaction(session: AsyncSession) -> None:
             await session.execute(update(BatchEssay), scores)  # one executemany by primary key
