@@ -26,6 +26,13 @@ steps on its log, under an inverse-gamma prior whose mode is the chosen variance
 bench/grading.py's batches this raised the coverage of the bottom and top tenth in base from 0.83
 and 0.88 to 0.90 and 0.92. Shape 3 rather than 1: with 1, an essay that won all of its 120
 comparisons in a batch of 10 came out at 16.7 +/- 11.3 logits (7.97 +/- 2.7 with 3; 5.6 +/- 1.1 with the width fixed).
+
+The judge may lapse. A judge (an LLM as much as a person) now and then answers against a clear
+difference, and the plain Bradley-Terry likelihood can explain such an upset only by scores closer
+together: the whole scale shrinks and the truly extreme essays fall outside their intervals. So each
+answer's likelihood is lapse / 2 + (1 - lapse) sigma(margin), where `lapse` is the share of answers
+given at random, and each chain draws the lapse rate by a Metropolis step on its logit under a
+Beta(1, 19) prior (`LAPSE_PRIOR`: mean 5 %, densest at 0), so a judge who never lapses costs little.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 from numpy.typing import NDArray
-from scipy.special import expit, log_expit
+from scipy.special import expit, log_expit, logit
 
 from cj_svc.engine.bradley_terry import BIAS_ALPHA, Alpha, Comparisons, prior_terms
 
@@ -49,6 +56,9 @@ WIDTH_STEPS = 3  # Metropolis updates of each chain's prior width per iteration 
 WIDTH_PROPOSAL_SD = 0.3  # of the log of the prior's variance
 WIDTH_SHAPE = 3.0  # of the inverse-gamma prior on the prior's variance (see log_hyperprior)
 SEED = 0
+LAPSE_PRIOR: tuple[float, float] | None = (1.0, 19.0)  # Beta prior on the judge's lapse rate (None: no lapses)
+LAPSE_START = 0.02  # each chain's lapse rate before its first update
+LAPSE_PROPOSAL_SD = 0.3  # of the lapse rate's logit
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class Moments:
     acceptance: float  # share of proposals accepted
     low_95: NDArray[np.float64]  # each score's 2.5 % point
     high_95: NDArray[np.float64]  # each score's 97.5 % point
+    lapse_rate: float  # the posterior mean of the share of answers the judge gave at random
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,6 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
     )
     transposed = design.T.tocsr()
     sign = np.where(data.first_won, 1.0, -1.0)[:, None]
-    won = data.first_won.astype(float)[:, None]
 
     gaussian = not np.any(shape)
 
@@ -128,14 +138,26 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
         is the chosen width."""
         return np.asarray(-WIDTH_SHAPE * (log_width + np.exp(-log_width)))
 
+    # each chain's lapse rate: the share of answers the judge gives at random, whatever the essays
+    lapse = np.full(CHAINS, LAPSE_START if LAPSE_PRIOR else 0.0)
+
+    def log_likelihood(x: NDArray[np.float64], rate: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(log_answer_probability(sign * (design @ x), rate).sum(axis=0))
+
+    def log_lapse_target(x: NDArray[np.float64], rate: NDArray[np.float64], a: float, b: float) -> NDArray[np.float64]:
+        """log posterior of each chain's lapse rate given its scores, in the rate's logit: the
+        Beta(a, b) prior times the logit's Jacobian, rate (1 - rate), is rate^a (1 - rate)^b."""
+        return log_likelihood(x, rate) + a * np.log(rate) + b * np.log1p(-rate)
+
     def energy(x: NDArray[np.float64]) -> NDArray[np.float64]:
         """-log posterior, up to a constant, of each chain's column."""
-        return np.asarray(
-            -log_expit(sign * (design @ x)).sum(axis=0) + prior(x[:n])[0].sum(axis=0) + BIAS_ALPHA * x[n] ** 2
-        )
+        return np.asarray(-log_likelihood(x, lapse) + prior(x[:n])[0].sum(axis=0) + BIAS_ALPHA * x[n] ** 2)
 
     def gradient_of(x: NDArray[np.float64]) -> NDArray[np.float64]:
-        gradient = np.asarray(-(transposed @ (won - expit(design @ x))))
+        margin = sign * (design @ x)
+        # d log P / d margin: the share of P that is the judge's own answer, times sigma(-margin)
+        judged = np.exp(np.log1p(-lapse) + log_expit(margin) - log_answer_probability(margin, lapse))
+        gradient = np.asarray(-(transposed @ (sign * judged * expit(-margin))))
         gradient[:n] += prior(x[:n])[1]
         gradient[n] += 2 * BIAS_ALPHA * x[n]
         return gradient
@@ -151,7 +173,7 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
     rng = np.random.default_rng(SEED)
     x = start + 0.5 * scale * rng.standard_normal(start.shape)
     current, gradient = energy(x), gradient_of(x)
-    draws, accepted, step_size = [], 0.0, STEP_SIZE
+    draws, lapses, accepted, step_size = [], [], 0.0, STEP_SIZE
     chosen_alpha, log_width = alpha.copy(), np.zeros(CHAINS)
     for iteration in range(BURN_IN + KEPT):
         for _ in range(WIDTH_STEPS):  # the prior's width, given the scores (all essays' scale together)
@@ -165,7 +187,12 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
             )
             take = np.log(rng.random(CHAINS)) < log_ratio
             log_width[take], alpha[:, take] = proposed_width[take], proposed_alpha[:, take]
-        if WIDTH_STEPS:
+        if LAPSE_PRIOR:  # the lapse rate, given the scores
+            proposed_lapse = expit(logit(lapse) + LAPSE_PROPOSAL_SD * rng.standard_normal(CHAINS))
+            log_ratio = log_lapse_target(x, proposed_lapse, *LAPSE_PRIOR) - log_lapse_target(x, lapse, *LAPSE_PRIOR)
+            take = np.log(rng.random(CHAINS)) < log_ratio
+            lapse[take] = proposed_lapse[take]
+        if WIDTH_STEPS or LAPSE_PRIOR:
             current, gradient = energy(x), gradient_of(x)
         momentum = rng.standard_normal(x.shape)
         before = current + 0.5 * np.sum(momentum**2, axis=0)
@@ -190,6 +217,7 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
             step_size *= 1.1 if accept.mean() > TARGET_ACCEPTANCE else 0.9
         else:
             draws.append(x.copy())
+            lapses.append(lapse.copy())
             accepted += float(accept.mean())
 
     kept = np.stack(draws)  # iterations x (n + 1) x chains
@@ -209,7 +237,16 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
         acceptance=accepted / KEPT,
         low_95=low_95,
         high_95=high_95,
+        lapse_rate=float(draw_weight @ np.stack(lapses).ravel()),
     )
+
+
+def log_answer_probability(margin: NDArray[np.float64], lapse: NDArray[np.float64]) -> NDArray[np.float64]:
+    """log P(the answer given) when the judge answers at random at the rate `lapse` and otherwise
+    prefers the winner with probability sigma(margin): log(lapse / 2 + (1 - lapse) sigma(margin)),
+    computed in logs so that a wide margin neither underflows nor, with no lapses, divides by zero."""
+    with np.errstate(divide="ignore"):  # log(0) = -inf is the right term when the judge never lapses
+        return np.asarray(np.logaddexp(np.log(lapse / 2), np.log1p(-lapse) + log_expit(margin)))
 
 
 def weighted_quantiles(

@@ -8,7 +8,7 @@ import pytest
 from cj_svc.engine import posterior
 from cj_svc.engine.bradley_terry import BIAS_ALPHA, Comparisons, fit, prior_terms
 from cj_svc.engine.population import final_fit
-from cj_svc.engine.posterior import Prior, sample
+from cj_svc.engine.posterior import Prior, log_answer_probability, sample
 
 ALPHA = 0.16
 
@@ -48,50 +48,68 @@ def grid_moments(data: Comparisons, priors: list[tuple[float, float]]) -> tuple[
     return mean, float(np.sqrt(weights @ second_moments - mean**2))
 
 
-def grid_quantiles(data: Comparisons, levels: tuple[float, ...]) -> list[float]:
-    """Quantiles of essay 0's centred score under the Gaussian prior, from the grid."""
-    p, centred = grid_posterior(data, 0.0)
-    values, index = np.unique(np.round(centred, 6), return_inverse=True)
-    cumulative = np.cumsum(np.bincount(index.ravel(), p.ravel()))
-    return [float(values[np.searchsorted(cumulative / cumulative[-1], level)]) for level in levels]
-
-
-def grid_moments_width_sampled(data: Comparisons) -> tuple[float, float]:
-    """Mean and SD of essay 0's centred score under the Gaussian prior whose variance v is itself
-    inverse-gamma(a, a v0) around the chosen v0 = 1 / (2 ALPHA), as the sampler treats it. The
-    difference d = theta_0 - theta_1 is N(0, 2 v) a priori and alone meets the data, so its
-    posterior is the product of the likelihood summed over the bias and the prior summed over v."""
+def grid_difference_posterior(data: Comparisons, width_sampled: bool, lapses: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The posterior (unnormalised) of essay 0's centred score, (theta_0 - theta_1) / 2, on a fine
+    grid under the Gaussian prior, summed over the position bias and, as the sampler treats them,
+    over the judge's lapse rate (Beta(LAPSE_PRIOR)) and the prior's variance v (inverse-gamma(a, a v0)
+    around the chosen v0 = 1 / (2 ALPHA)). The difference d = theta_0 - theta_1 is N(0, 2 v) a
+    priori and alone meets the data, so its posterior is the likelihood times the prior of d."""
     d = np.linspace(-24, 24, 961)
     bias = np.linspace(-16, 16, 321)
-    eta = np.where(data.first == 0, 1.0, -1.0)[:, None, None] * d[None, :, None] + bias[None, None, :]
-    won = np.where(data.first_won, 1.0, -1.0)[:, None, None]
-    log_likelihood = -np.logaddexp(0.0, -won * eta).sum(axis=0) - BIAS_ALPHA * bias[None, :] ** 2
-    likelihood = np.exp(log_likelihood - log_likelihood.max()).sum(axis=1)
-    log_width = np.linspace(-8, 14, 881)
+    margin = np.where(data.first_won, 1.0, -1.0)[:, None, None] * (
+        np.where(data.first == 0, 1.0, -1.0)[:, None, None] * d[None, :, None] + bias[None, None, :]
+    )
+    if lapses:
+        assert posterior.LAPSE_PRIOR is not None
+        a, b = posterior.LAPSE_PRIOR
+        rates = (np.arange(60) + 0.5) / 100  # Beta(1, 19) leaves 4e-6 beyond 0.6
+        rate_weights = rates ** (a - 1) * (1 - rates) ** (b - 1)
+    else:
+        rates, rate_weights = np.zeros(1), np.ones(1)
+    likelihood = np.zeros(len(d))
+    for rate, rate_weight in zip(rates, rate_weights, strict=True):
+        log_likelihood = log_answer_probability(margin, np.array(rate)).sum(axis=0) - BIAS_ALPHA * bias**2
+        likelihood += rate_weight * np.exp(log_likelihood).sum(axis=1)
+    log_width = np.linspace(-8, 14, 881) if width_sampled else np.zeros(1)
+    hyper = np.exp(-posterior.WIDTH_SHAPE * (log_width + np.exp(-log_width))) if width_sampled else np.ones(1)
     variance = 1 / (2 * ALPHA) * np.exp(log_width)
-    hyper = np.exp(-posterior.WIDTH_SHAPE * (log_width + np.exp(-log_width)))
     prior = (hyper[None, :] * np.exp(-(d[:, None] ** 2) / (4 * variance)) / np.sqrt(variance)).sum(axis=1)
-    p = likelihood * prior
-    centred = d / 2
+    return likelihood * prior, d / 2
+
+
+def summarise(p: np.ndarray, centred: np.ndarray, levels: tuple[float, ...] = ()) -> tuple[float, float, list[float]]:
+    """Mean, SD and quantiles at `levels` of the grid's posterior."""
     mean = float(np.sum(p * centred) / p.sum())
-    return mean, float(np.sqrt(np.sum(p * centred**2) / p.sum() - mean**2))
+    sd = float(np.sqrt(np.sum(p * centred**2) / p.sum() - mean**2))
+    cumulative = np.cumsum(p) / p.sum()
+    return mean, sd, [float(centred[np.searchsorted(cumulative, level)]) for level in levels]
 
 
 @pytest.mark.parametrize(
-    ("shapes", "width_sampled"),
-    [([(0.0, 1.0)], False), ([(0.0, 0.4), (3.0, 0.6)], False), ([(0.0, 1.0)], True)],
+    ("shapes", "width_sampled", "lapses"),
+    [
+        ([(0.0, 1.0)], False, False),
+        ([(0.0, 1.0)], False, True),
+        ([(0.0, 0.4), (3.0, 0.6)], False, False),
+        ([(0.0, 1.0)], True, True),  # as the service samples
+    ],
 )
 def test_sampled_moments_are_the_posteriors(
-    shapes: list[tuple[float, float]], width_sampled: bool, monkeypatch: pytest.MonkeyPatch
+    shapes: list[tuple[float, float]], width_sampled: bool, lapses: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = lopsided()
     if not width_sampled:
         monkeypatch.setattr(posterior, "WIDTH_STEPS", 0)
+    if not lapses:
+        monkeypatch.setattr(posterior, "LAPSE_PRIOR", None)
     priors = [
         Prior(ALPHA, shape, np.append(fit(2, data, ALPHA, shape=shape).scores, 0.0), weight) for shape, weight in shapes
     ]
     moments = sample(2, data, priors)
-    mean, sd = grid_moments_width_sampled(data) if width_sampled else grid_moments(data, shapes)
+    if len(shapes) == 1:
+        mean, sd, _ = summarise(*grid_difference_posterior(data, width_sampled, lapses))
+    else:
+        mean, sd = grid_moments(data, shapes)
     # within four Monte Carlo standard errors of 1,600 draws (over twelve seeds the sampled mean
     # varied by 0.03 SD and the sampled SD by 3 %)
     assert moments.scores[0] == pytest.approx(mean, abs=0.12 * sd)
@@ -109,15 +127,46 @@ def test_the_95_interval_is_the_posteriors_and_reaches_further_outwards(monkeypa
     monkeypatch.setattr(posterior, "WIDTH_STEPS", 0)
     data = lopsided()
     moments = sample(2, data, [Prior(ALPHA, 0.0, np.append(fit(2, data, ALPHA).scores, 0.0), 1.0)])
-    low, high = grid_quantiles(data, (0.025, 0.975))
-    sd = grid_moments(data, [(0.0, 1.0)])[1]
+    _, sd, (low, high) = summarise(*grid_difference_posterior(data, False, True), (0.025, 0.975))
     # the tails' points are noisier than the mean: within 0.2 SD (over four seeds within 0.12 SD)
     assert moments.low_95[0] == pytest.approx(low, abs=0.2 * sd)
     assert moments.high_95[0] == pytest.approx(high, abs=0.2 * sd)
     # essay 0 won 9 of 10: its interval reaches further above its score than below (the grid's:
-    # 1.54 above, 1.11 below); score +/- 1.96 SE would reach as far each way
+    # 1.66 above, 1.17 below); score +/- 1.96 SE would reach as far each way
     assert moments.high_95[0] - moments.scores[0] > 1.2 * (moments.scores[0] - moments.low_95[0])
     assert moments.low_95[1] == pytest.approx(-moments.high_95[0])
+
+
+def test_a_judge_who_answers_at_random_now_and_then_is_modelled_so() -> None:
+    """A judge who answers 15 % of comparisons at random: a model without lapses explains the upsets
+    by scores closer together, squeezing the scale and leaving the extremes outside their intervals;
+    sampling the lapse rate keeps the scale and the intervals honest. A judge who never lapses is
+    seen as such."""
+    rng = np.random.default_rng(1)
+    n = 40
+    theta = rng.normal(0, 2.0, n)
+    truth = theta - theta.mean()
+    first, second = rng.integers(0, n, 1600), rng.integers(0, n, 1600)
+    keep = first != second
+    first, second = first[keep], second[keep]
+    right = 1 / (1 + np.exp(-(theta[first] - theta[second])))
+    extremes = np.argsort(np.abs(truth))[-8:]
+    for lapse_rate in (0.15, 0.0):
+        judged = lapse_rate / 2 + (1 - lapse_rate) * right
+        data = Comparisons(first, second, np.random.default_rng(2).random(len(first)) < judged)
+        mode = fit(n, data, ALPHA)
+        moments = sample(n, data, [Prior(ALPHA, 0.0, np.append(mode.scores, mode.position_bias), 1.0)])
+        covered = (moments.low_95 <= truth) & (truth <= moments.high_95)
+        slope = np.polyfit(truth, moments.scores, 1)[0]
+        if lapse_rate:
+            # over three seeds, without lapses in the model: slope 0.57-0.68, coverage 0.57-0.78
+            # overall and 0-0.12 of the eight most extreme; with them 0.81-1.17, 0.90-1.00, 0.88-1.00
+            assert 0.05 < moments.lapse_rate < 0.3
+            assert slope > 0.75
+            assert covered.mean() >= 0.85 and covered[extremes].mean() >= 0.75
+        else:  # estimated at 0.011-0.025
+            assert moments.lapse_rate < 0.04
+            assert slope == pytest.approx(1.0, abs=0.1) and covered.mean() >= 0.9
 
 
 def test_weighted_quantiles_take_the_first_draw_whose_cumulative_weight_reaches_the_level() -> None:
