@@ -155,9 +155,12 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
 
     def gradient_of(x: NDArray[np.float64]) -> NDArray[np.float64]:
         margin = sign * (design @ x)
-        # d log P / d margin: the share of P that is the judge's own answer, times sigma(-margin)
-        judged = np.exp(np.log1p(-lapse) + log_expit(margin) - log_answer_probability(margin, lapse))
-        gradient = np.asarray(-(transposed @ (sign * judged * expit(-margin))))
+        if LAPSE_PRIOR:  # d log P / d margin: (1 - lapse) sigma' / P, P = lapse / 2 + (1 - lapse) sigma
+            right = expit(margin)
+            slope = (1 - lapse) * right * (1 - right) / (lapse / 2 + (1 - lapse) * right)
+        else:  # the same with no lapses, where sigma may underflow
+            slope = expit(-margin)
+        gradient = np.asarray(-(transposed @ (sign * slope)))
         gradient[:n] += prior(x[:n])[1]
         gradient[n] += 2 * BIAS_ALPHA * x[n]
         return gradient
@@ -243,10 +246,10 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
 
 def log_answer_probability(margin: NDArray[np.float64], lapse: NDArray[np.float64]) -> NDArray[np.float64]:
     """log P(the answer given) when the judge answers at random at the rate `lapse` and otherwise
-    prefers the winner with probability sigma(margin): log(lapse / 2 + (1 - lapse) sigma(margin)),
-    computed in logs so that a wide margin neither underflows nor, with no lapses, divides by zero."""
-    with np.errstate(divide="ignore"):  # log(0) = -inf is the right term when the judge never lapses
-        return np.asarray(np.logaddexp(np.log(lapse / 2), np.log1p(-lapse) + log_expit(margin)))
+    prefers the winner with probability sigma(margin): log(lapse / 2 + (1 - lapse) sigma(margin))."""
+    if not np.any(lapse):  # in logs, so that a wide margin against the answer does not underflow
+        return np.asarray(log_expit(margin))
+    return np.asarray(np.log(lapse / 2 + (1 - lapse) * expit(margin)))
 
 
 def weighted_quantiles(
