@@ -39,8 +39,12 @@ and 0.88 to 0.96, 0.95 and 0.93; varying discrimination from 0.87, 0.68 and 0.71
 0.90; the base judge's from 0.95, 0.93 and 0.92 to 0.97, 0.96 and 0.97. The price: SSR understates
 corr(score, truth)^2 a little more (base -0.016 to -0.025, N = 30 -0.022 to -0.040), and for a judge
 that is a step function (right on the order but for 15 % flips: no logit scale at all) by 0.071
-instead of 0.021, since a lapsing step explains it as well as any scale and the scale's doubt enters
-every SE. Beta(1, 9) covered a little more but understated SSR by 0.032-0.035 already in base, with
+instead of 0.021: there the scale hinges on the lapse rate, the sampled prior width follows it out
+(the scores' variance 1.5 to 3.8; 1.7 with the width fixed), and the scale's doubt enters every SE.
+Adaptive pairing compares near pairs, where a lapse and a close call look alike, so the data say
+little about the rate: its posterior mean was 0.03 in base, 0.05 with 10 % lapses and 0.10 with
+15 % flips (8 bench batches each). The scores integrate over it; it is not served as a judge's
+diagnostic, which it would understate (0.07 for a simulated judge lapsing half the time). Beta(1, 9) covered a little more but understated SSR by 0.032-0.035 already in base, with
 lapses and with varying discrimination; Beta(1, 49) and Beta(1, 99) covered less (score +/- 1.96 SE
 under varying discrimination: 0.90 and 0.88 overall, against 0.93 with Beta(1, 19)).
 """
