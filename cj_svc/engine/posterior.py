@@ -44,9 +44,10 @@ instead of 0.021: there the scale hinges on the lapse rate, the sampled prior wi
 Adaptive pairing compares near pairs, where a lapse and a close call look alike, so the data say
 little about the rate: its posterior mean was 0.03 in base, 0.05 with 10 % lapses and 0.10 with
 15 % flips (8 bench batches each). The scores integrate over it; it is not served as a judge's
-diagnostic, which it would understate (0.07 for a simulated judge lapsing half the time). Beta(1, 9) covered a little more but understated SSR by 0.032-0.035 already in base, with
-lapses and with varying discrimination; Beta(1, 49) and Beta(1, 99) covered less (score +/- 1.96 SE
-under varying discrimination: 0.90 and 0.88 overall, against 0.93 with Beta(1, 19)).
+diagnostic, which it would understate (0.07 for a simulated judge lapsing half the time).
+Beta(1, 9) covered a little more but understated SSR by 0.032-0.035 already in base, with lapses
+and with varying discrimination; Beta(1, 49) and Beta(1, 99) covered less (score +/- 1.96 SE under
+varying discrimination: 0.90 and 0.88 overall, against 0.93 with Beta(1, 19)).
 """
 
 from __future__ import annotations
