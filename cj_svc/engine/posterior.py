@@ -169,13 +169,7 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
         return np.asarray(-log_likelihood(x, lapse) + prior(x[:n])[0].sum(axis=0) + BIAS_ALPHA * x[n] ** 2)
 
     def gradient_of(x: NDArray[np.float64]) -> NDArray[np.float64]:
-        margin = sign * (design @ x)
-        if LAPSE_PRIOR:  # d log P / d margin: (1 - lapse) sigma' / P, P = lapse / 2 + (1 - lapse) sigma
-            right = expit(margin)
-            slope = (1 - lapse) * right * (1 - right) / (lapse / 2 + (1 - lapse) * right)
-        else:  # the same with no lapses, where sigma may underflow
-            slope = expit(-margin)
-        gradient = np.asarray(-(transposed @ (sign * slope)))
+        gradient = np.asarray(-(transposed @ (sign * answer_probability_slope(sign * (design @ x), lapse))))
         gradient[:n] += prior(x[:n])[1]
         gradient[n] += 2 * BIAS_ALPHA * x[n]
         return gradient
@@ -265,6 +259,14 @@ def log_answer_probability(margin: NDArray[np.float64], lapse: NDArray[np.float6
     if not np.any(lapse):  # in logs, so that a wide margin against the answer does not underflow
         return np.asarray(log_expit(margin))
     return np.asarray(np.log(lapse / 2 + (1 - lapse) * expit(margin)))
+
+
+def answer_probability_slope(margin: NDArray[np.float64], lapse: NDArray[np.float64]) -> NDArray[np.float64]:
+    """d log_answer_probability / d margin: (1 - lapse) sigma'(margin) / P(the answer given)."""
+    if not np.any(lapse):  # sigma(-margin), which stays exact where sigma(margin) underflows
+        return np.asarray(expit(-margin))
+    right = expit(margin)
+    return np.asarray((1 - lapse) * right * (1 - right) / (lapse / 2 + (1 - lapse) * right))
 
 
 def weighted_quantiles(
