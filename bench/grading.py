@@ -45,7 +45,7 @@ from scipy.special import expit, log_expit, ndtr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cj_svc.engine.bradley_terry import Comparisons, Fit, fit, scale_separation_reliability  # noqa: E402
+from cj_svc.engine.bradley_terry import Comparisons, Fit, fit  # noqa: E402
 from cj_svc.engine.grading import grade, probability_matrix  # noqa: E402
 from cj_svc.engine.pairing import PairingState, next_wave  # noqa: E402
 from cj_svc.engine.population import final_fit  # noqa: E402
@@ -249,12 +249,7 @@ def one_batch(s: Scenario, seed: int) -> dict[str, np.ndarray]:
         "covered_pseudo": covers(pseudo_true),
         "tenth": tenth_of(students),  # 0 bottom tenth, 2 top tenth
         "tenth_served": tenth_of(final.scores[: s.n]),  # the tenths as the teacher sees them
-        "ssr_gap": np.array(
-            [
-                scale_separation_reliability(final.scores, final.standard_errors)
-                - np.corrcoef(final.scores, theta)[0, 1] ** 2
-            ]
-        ),  # fmt: skip
+        "ssr_gap": np.array([final.reliability() - np.corrcoef(final.scores, theta)[0, 1] ** 2]),
     }
 
 

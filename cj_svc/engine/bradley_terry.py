@@ -81,6 +81,15 @@ class Fit:
     # they are score +/- 1.96 SE (`interval_95`).
     low_95: NDArray[np.float64] | None = None
     high_95: NDArray[np.float64] | None = None
+    # Where the posterior was sampled: the posterior mean of corr(true scores, scores)^2 (posterior.py).
+    sampled_reliability: float | None = None
+
+    def reliability(self) -> float:
+        """The scale's reliability as served: the sampled posterior's estimate of corr(true scores,
+        scores)^2 where there is one, else the classical SSR from the SEs."""
+        if self.sampled_reliability is not None:
+            return self.sampled_reliability
+        return scale_separation_reliability(self.scores, self.standard_errors)
 
     def interval_95(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Each score's 95 % interval: the sampled posterior's 2.5 % and 97.5 % points, else

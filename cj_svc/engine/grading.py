@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from cj_svc.engine.bradley_terry import Comparisons, Fit, scale_separation_reliability
+from cj_svc.engine.bradley_terry import Comparisons, Fit
 from cj_svc.engine.diagnostics import AnchorScore, Diagnostics, diagnose
 from cj_svc.engine.projection import Anchor, NoProjection, Projection, bands, calibrate, project, thinned
 from cj_svc.engine.scales import GradeScale
@@ -45,7 +45,7 @@ def grade(
          for i in anchors if (g := known_grades[i] or "") in rung],
         [float(result.scores[i]) for i in range(n) if not is_anchor[i]],
         int(is_anchor[winner][mixed].sum()), int(mixed.sum()), scale.ladder,
-        scale_separation_reliability(result.scores, result.standard_errors),
+        result.reliability(),
     )  # fmt: skip
     graded = [i for i in anchors if (known_grades[i] or "") in rung]
     students = [i for i in range(n) if not is_anchor[i]]

@@ -18,7 +18,6 @@ from cj_svc.engine.bradley_terry import (
     Comparisons,
     Fit,
     judge_position_bias,
-    scale_separation_reliability,
     self_consistency,
 )
 from cj_svc.engine.diagnostics import Diagnostics
@@ -137,7 +136,7 @@ async def finalize(store: RunStore, batch_id: str, why: str = "", alpha: Alpha |
     result = final.fit
     stored = final.grades
     now = datetime.now(UTC)
-    ssr = scale_separation_reliability(result.scores, result.standard_errors)
+    ssr = result.reliability()
 
     async def store_results(session: AsyncSession) -> None:
         await session.execute(delete(GradeProjection).where(GradeProjection.batch_id == batch_id))

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cj_svc.content_client import ContentClient
-from cj_svc.engine.bradley_terry import Alpha, Comparisons, Fit, fit, scale_separation_reliability
+from cj_svc.engine.bradley_terry import Alpha, Comparisons, Fit, fit
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
 from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, affordable, decide
@@ -175,7 +175,7 @@ class BatchRun:
                 BatchProgress(
                     essays=len(self.essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
                     max_score_change=change,
-                    ssr=None if result is None else scale_separation_reliability(result.scores, result.standard_errors),
+                    ssr=None if result is None else result.reliability(),
                     decided=share, cost=batch.cost_usd, max_cost=batch.max_cost_usd,
                 ),
                 self.rules,

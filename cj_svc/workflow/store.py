@@ -16,7 +16,7 @@ from sqlalchemy import ScalarSelect, Table, bindparam, func, insert, select, upd
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cj_svc.batches import failure_counts, transition
-from cj_svc.engine.bradley_terry import Comparisons, Fit, scale_separation_reliability
+from cj_svc.engine.bradley_terry import Comparisons, Fit
 from cj_svc.leases import LeaseLost
 from cj_svc.models import Batch, BatchEssay, Comparison, Judgement
 from cj_svc.vocabulary import BatchState, ComparisonStatus, Winner
@@ -218,7 +218,7 @@ class RunStore:
         return batch, cast("list[ComparisonRow]", rows)
 
     async def record_fit(self, batch_id: str, essays: list[BatchEssay], result: Fit, change: float | None) -> None:
-        ssr = scale_separation_reliability(result.scores, result.standard_errors)
+        ssr = result.reliability()
         scores = score_rows(essays, result)
 
         async def transaction(session: AsyncSession) -> None:

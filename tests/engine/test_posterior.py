@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from cj_svc.engine import posterior
-from cj_svc.engine.bradley_terry import BIAS_ALPHA, Comparisons, fit, prior_terms
+from cj_svc.engine.bradley_terry import BIAS_ALPHA, Comparisons, fit, prior_terms, scale_separation_reliability
 from cj_svc.engine.population import final_fit
-from cj_svc.engine.posterior import Prior, log_answer_probability, sample
+from cj_svc.engine.posterior import Prior, expected_squared_correlation, log_answer_probability, sample
 
 ALPHA = 0.16
 
@@ -167,6 +167,25 @@ def test_a_judge_who_answers_at_random_now_and_then_is_modelled_so() -> None:
         else:  # estimated at 0.011-0.025
             assert moments.lapse_rate < 0.04
             assert slope == pytest.approx(1.0, abs=0.1) and covered.mean() >= 0.9
+
+
+def test_the_reliability_leaves_out_the_doubt_about_the_scales_unit() -> None:
+    """Draws that differ from the scores only in the scale's unit order the essays as the scores do:
+    reliability 1, where the classical SSR counts that doubt in every SE. Draws with independent
+    noise of SD s keep var / (var + s^2) of it, as the classical formula says."""
+    rng = np.random.default_rng(3)
+    scores = rng.normal(0, 1.5, 200)
+    scores -= scores.mean()
+    weights = rng.random(4000)
+    weights /= weights.sum()
+    rescaled = rng.lognormal(0, 0.3, 4000)[:, None] * scores[None, :]
+    assert expected_squared_correlation(rescaled, weights, scores) == pytest.approx(1.0)
+    assert scale_separation_reliability(scores, np.sqrt(weights @ (rescaled - scores) ** 2)) < 0.95
+    noisy = scores + rng.normal(0, 0.75, rescaled.shape)
+    noisy -= noisy.mean(axis=1, keepdims=True)
+    classical = np.var(scores) / (np.var(scores) + 0.75**2)
+    assert expected_squared_correlation(noisy, weights, scores) == pytest.approx(classical, abs=0.01)
+    assert expected_squared_correlation(np.zeros((3, 4)), np.full(3, 1 / 3), np.zeros(4)) == 0.0
 
 
 def test_weighted_quantiles_take_the_first_draw_whose_cumulative_weight_reaches_the_level() -> None:

@@ -1021,8 +1021,10 @@ class BatchResults(_message.Message):
     WARNINGS_FIELD_NUMBER: _builtins.int
     GRADES_RELIABLE_FIELD_NUMBER: _builtins.int
     scale_separation_reliability: _builtins.float
-    """Scale separation reliability, 0 to 1: the share of the scores' spread that is not measurement
-    error.
+    """Scale separation reliability, 0 to 1: how well the scores order the true ones. The final fit's
+    posterior estimate of corr(true scores, scores)^2, which leaves out the doubt about the scale's
+    unit that moves all essays alike (the interim current_ssr: the share of the scores' spread that
+    is not measurement error).
     """
     position_bias: _builtins.float
     """Estimated advantage, in logits, of the essay shown first."""
