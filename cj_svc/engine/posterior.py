@@ -36,11 +36,16 @@ Beta(1, 19) prior (`LAPSE_PRIOR`: mean 5 %, densest at 0), so a judge who never 
 In bench/grading.py (served intervals) the judge with 10 % lapses went from coverage 0.89 overall and
 0.69 and 0.68 in the bottom and top tenth to 0.95, 0.89 and 0.91; position bias 0.6 from 0.94, 0.87
 and 0.88 to 0.96, 0.95 and 0.93; varying discrimination from 0.87, 0.68 and 0.71 to 0.93, 0.89 and
-0.90; the base judge's from 0.95, 0.93 and 0.92 to 0.97, 0.96 and 0.97. The price: SSR understates
-corr(score, truth)^2 a little more (base -0.016 to -0.025, N = 30 -0.022 to -0.040), and for a judge
-that is a step function (right on the order but for 15 % flips: no logit scale at all) by 0.071
-instead of 0.021: there the scale hinges on the lapse rate, the sampled prior width follows it out
-(the scores' variance 1.5 to 3.8; 1.7 with the width fixed), and the scale's doubt enters every SE.
+0.90; the base judge's from 0.95, 0.93 and 0.92 to 0.97, 0.96 and 0.97. The price: the classical
+SSR, var(scores) / (var(scores) + mean(SE^2)), understated corr(score, truth)^2 a little more (base
+-0.016 to -0.025, N = 30 -0.022 to -0.040), and for a judge that is a step function (right on the
+order but for 15 % flips: no logit scale at all) by 0.071 instead of 0.021: there the scale hinges
+on the lapse rate, the sampled prior width follows it out (the scores' variance 1.5 to 3.8; 1.7 with
+the width fixed), and the doubt about the scale's unit enters every SE. That doubt moves all essays
+alike and changes neither their order nor their grades, so the reliability served with the final
+scores is the posterior mean of corr(true scores, scores)^2 (`expected_squared_correlation`), which
+leaves it out: in bench/grading.py it is within 0.015 of corr(score, truth)^2 for the step function
+(-0.013), at N = 30 (-0.007) and in base (-0.002).
 Adaptive pairing compares near pairs, where a lapse and a close call look alike, so the data say
 little about the rate: its posterior mean was 0.03 in base, 0.05 with 10 % lapses and 0.10 with
 15 % flips (8 bench batches each). The scores integrate over it; it is not served as a judge's
@@ -48,6 +53,11 @@ diagnostic, which it would understate (0.07 for a simulated judge lapsing half t
 Beta(1, 9) covered a little more but understated SSR by 0.032-0.035 already in base, with lapses
 and with varying discrimination; Beta(1, 49) and Beta(1, 99) covered less (score +/- 1.96 SE under
 varying discrimination: 0.90 and 0.88 overall, against 0.93 with Beta(1, 19)).
+
+A prior may have Student-t tails (`Prior.heavy_tails`; population.py gives them to its skewed
+shapes): each essay's prior variance is scaled by its own u ~ inverse-gamma(TAIL_DOF / 2, TAIL_DOF / 2),
+which each chain draws by a Metropolis step on log u, so each score's prior is a scale mixture of
+the shape's own, with Student-t tails of TAIL_DOF degrees of freedom.
 """
 
 from __future__ import annotations
@@ -290,7 +300,7 @@ def expected_squared_correlation(
     the scale's unit, which moves all essays together and changes neither their order nor the
     correlation. Where that doubt is large (a judge the logistic does not fit, whose scale hinges on
     the weakly identified lapse rate) the classical figure understates by 0.07 (`bench/grading.py`,
-    15 % flips); this one does not count it. 0 when the scores do not vary."""
+    15 % flips); this one does not count it, and understates by 0.013. 0 when the scores do not vary."""
     norm = float(np.sqrt(scores @ scores))
     if norm == 0:
         return 0.0
