@@ -20,8 +20,9 @@ averaged over batches +/- its standard error; adjacent agreement of the most pro
 coverage of the served 95 % interval (the sampled posterior's 2.5 % and 97.5 % points) of the true
 score overall and in the top and bottom tenth of true scores (the truth put on the judge's logit
 scale near even pairs: 4 dP/dd at d = 0; not defined for the flipping judge), in the top and bottom
-tenth of served scores (S: the essays a teacher sees at the ends of the list; a posterior interval shrinks the truly extreme towards the middle, so it covers
-them less often than those served as extreme), and the same against the pseudo-true scores (PT:
+tenth of served scores (S: the essays a teacher sees at the ends of the list; a posterior interval
+shrinks the truly extreme towards the middle, so it covers them less often than those served as
+extreme), and the same against the pseudo-true scores (PT:
 the model fitted to the expected outcome of every comparison made, which is what its scores can at
 best recover from a judge it does not fit, such as lapses, probit or varying discrimination; for the
 logistic judge the two agree); SSR minus corr(score, truth)^2 over all essays.
