@@ -144,15 +144,27 @@ def _inverse_and_log_det(matrix: NDArray[np.float64]) -> tuple[NDArray[np.float6
 
 
 def prior_terms(
-    x: NDArray[np.float64], alpha: Alpha, shape: NDArray[np.float64] | float
+    x: NDArray[np.float64],
+    alpha: Alpha,
+    shape: NDArray[np.float64] | float,
+    skew_scale: NDArray[np.float64] | float = 1.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """The scores' prior: skew-normal with mean 0, variance 1 / (2 alpha) and skewness `shape`
     (0 is the Gaussian, positive a long upper tail). Per essay: -log density, its derivative and
-    its second derivative (positive: the prior is log-concave, so the fit stays convex)."""
+    its second derivative (positive: the prior is log-concave, so the fit stays convex).
+
+    A skew-normal is xi + omega (delta |Z0| + sqrt(1 - delta^2) Z1), Z0 and Z1 standard normal.
+    `skew_scale` u multiplies the variance of the skewing part delta |Z0| only, location kept: the
+    result is again skew-normal, of shape `shape` sqrt(u) and scale omega sqrt(delta^2 u + 1 - delta^2)
+    (posterior.py draws u per essay, which makes the long side's tail heavier and leaves the short
+    side's as it is)."""
     shape = np.asarray(shape, np.float64)
     delta = shape / np.sqrt(1 + shape**2)
     omega = 1 / np.sqrt(2 * np.asarray(alpha) * (1 - 2 * delta**2 / np.pi))  # scale of that variance
-    z = (x + omega * delta * np.sqrt(2 / np.pi)) / omega  # the location puts the mean at 0
+    location = -omega * delta * np.sqrt(2 / np.pi)  # puts the mean at 0
+    omega = omega * np.sqrt(delta**2 * skew_scale + 1 - delta**2)
+    shape = shape * np.sqrt(skew_scale)
+    z = (x - location) / omega
     log_cdf = log_ndtr(shape * z)
     mills = np.exp(-0.5 * (shape * z) ** 2 - 0.5 * np.log(2 * np.pi) - log_cdf)  # phi / Phi
     value = np.log(omega) + 0.5 * np.log(2 * np.pi) - np.log(2) + 0.5 * z**2 - log_cdf

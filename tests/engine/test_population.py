@@ -103,7 +103,7 @@ def test_a_skewed_cohorts_long_tail_is_covered(monkeypatch: pytest.MonkeyPatch) 
     """Lognormal true scores: the skewed priors' Student-t tails let the intervals of the truly top
     essays reach them, where the skew-normal's light tail leaves some outside (over these four
     batches 0.975 of the top tenth covered with them, 0.80 without)."""
-    covered_top = {4.0: [], 1e9: []}  # degrees of freedom: 1e9 holds every local scale at 1
+    covered_top = {4.0: [], 1e9: []}  # degrees of freedom: 1e9 holds every skew scale at 1
     for seed in range(4):
         rng = np.random.default_rng(100 + seed)
         theta = 2.0 * (rng.lognormal(0, 0.8, 100) - 1.38) / 1.23

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from cj_svc.engine import posterior
 from cj_svc.engine.bradley_terry import BIAS_ALPHA, Comparisons, fit, prior_terms, scale_separation_reliability
@@ -186,6 +187,25 @@ def test_the_reliability_leaves_out_the_doubt_about_the_scales_unit() -> None:
     classical = np.var(scores) / (np.var(scores) + 0.75**2)
     assert expected_squared_correlation(noisy, weights, scores) == pytest.approx(classical, abs=0.01)
     assert expected_squared_correlation(np.zeros((3, 4)), np.full(3, 1 / 3), np.zeros(4)) == 0.0
+
+
+def test_heavy_tails_reach_out_on_the_long_side_only() -> None:
+    """With no answers the sampled scores are the prior's. A heavy-tailed skewed prior's long side
+    reaches much further than the skew-normal's, and its short side no further: only the skewing
+    part's scale varies, so a lognormal cohort's crowded bottom is not spread outwards (scaling
+    the whole variance left its 97.5 % point 6.3 and its 2.5 % point -4.7, against the
+    skew-normal's 4.6 and -3.0)."""
+    n, alpha, shape = 200, 0.125, 4.0
+    nothing = Comparisons.from_lists([], [], [])
+    light, heavy = (
+        sample(n, nothing, [Prior(alpha, shape, np.zeros(n + 1), 1.0, heavy_tails=tails)]) for tails in (False, True)
+    )
+    # the draws are centred on their mean, which the heavy side moves up by omega delta (E|T| - E|Z|)
+    delta = shape / np.sqrt(1 + shape**2)
+    omega = 1 / np.sqrt(2 * alpha * (1 - 2 * delta**2 / np.pi))
+    mean_shift = omega * delta * (stats.t(posterior.TAIL_DOF).expect(abs) - np.sqrt(2 / np.pi))
+    assert np.mean(heavy.high_95) > np.mean(light.high_95) + 2.0
+    assert abs(np.mean(heavy.low_95) + mean_shift - np.mean(light.low_95)) < 0.5
 
 
 def test_weighted_quantiles_take_the_first_draw_whose_cumulative_weight_reaches_the_level() -> None:
