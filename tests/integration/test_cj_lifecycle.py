@@ -113,7 +113,7 @@ async def test_sigterm_with_twenty_batches_running_exits_within_grace_and_all_re
         async with grpc.aio.insecure_channel(address) as channel:
             stub = assessment_pb2_grpc.AssessmentServiceStub(channel)
             batches = [
-                (await stub.SubmitBatch(submit_request(storage_ids, comparison_budget=200))).batch.batch_id
+                (await stub.SubmitBatch(submit_request(storage_ids, comparison_budget=60))).batch.batch_id
                 for _ in range(20)
             ]
             watchers = [  # clients watching while the service stops
