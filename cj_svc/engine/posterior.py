@@ -117,7 +117,7 @@ class Prior:
     shape: NDArray[np.float64] | float
     mode: NDArray[np.float64]
     weight: float
-    heavy_tails: bool = False  # a Student-t tail of TAIL_DOF degrees of freedom on the long side
+    heavy_tails: bool = False  # a Student-t tail of TAIL_DOF degrees of freedom on the long side (none if shape 0)
 
 
 def share_chains(weights: NDArray[np.float64]) -> NDArray[np.int64]:
