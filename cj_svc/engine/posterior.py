@@ -51,8 +51,9 @@ Adaptive pairing compares near pairs, where a lapse and a close call look alike,
 little about the rate: its posterior mean was 0.04 in base, 0.06 with 10 % lapses and 0.10 with
 15 % flips (8 bench batches each). The scores integrate over it; it is not served as a judge's
 diagnostic, which it would understate (0.07 for a simulated judge lapsing half the time).
-Beta(1, 6) covered about as well as Beta(1, 9) over 120 batches but raised the step function's ECE
-(0.052 against 0.048); Beta(1, 49) and Beta(1, 99) covered less.
+Beta(1, 6) covered about as well as Beta(1, 9) over 120 batches (both before the burn-in's steps were
+averaged) but raised the step function's ECE (0.052 against 0.048-0.049); Beta(1, 49) and
+Beta(1, 99) covered less.
 
 A skewed prior may have a heavy tail on its long side (`Prior.heavy_tails`; population.py gives one
 to its skewed shapes). A skew-normal is xi + omega (delta |Z0| + sqrt(1 - delta^2) Z1); each essay's
