@@ -271,7 +271,9 @@ async def test_anchors_out_of_grade_order_cap_the_confidence_of_projected_grades
     """Anchors among the students, rising overall but in reverse within each half of the scale
     (Kendall tau 0.14): grades are projected, every one capped and LOW, and the runner and report.md
     say why first."""
-    done, results, report_md = await _run_with_anchors(mesh, tmp_path, [2.4, 1.6, 0.8, 0.0, 5.6, 4.8, 4.0, 3.2])
+    # the halves 4 logits apart: with 3.2 the fitted anchors' scores of a loaded run once fell just
+    # short of rising with their grades, and no grades were projected
+    done, results, report_md = await _run_with_anchors(mesh, tmp_path, [2.4, 1.6, 0.8, 0.0, 6.4, 5.6, 4.8, 4.0])
     assert "warning: grades are not reliable" in done.stderr
     assert results["grades_projected"] is True and results["grades_reliable"] is False
     assert results["warnings"][0]["code"] == "RESULT_WARNING_CODE_ANCHORS_DO_NOT_FIT"
