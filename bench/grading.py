@@ -26,7 +26,7 @@ extreme), and the same against the pseudo-true scores (PT:
 the model fitted to the expected outcome of every comparison made, which is what its scores can at
 best recover from a judge it does not fit, such as lapses, probit or varying discrimination; for the
 logistic judge the two agree); SSR minus corr(score, truth)^2 over all essays.
-Run: .venv/bin/python bench/grading.py [--seeds 40] [--families base probit ...] (about 9-11 minutes on 2 cores)
+Run: .venv/bin/python bench/grading.py [--seeds 40] [--families base probit ...] (about 9-15 minutes on 2 cores)
 """
 
 from __future__ import annotations
