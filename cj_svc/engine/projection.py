@@ -245,8 +245,7 @@ def _smooth_widths(
     times a random walk on the log widths of the bands with both edges finite (a grade's band is
     seldom far wider or narrower than its neighbours')."""
     chains, size = edges.shape[0], edges.shape[1] - 1
-    finite = np.zeros(size, bool)
-    finite[max(lowest, 1) : min(highest, size - 2) + 1] = True
+    first, last = max(lowest, 1), min(highest, size - 2)  # the bands with both edges finite
     for k in range(lowest + 1, highest + 1):
         low = np.maximum(edges[:, k - 1], scores[:, grades == k - 1].max(1) if (grades == k - 1).any() else -np.inf)
         high = np.minimum(edges[:, k + 1], scores[:, grades == k].min(1) if (grades == k).any() else np.inf)
@@ -256,13 +255,15 @@ def _smooth_widths(
         # the Dirichlet's exponents: per_grade for a grade without anchors, 0 beside anchors
         below_power = 0.0 if (grades == k - 1).any() else per_grade
         above_power = 0.0 if (grades == k).any() else per_grade
+        # the random walk's steps this boundary changes: those between bands k - 2 .. k + 1 (edges lo .. hi)
+        lo, hi = max(k - 2, first), min(k + 1, last) + 1
         with np.errstate(divide="ignore", invalid="ignore"):
             log_density = np.where(np.isfinite(below), below_power * np.log(np.maximum(below, 1e-12)), 0.0) + np.where(
                 np.isfinite(above), above_power * np.log(np.maximum(above, 1e-12)), 0.0
             )
-            trial = np.repeat(edges[:, :, None], GRID, 2)
-            trial[:, k, :] = grid
-            log_widths = np.log(np.clip((trial[:, 1:, :] - trial[:, :-1, :])[:, finite, :], 1e-9, 1e9))
+            trial = np.repeat(edges[:, lo : hi + 1, None], GRID, 2)
+            trial[:, k - lo, :] = grid
+            log_widths = np.log(np.clip(np.diff(trial, axis=1), 1e-9, 1e9))
             log_density = log_density - np.sum(np.diff(log_widths, axis=1) ** 2, axis=1) / (2 * WIDTH_STEP_SD**2)
         log_density = np.where(np.isfinite(log_density), log_density, -np.inf)
         weights = np.exp(log_density - log_density.max(1, keepdims=True))
