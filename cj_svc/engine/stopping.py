@@ -46,15 +46,10 @@ class BatchProgress:
 
 def decide(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> StopReason:
     """Why to stop now, or CONTINUE. Failure is checked first, then budget, then quality."""
-    if progress.attempted >= rules.min_attempts_for_failure_check:
-        if progress.succeeded / progress.attempted < rules.min_success_rate:
-            return StopReason.TOO_MANY_FAILURES
-    if progress.attempted >= progress.budget:
-        return StopReason.BUDGET
-    if progress.max_cost is not None and progress.cost is not None and progress.cost >= progress.max_cost:
-        return StopReason.COST_CEILING
-    per_essay = 2 * progress.succeeded / max(progress.essays, 1)
-    if per_essay < rules.min_comparisons_per_essay:
+    limit = _limit_reached(progress, rules)
+    if limit is not None:
+        return limit
+    if not weighs_quality(progress, rules):
         return StopReason.CONTINUE
     if progress.decided is not None and progress.decided >= rules.decided_share:
         return StopReason.GRADES_DECIDED
@@ -63,6 +58,26 @@ def decide(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> S
     if progress.max_score_change is not None and progress.max_score_change < rules.stability_threshold:
         return StopReason.STABLE
     return StopReason.CONTINUE
+
+
+def weighs_quality(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> bool:
+    """Whether `decide` looks at the batch's quality now (decided grades, reliability, stability):
+    no limit has stopped it and each essay has its minimum of comparisons. The decided share costs
+    a final fit and a projection, so the workflow computes it only then."""
+    per_essay = 2 * progress.succeeded / max(progress.essays, 1)
+    return _limit_reached(progress, rules) is None and per_essay >= rules.min_comparisons_per_essay
+
+
+def _limit_reached(progress: BatchProgress, rules: StoppingRules) -> StopReason | None:
+    """The limit that stops the batch whatever its quality (failures, budget, cost), if any."""
+    if progress.attempted >= rules.min_attempts_for_failure_check:
+        if progress.succeeded / progress.attempted < rules.min_success_rate:
+            return StopReason.TOO_MANY_FAILURES
+    if progress.attempted >= progress.budget:
+        return StopReason.BUDGET
+    if progress.max_cost is not None and progress.cost is not None and progress.cost >= progress.max_cost:
+        return StopReason.COST_CEILING
+    return None
 
 
 def affordable(cost: float | None, max_cost: float | None, paid: int, in_flight: int) -> int | None:

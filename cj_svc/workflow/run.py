@@ -7,7 +7,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from cj_svc.content_client import ContentClient
 from cj_svc.engine.bradley_terry import Alpha, Comparisons, Fit, fit
 from cj_svc.engine.pairing import PairingState, next_wave
 from cj_svc.engine.prior import PriorChoice
-from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, affordable, decide
+from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, affordable, decide, weighs_quality
 from cj_svc.judges.base import JudgeRequest
 from cj_svc.models import Batch, BatchEssay
 from cj_svc.settings import CJSettings
@@ -166,20 +166,18 @@ class BatchRun:
                     change = float(np.max(np.abs(result.scores - previous)))
                 previous = result.scores
                 await self.store.record_fit(self.batch_id, self.essays, result, change)
-            share = None
-            if self.by_grades and result is not None:
-                share = await off_loop(decided, batch, self.essays, data, prior.final_precision, self.decided_at)
             attempted = sum(r.status in ANSWERED for r in rows)
             succeeded = sum(r.status == ComparisonStatus.DONE for r in rows)
-            reason = decide(
-                BatchProgress(
-                    essays=len(self.essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
-                    max_score_change=change,
-                    ssr=None if result is None else result.reliability(),
-                    decided=share, cost=batch.cost_usd, max_cost=batch.max_cost_usd,
-                ),
-                self.rules,
+            progress = BatchProgress(
+                essays=len(self.essays), attempted=attempted, succeeded=succeeded, budget=batch.comparison_budget,
+                max_score_change=change,
+                ssr=None if result is None else result.reliability(),
+                cost=batch.cost_usd, max_cost=batch.max_cost_usd,
             )  # fmt: skip
+            if self.by_grades and result is not None and weighs_quality(progress, self.rules):
+                share = await off_loop(decided, batch, self.essays, data, prior.final_precision, self.decided_at)
+                progress = replace(progress, decided=share)
+            reason = decide(progress, self.rules)
             if reason == StopReason.CONTINUE and len(self.inflight) <= (0 if self.whole_waves else self.refill_at):
                 busy = {self.position[r.essay_a_id] for r in rows if r.comparison_id in self.inflight}
                 busy |= {self.position[r.essay_b_id] for r in rows if r.comparison_id in self.inflight}

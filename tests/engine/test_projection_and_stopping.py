@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from cj_svc.engine.projection import (
     thinned,
 )
 from cj_svc.engine.scales import SCALES, get_scale
-from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, decide
+from cj_svc.engine.stopping import BatchProgress, StoppingRules, StopReason, decide, weighs_quality
 
 LEGACY = get_scale("eng5_np_legacy_9_step")
 SWEDISH = get_scale("swedish_8_anchor")
@@ -219,6 +220,24 @@ def test_swedish_plus_minus_rule() -> None:
 )
 def test_stopping_says_why(progress: BatchProgress, reason: StopReason) -> None:
     assert decide(progress) == reason
+
+
+@pytest.mark.parametrize(
+    ("progress", "weighed"),
+    [
+        (BatchProgress(10, 20, 20, 100, 0.2, 0.5), False),  # 4 comparisons per essay, 6 needed
+        (BatchProgress(10, 30, 30, 100, 0.2, 0.5), True),
+        (BatchProgress(10, 100, 100, 100, 0.2, 0.5), False),  # the budget stops it first
+        (BatchProgress(10, 40, 20, 100, 0.2, 0.5), False),  # too many failures
+        (BatchProgress(10, 40, 40, 100, 0.2, 0.5, cost=2.0, max_cost=1.0), False),  # the cost ceiling
+    ],
+)
+def test_the_decided_share_is_weighed_only_where_it_can_stop_the_batch(progress: BatchProgress, weighed: bool) -> None:
+    """The workflow computes the decided share (a final fit and a projection each wave) only where
+    `decide` would look at it: any share decides nothing elsewhere."""
+    assert weighs_quality(progress) == weighed
+    share_decides = decide(replace(progress, decided=1.0)) == StopReason.GRADES_DECIDED
+    assert share_decides == weighed
 
 
 def test_a_batch_may_ask_for_another_share_of_decided_grades() -> None:
