@@ -193,15 +193,26 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
         Beta(a, b) prior times the logit's Jacobian, rate (1 - rate), is rate^a (1 - rate)^b."""
         return log_likelihood(x, rate) + a * np.log(rate) + b * np.log1p(-rate)
 
-    def energy(x: NDArray[np.float64]) -> NDArray[np.float64]:
-        """-log posterior, up to a constant, of each chain's column."""
-        return np.asarray(-log_likelihood(x, lapse) + prior(x[:n])[0].sum(axis=0) + BIAS_ALPHA * x[n] ** 2)
-
-    def gradient_of(x: NDArray[np.float64]) -> NDArray[np.float64]:
-        gradient = np.asarray(-(transposed @ (sign * answer_probability_slope(sign * (design @ x), lapse))))
-        gradient[:n] += prior(x[:n])[1]
+    def gradient_of(
+        x: NDArray[np.float64], margin: NDArray[np.float64], prior_slope: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """The gradient of `energy_and_gradient`'s energy, from the answers' margins at x and the
+        prior's derivative there (the parts the energy shares)."""
+        gradient = np.asarray(-(transposed @ (sign * answer_probability_slope(margin, lapse))))
+        gradient[:n] += prior_slope
         gradient[n] += 2 * BIAS_ALPHA * x[n]
         return gradient
+
+    def gradient_at(x: NDArray[np.float64]) -> NDArray[np.float64]:
+        return gradient_of(x, sign * (design @ x), prior(x[:n])[1])
+
+    def energy_and_gradient(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """-log posterior, up to a constant, of each chain's column, and its gradient."""
+        margin = sign * (design @ x)
+        prior_value, prior_slope = prior(x[:n])
+        log_likelihood = np.asarray(log_answer_probability(margin, lapse).sum(axis=0))
+        energy = np.asarray(-log_likelihood + prior_value.sum(axis=0) + BIAS_ALPHA * x[n] ** 2)
+        return energy, gradient_of(x, margin, prior_slope)
 
     # each coordinate's scale: 1 / sqrt of the information's diagonal at the first prior's mode
     mode = priors[int(np.argmax(weights))].mode
@@ -214,22 +225,22 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
 
     rng = np.random.default_rng(SEED)
     x = start + 0.5 * scale * rng.standard_normal(start.shape)
-    current, gradient = energy(x), gradient_of(x)
+    current, gradient = energy_and_gradient(x)
     draws, lapses, accepted, step_size, tuned_log_steps = [], [], 0.0, STEP_SIZE, []
     chosen_alpha, log_width = alpha.copy(), np.zeros(CHAINS)
     heavy_tails = np.broadcast_to(np.array([priors[k].heavy_tails for k in owner]), (n, CHAINS))
     for iteration in range(BURN_IN + KEPT):
+        current_log_prior = log_prior(x[:n], alpha)
         for _ in range(WIDTH_STEPS):  # the prior's width, given the scores (all essays' scale together)
             proposed_width = log_width + WIDTH_PROPOSAL_SD * rng.standard_normal(CHAINS)
             proposed_alpha = chosen_alpha * np.exp(-proposed_width)
+            proposed_log_prior = log_prior(x[:n], proposed_alpha)
             log_ratio = (
-                log_prior(x[:n], proposed_alpha)
-                - log_prior(x[:n], alpha)
-                + log_hyperprior(proposed_width)
-                - log_hyperprior(log_width)
+                proposed_log_prior - current_log_prior + log_hyperprior(proposed_width) - log_hyperprior(log_width)
             )
             take = np.log(rng.random(CHAINS)) < log_ratio
             log_width[take], alpha[:, take] = proposed_width[take], proposed_alpha[:, take]
+            current_log_prior = np.where(take, proposed_log_prior, current_log_prior)
         if heavy_tails.any():  # each essay's skew scale, given its score
             proposed_scale = skew_scale * np.exp(SKEW_SCALE_PROPOSAL_SD * rng.standard_normal(skew_scale.shape))
             log_ratio = log_skew_scale_target(x[:n], proposed_scale) - log_skew_scale_target(x[:n], skew_scale)
@@ -241,7 +252,7 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
             take = np.log(rng.random(CHAINS)) < log_ratio
             lapse[take] = proposed_lapse[take]
         if WIDTH_STEPS or LAPSE_PRIOR or heavy_tails.any():
-            current, gradient = energy(x), gradient_of(x)
+            current, gradient = energy_and_gradient(x)
         momentum = rng.standard_normal(x.shape)
         before = current + 0.5 * np.sum(momentum**2, axis=0)
         step = step_size * rng.uniform(0.8, 1.2)  # jittered, so no chain locks into a periodic orbit
@@ -249,11 +260,10 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
         momentum = momentum - 0.5 * step * scale * new_gradient
         for leap in range(LEAPFROG_STEPS):
             proposal = proposal + step * scale * momentum
-            new_gradient = gradient_of(proposal)
             if leap < LEAPFROG_STEPS - 1:
-                momentum = momentum - step * scale * new_gradient
+                momentum = momentum - step * scale * gradient_at(proposal)
+        proposed, new_gradient = energy_and_gradient(proposal)
         momentum = momentum - 0.5 * step * scale * new_gradient
-        proposed = energy(proposal)
         after = proposed + 0.5 * np.sum(momentum**2, axis=0)
         accept = np.log(rng.random(CHAINS)) < np.nan_to_num(before - after, nan=-np.inf)
         x[:, accept], current[accept], gradient[:, accept] = (
