@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
-from scipy import stats
 
 TAU_FLOOR = 0.5  # below: the anchors' order says little about their grades
 WIN_SHARE_EDGE = 0.1  # anchors winning less than this share of their comparisons with students (or more than 1 - it)
@@ -55,6 +54,8 @@ def kendall_tau_b(rungs: list[int], scores: list[float]) -> float | None:
     """Kendall's tau-b of grade vs score; None with fewer than two distinct grades or scores."""
     if len(set(rungs)) < 2 or len(set(scores)) < 2:
         return None
+    from scipy import stats  # about a second to import: loaded by the first batch with anchors, not at start-up
+
     return float(stats.kendalltau(rungs, scores, variant="b").statistic)
 
 
