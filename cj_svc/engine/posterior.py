@@ -210,8 +210,8 @@ def sample(n: int, data: Comparisons, priors: list[Prior]) -> Moments:
         """-log posterior, up to a constant, of each chain's column, and its gradient."""
         margin = sign * (design @ x)
         prior_value, prior_slope = prior(x[:n])
-        log_likelihood = np.asarray(log_answer_probability(margin, lapse).sum(axis=0))
-        energy = np.asarray(-log_likelihood + prior_value.sum(axis=0) + BIAS_ALPHA * x[n] ** 2)
+        log_answers = np.asarray(log_answer_probability(margin, lapse).sum(axis=0))
+        energy = np.asarray(-log_answers + prior_value.sum(axis=0) + BIAS_ALPHA * x[n] ** 2)
         return energy, gradient_of(x, margin, prior_slope)
 
     # each coordinate's scale: 1 / sqrt of the information's diagonal at the first prior's mode

@@ -49,7 +49,7 @@ def decide(progress: BatchProgress, rules: StoppingRules = StoppingRules()) -> S
     limit = _limit_reached(progress, rules)
     if limit is not None:
         return limit
-    if not weighs_quality(progress, rules):
+    if not _has_minimum_comparisons(progress, rules):
         return StopReason.CONTINUE
     if progress.decided is not None and progress.decided >= rules.decided_share:
         return StopReason.GRADES_DECIDED
@@ -64,8 +64,11 @@ def weighs_quality(progress: BatchProgress, rules: StoppingRules = StoppingRules
     """Whether `decide` looks at the batch's quality now (decided grades, reliability, stability):
     no limit has stopped it and each essay has its minimum of comparisons. The decided share costs
     a final fit and a projection, so the workflow computes it only then."""
-    per_essay = 2 * progress.succeeded / max(progress.essays, 1)
-    return _limit_reached(progress, rules) is None and per_essay >= rules.min_comparisons_per_essay
+    return _limit_reached(progress, rules) is None and _has_minimum_comparisons(progress, rules)
+
+
+def _has_minimum_comparisons(progress: BatchProgress, rules: StoppingRules) -> bool:
+    return 2 * progress.succeeded / max(progress.essays, 1) >= rules.min_comparisons_per_essay
 
 
 def _limit_reached(progress: BatchProgress, rules: StoppingRules) -> StopReason | None:
